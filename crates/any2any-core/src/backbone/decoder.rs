@@ -1,0 +1,404 @@
+use super::config::{BackboneConfig, MlpKind, NormKind};
+use super::mask::{MaskKind, RowLayout};
+use crate::kv_cache::KvCache;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{linear_b, linear_no_bias, Embedding, Linear, VarBuilder};
+
+/// What a forward needs besides the embeddings and the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardArgs<'a> {
+    pub layout: &'a RowLayout,
+    pub mask: &'a MaskKind,
+}
+
+#[derive(Debug, Clone)]
+enum Norm {
+    Rms { weight: Tensor, eps: f32 },
+    Layer(candle_nn::LayerNorm),
+}
+
+impl Norm {
+    fn load(vb: VarBuilder, size: usize, kind: NormKind, eps: f64) -> Result<Self> {
+        Ok(match kind {
+            NormKind::Rms => Norm::Rms {
+                weight: vb.get(size, "weight")?,
+                eps: eps as f32,
+            },
+            NormKind::Layer => Norm::Layer(candle_nn::layer_norm(size, eps, vb)?),
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Norm::Rms { weight, eps } => candle_nn::ops::rms_norm(&x.contiguous()?, weight, *eps)?,
+            Norm::Layer(l) => l.forward(x)?,
+        })
+    }
+}
+
+/// Per-head LayerNorm over head_dim with a `[heads, head_dim]` affine (Chameleon q/k norm).
+#[derive(Debug, Clone)]
+struct HeadNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl HeadNorm {
+    /// Accepts `[heads, head_dim]` or `[1|mp, head_dim]` (broadcast, as Lumina stores it).
+    fn load(vb: VarBuilder, heads: usize, head_dim: usize) -> Result<Self> {
+        let get = |name: &str| -> Result<Tensor> {
+            let t = vb.get_unchecked(name)?;
+            match t.dims() {
+                [h, d] if *d == head_dim && (*h == heads || heads % *h == 0) => {
+                    let rep = heads / h;
+                    Ok(t.unsqueeze(1)?
+                        .broadcast_as((*h, rep, head_dim))?
+                        .reshape((heads, head_dim))?
+                        .to_dtype(vb.dtype())?)
+                }
+                found => Err(Error::ShapeMismatch {
+                    name: format!("{}.{name}", vb.prefix()),
+                    file: "the checkpoint".into(),
+                    expected: vec![heads, head_dim],
+                    found: found.to_vec(),
+                }),
+            }
+        };
+        Ok(Self {
+            weight: get("weight")?,
+            bias: get("bias")?,
+        })
+    }
+
+    /// `x`: `[rows, len, heads, head_dim]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let mean = xf.mean_keepdim(D::Minus1)?;
+        let xc = xf.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?.to_dtype(dtype)?;
+        Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<HeadNorm>,
+    k_norm: Option<HeadNorm>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    rot: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    attn: Attention,
+    mlp: Mlp,
+    ln1: Norm,
+    ln2: Norm,
+    swin: bool,
+}
+
+/// The shared decoder-only transformer (`embed_tokens`, `layers.N.*`, `norm`).
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: Norm,
+    cos: Tensor,
+    sin: Tensor,
+    cfg: BackboneConfig,
+    dtype: DType,
+    device: Device,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, c: &BackboneConfig) -> Result<Self> {
+        let q = c.num_heads * c.head_dim;
+        let kv = c.num_kv_heads * c.head_dim;
+        let b = c.attention_bias;
+        Ok(Self {
+            q_proj: linear_b(c.hidden_size, q, b, vb.pp("q_proj"))?,
+            k_proj: linear_b(c.hidden_size, kv, b, vb.pp("k_proj"))?,
+            v_proj: linear_b(c.hidden_size, kv, b, vb.pp("v_proj"))?,
+            o_proj: linear_b(q, c.hidden_size, b, vb.pp("o_proj"))?,
+            q_norm: if c.qk_norm {
+                Some(HeadNorm::load(vb.pp("q_norm"), c.num_heads, c.head_dim)?)
+            } else {
+                None
+            },
+            k_norm: if c.qk_norm {
+                Some(HeadNorm::load(vb.pp("k_norm"), c.num_kv_heads, c.head_dim)?)
+            } else {
+                None
+            },
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            rot: c.rotary_dim(),
+        })
+    }
+
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        if self.rot == self.head_dim {
+            return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?);
+        }
+        let r = x.narrow(D::Minus1, 0, self.rot)?.contiguous()?;
+        let pass = x.narrow(D::Minus1, self.rot, self.head_dim - self.rot)?;
+        let r = candle_nn::rotary_emb::rope(&r, cos, sin)?;
+        Ok(Tensor::cat(&[&r, &pass], D::Minus1)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let (r, l, _) = x.dims3()?;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((r, l, self.heads, self.head_dim))?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((r, l, self.kv_heads, self.head_dim))?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((r, l, self.kv_heads, self.head_dim))?;
+        let q = match &self.q_norm {
+            Some(n) => n.forward(&q)?,
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(&k)?,
+            None => k,
+        };
+        let q = self.rope(&q.transpose(1, 2)?, cos, sin)?;
+        let k = self.rope(&k.transpose(1, 2)?, cos, sin)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let (k, v) = cache.append(layer, &k, &v)?;
+        let t = k.dim(2)?;
+        // GQA without copying the cache: group the query heads that share a kv head.
+        let rep = self.heads / self.kv_heads;
+        let q = q
+            .contiguous()?
+            .reshape((r, self.kv_heads, rep * l, self.head_dim))?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let scores = match mask {
+            Some(m) => scores
+                .reshape((r, self.kv_heads, rep, l, t))?
+                .broadcast_add(&m.unsqueeze(1)?)?
+                .reshape((r, self.kv_heads, rep * l, t))?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        let out = probs
+            .matmul(&v)?
+            .reshape((r, self.heads, l, self.head_dim))?
+            .transpose(1, 2)?
+            .reshape((r, l, self.heads * self.head_dim))?;
+        Ok(self.o_proj.forward(&out)?)
+    }
+}
+
+impl Mlp {
+    fn load(vb: VarBuilder, c: &BackboneConfig) -> Result<Self> {
+        let b = c.mlp_bias;
+        Ok(Self {
+            gate: linear_b(c.hidden_size, c.intermediate_size, b, vb.pp("gate_proj"))?,
+            up: linear_b(c.hidden_size, c.intermediate_size, b, vb.pp("up_proj"))?,
+            down: linear_b(c.intermediate_size, c.hidden_size, b, vb.pp("down_proj"))?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        Ok(self.down.forward(&(g * self.up.forward(x)?)?)?)
+    }
+}
+
+impl Decoder {
+    /// `vb` at the decoder's prefix (the one holding `embed_tokens`, `layers`, `norm`).
+    pub fn load(vb: VarBuilder, cfg: &BackboneConfig) -> Result<Self> {
+        let MlpKind::GatedSilu = cfg.mlp;
+        let embed = candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+        let blocks = (0..cfg.num_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                Ok(Block {
+                    attn: Attention::load(vb.pp("self_attn"), cfg)?,
+                    mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+                    ln1: Norm::load(
+                        vb.pp("input_layernorm"),
+                        cfg.hidden_size,
+                        cfg.norm,
+                        cfg.norm_eps,
+                    )?,
+                    ln2: Norm::load(
+                        vb.pp("post_attention_layernorm"),
+                        cfg.hidden_size,
+                        cfg.norm,
+                        cfg.norm_eps,
+                    )?,
+                    swin: cfg.swin_norm,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let norm = Norm::load(vb.pp("norm"), cfg.hidden_size, cfg.norm, cfg.norm_eps)?;
+        let (cos, sin) = rope_tables(cfg, vb.dtype(), vb.device())?;
+        Ok(Self {
+            embed,
+            blocks,
+            norm,
+            cos,
+            sin,
+            cfg: cfg.clone(),
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn config(&self) -> &BackboneConfig {
+        &self.cfg
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn embed_tokens(&self) -> &Embedding {
+        &self.embed
+    }
+
+    /// `ids` `[rows, len]` u32 → `[rows, len, hidden]`.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.embed.forward(ids)?)
+    }
+
+    /// A cache for `rows` rows of up to `capacity` tokens.
+    pub fn new_cache(&self, rows: usize, capacity: usize) -> Result<KvCache> {
+        if capacity > self.cfg.max_position_embeddings {
+            return Err(Error::ContextOverflow {
+                len: capacity,
+                max: self.cfg.max_position_embeddings,
+                reserved: 0,
+            });
+        }
+        KvCache::new(
+            self.cfg.num_layers,
+            rows,
+            self.cfg.num_kv_heads,
+            self.cfg.head_dim,
+            capacity,
+            self.dtype,
+            &self.device,
+        )
+    }
+
+    fn rope_for(&self, layout: &RowLayout, offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        if layout.is_dense() {
+            return Ok((
+                self.cos.narrow(0, offset, len)?,
+                self.sin.narrow(0, offset, len)?,
+            ));
+        }
+        let rows = layout.rows();
+        let mut pos = Vec::with_capacity(rows * len);
+        for r in 0..rows {
+            for i in 0..len {
+                pos.push(layout.position(r, offset + i) as u32);
+            }
+        }
+        let pos = Tensor::from_vec(pos, rows * len, &self.device)?;
+        let half = self.cos.dim(1)?;
+        let cos = self.cos.index_select(&pos, 0)?.reshape((rows, len, half))?;
+        let sin = self.sin.index_select(&pos, 0)?.reshape((rows, len, half))?;
+        Ok((cos, sin))
+    }
+
+    /// Runs `x` (`[rows, len, hidden]`) after what `cache` holds; returns final-normed hidden
+    /// states `[rows, len, hidden]` and advances the cache by `len`.
+    pub fn forward(&self, x: &Tensor, args: ForwardArgs, cache: &mut KvCache) -> Result<Tensor> {
+        let (rows, len, _) = x.dims3()?;
+        if rows != args.layout.rows() || rows != cache.rows() {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "{rows} input rows, {} layout rows, {} cache rows",
+                    args.layout.rows(),
+                    cache.rows()
+                ),
+            ));
+        }
+        let offset = cache.len();
+        if offset + len > self.cfg.max_position_embeddings {
+            return Err(Error::ContextOverflow {
+                len: offset + len,
+                max: self.cfg.max_position_embeddings,
+                reserved: 0,
+            });
+        }
+        let (cos, sin) = self.rope_for(args.layout, offset, len)?;
+        let mask = args
+            .mask
+            .build(args.layout, offset, len, DType::F32, &self.device)?;
+        let mut h = x.to_dtype(self.dtype)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            h = if b.swin {
+                let a = b.attn.forward(&h, &cos, &sin, mask.as_ref(), cache, i)?;
+                let h1 = (&h + b.ln1.forward(&a)?)?;
+                let m = b.mlp.forward(&h1)?;
+                (&h1 + b.ln2.forward(&m)?)?
+            } else {
+                let a = b
+                    .attn
+                    .forward(&b.ln1.forward(&h)?, &cos, &sin, mask.as_ref(), cache, i)?;
+                let h1 = (&h + a)?;
+                let m = b.mlp.forward(&b.ln2.forward(&h1)?)?;
+                (&h1 + m)?
+            };
+        }
+        cache.advance(len);
+        self.norm.forward(&h)
+    }
+}
+
+/// A plain LM head `hidden → vocab` without bias.
+pub fn lm_head(vb: VarBuilder, cfg: &BackboneConfig) -> Result<Linear> {
+    Ok(linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb)?)
+}
+
+fn rope_tables(cfg: &BackboneConfig, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    let rot = cfg.rotary_dim();
+    let inv: Vec<f32> = (0..rot / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / rot as f64) as f32)
+        .collect();
+    let n = cfg.max_position_embeddings;
+    let inv = Tensor::from_vec(inv, (1, rot / 2), device)?;
+    let pos = Tensor::arange(0u32, n as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((n, 1))?;
+    let freqs = pos.broadcast_mul(&inv)?;
+    Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
+}

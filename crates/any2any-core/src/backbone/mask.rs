@@ -1,0 +1,184 @@
+use crate::Result;
+use candle_core::{DType, Device, Tensor};
+
+/// The additive value of a masked score: finite (never −∞), so a row can never turn into NaN.
+pub const MASKED: f32 = f32::MIN;
+
+/// How rows of one batch sit in the cache: each row is left-padded by `pad_left[r]` positions,
+/// which no query ever sees and which do not count as positions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RowLayout {
+    pub pad_left: Vec<usize>,
+}
+
+impl RowLayout {
+    /// `rows` rows without padding.
+    pub fn dense(rows: usize) -> Self {
+        Self {
+            pad_left: vec![0; rows],
+        }
+    }
+    /// Left-pads sequences of the given lengths to the longest.
+    pub fn left_padded(lens: &[usize]) -> Self {
+        let max = lens.iter().copied().max().unwrap_or(0);
+        Self {
+            pad_left: lens.iter().map(|l| max - l).collect(),
+        }
+    }
+    pub fn rows(&self) -> usize {
+        self.pad_left.len()
+    }
+    pub fn is_dense(&self) -> bool {
+        self.pad_left.iter().all(|&p| p == 0)
+    }
+    /// Each row repeated `n` times in place (r0,r0,…,r1,…).
+    pub fn repeat_rows(&self, n: usize) -> Self {
+        Self {
+            pad_left: self
+                .pad_left
+                .iter()
+                .flat_map(|&p| std::iter::repeat_n(p, n))
+                .collect(),
+        }
+    }
+    /// The rows of `self` followed by the rows of `other`.
+    pub fn stack(&self, other: &Self) -> Self {
+        Self {
+            pad_left: self
+                .pad_left
+                .iter()
+                .chain(&other.pad_left)
+                .copied()
+                .collect(),
+        }
+    }
+    /// Position id of cache slot `slot` in row `r` (pads clamp to 0; they are never attended).
+    pub fn position(&self, r: usize, slot: usize) -> usize {
+        slot.saturating_sub(self.pad_left[r])
+    }
+}
+
+/// Which keys a query may see, beyond padding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MaskKind {
+    /// Each query sees itself and everything before it.
+    Causal,
+    /// Causal, except that the first `n` slots (pads included) see each other in full
+    /// (bidirectional prefix, e.g. Show-o understanding).
+    BidirectionalPrefix(usize),
+    /// Causal, with full attention inside each `[start, end)` slot span (image spans).
+    BlockCausal(Vec<(usize, usize)>),
+}
+
+impl MaskKind {
+    fn visible(&self, q: usize, k: usize) -> bool {
+        if k <= q {
+            return true;
+        }
+        match self {
+            MaskKind::Causal => false,
+            MaskKind::BidirectionalPrefix(n) => q < *n && k < *n,
+            MaskKind::BlockCausal(spans) => spans
+                .iter()
+                .any(|&(s, e)| q >= s && q < e && k >= s && k < e),
+        }
+    }
+
+    /// The additive mask `[rows, 1, q_len, q_offset + q_len]` for queries at slots
+    /// `q_offset..q_offset+q_len`, or `None` when nothing is masked (a single query over an
+    /// unpadded causal cache), so the hot decode step skips it.
+    pub fn build(
+        &self,
+        layout: &RowLayout,
+        q_offset: usize,
+        q_len: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Option<Tensor>> {
+        let k_len = q_offset + q_len;
+        let causal_single = matches!(self, MaskKind::Causal) && q_len == 1;
+        if layout.is_dense() && causal_single {
+            return Ok(None);
+        }
+        let rows = layout.rows();
+        let mut m = vec![0f32; rows * q_len * k_len];
+        for r in 0..rows {
+            let pad = layout.pad_left[r];
+            for qi in 0..q_len {
+                let q = q_offset + qi;
+                let row = &mut m[(r * q_len + qi) * k_len..(r * q_len + qi + 1) * k_len];
+                for (k, v) in row.iter_mut().enumerate() {
+                    // pads see only themselves, so a pad row is never fully masked
+                    let ok = if q < pad {
+                        k == q
+                    } else {
+                        k >= pad && self.visible(q, k)
+                    };
+                    if !ok {
+                        *v = MASKED;
+                    }
+                }
+            }
+        }
+        let t = Tensor::from_vec(m, (rows, 1, q_len, k_len), device)?;
+        Ok(Some(t.to_dtype(dtype)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_with_padding_never_masks_a_whole_row() {
+        let layout = RowLayout::left_padded(&[3, 1]);
+        let m = MaskKind::Causal
+            .build(&layout, 0, 3, DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let v: Vec<Vec<Vec<f32>>> = m.squeeze(1).unwrap().to_vec3().unwrap();
+        assert_eq!(v[0][2], vec![0.0, 0.0, 0.0]);
+        assert_eq!(v[0][0], vec![0.0, MASKED, MASKED]);
+        // row 1: two pads then one token that sees only itself
+        assert_eq!(v[1][2], vec![MASKED, MASKED, 0.0]);
+        for r in &v {
+            for q in r {
+                assert!(q.iter().any(|&x| x == 0.0));
+            }
+        }
+        assert!(MaskKind::Causal
+            .build(&RowLayout::dense(2), 5, 1, DType::F32, &Device::Cpu)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn prefix_and_blocks() {
+        let l = RowLayout::dense(1);
+        let m = MaskKind::BidirectionalPrefix(2)
+            .build(&l, 0, 3, DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let v = m
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(v[0], vec![0.0, 0.0, MASKED]);
+        let m = MaskKind::BlockCausal(vec![(1, 3)])
+            .build(&l, 0, 4, DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let v = m
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(v[1], vec![0.0, 0.0, 0.0, MASKED]);
+        assert_eq!(v[0], vec![0.0, MASKED, MASKED, MASKED]);
+    }
+}

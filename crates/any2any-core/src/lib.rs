@@ -1,0 +1,29 @@
+//! The core of any2any: one token stream over text, image codes, embeddings and latents; the
+//! backbone contract; the logits pipeline with classifier-free guidance; KV cache; noise, progress
+//! and cancellation; image codecs; checkpoint loading.
+
+pub mod backbone;
+pub mod backend;
+pub mod codec;
+pub mod error;
+pub mod imageops;
+pub mod kv_cache;
+pub mod loading;
+pub mod noise;
+pub mod progress;
+pub mod request;
+pub mod sampling;
+pub mod stream;
+
+pub use backend::{Backend, Family, ModelInfo};
+pub use error::{Error, Result};
+pub use loading::{LoadOptions, ModelFiles};
+pub use noise::{NoiseSource, ReplayNoise, SeededNoise};
+pub use progress::{CancelToken, Hooks, Progress};
+pub use request::{Generated, GenerationParams, Output, Request, Timings};
+pub use stream::{Direction, ImageInput, Modality, Segment};
+
+pub use candle_core;
+pub use candle_nn;
+pub use image;
+pub use tokenizers;

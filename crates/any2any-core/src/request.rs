@@ -1,0 +1,200 @@
+//! `Request` in, `Output` out.
+
+use crate::stream::{ImageInput, Modality, Segment};
+use crate::{Error, Result};
+
+/// Sampling and loop settings. `None` means "the family's default" (from the checkpoint's
+/// generation_config.json where it has one).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GenerationParams {
+    /// 0 = greedy.
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    /// Classifier-free guidance weight `w` in `u + w·(c − u)`; 1 disables guidance.
+    pub cfg: Option<f32>,
+    pub max_new_tokens: Option<usize>,
+    /// Denoising / unmasking steps for the iterative families.
+    pub steps: Option<usize>,
+    pub seed: u64,
+}
+
+impl GenerationParams {
+    /// Rejects values no sampler can use, naming the argument.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(t) = self.temperature {
+            if !t.is_finite() || t < 0.0 {
+                return Err(Error::invalid(
+                    "temperature",
+                    format!("{t} (must be a finite number ≥ 0; 0 means greedy)"),
+                ));
+            }
+        }
+        if let Some(k) = self.top_k {
+            if k == 0 {
+                return Err(Error::invalid("top-k", "0 (must be ≥ 1)"));
+            }
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(Error::invalid("top-p", format!("{p} (must be in (0, 1])")));
+            }
+        }
+        if let Some(w) = self.cfg {
+            if !w.is_finite() {
+                return Err(Error::invalid(
+                    "cfg",
+                    format!("{w} (must be a finite number)"),
+                ));
+            }
+        }
+        if self.max_new_tokens == Some(0) {
+            return Err(Error::invalid("max-new-tokens", "0 (must be ≥ 1)"));
+        }
+        if self.steps == Some(0) {
+            return Err(Error::invalid("steps", "0 (must be ≥ 1)"));
+        }
+        Ok(())
+    }
+}
+
+/// One prompt: the input token stream, what to produce, and how.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub segments: Vec<Segment>,
+    pub want: Modality,
+    pub params: GenerationParams,
+    /// Outputs per prompt (e.g. n images for one prompt).
+    pub num_outputs: usize,
+    /// Feed `TextIds` verbatim: no chat template, no BOS or markers added. Images must then be at
+    /// the model's input resolution; only normalisation is applied.
+    pub raw: bool,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Request {
+    pub fn new() -> Self {
+        Self {
+            segments: Vec::new(),
+            want: Modality::Text,
+            params: GenerationParams::default(),
+            num_outputs: 1,
+            raw: false,
+        }
+    }
+    pub fn text(mut self, t: impl Into<String>) -> Self {
+        self.segments.push(Segment::Text(t.into()));
+        self
+    }
+    pub fn image(mut self, img: ImageInput) -> Self {
+        self.segments.push(Segment::Image(img));
+        self
+    }
+    pub fn segment(mut self, s: Segment) -> Self {
+        self.segments.push(s);
+        self
+    }
+    /// Token ids fed verbatim (sets `raw`).
+    pub fn raw_ids(mut self, ids: Vec<u32>) -> Self {
+        self.segments.push(Segment::TextIds(ids));
+        self.raw = true;
+        self
+    }
+    pub fn want(mut self, m: Modality) -> Self {
+        self.want = m;
+        self
+    }
+    pub fn params(mut self, p: GenerationParams) -> Self {
+        self.params = p;
+        self
+    }
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.params.seed = seed;
+        self
+    }
+    pub fn num_outputs(mut self, n: usize) -> Self {
+        self.num_outputs = n;
+        self
+    }
+    /// The images of the stream, in order.
+    pub fn images(&self) -> Vec<&ImageInput> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Image(i) => Some(i),
+                _ => None,
+            })
+            .collect()
+    }
+    pub fn validate(&self) -> Result<()> {
+        if self.segments.is_empty() {
+            return Err(Error::invalid(
+                "prompt",
+                "the request has no input segments",
+            ));
+        }
+        if self.num_outputs == 0 {
+            return Err(Error::invalid("num-outputs", "0 (must be ≥ 1)"));
+        }
+        self.params.validate()
+    }
+}
+
+/// One generated piece.
+#[derive(Debug, Clone)]
+pub enum Generated {
+    Text {
+        ids: Vec<u32>,
+        text: Option<String>,
+    },
+    Image {
+        image: image::RgbImage,
+        /// Row-major codebook indices, for the code-based families.
+        codes: Option<Vec<u32>>,
+        /// Code grid (height, width).
+        grid: Option<(usize, usize)>,
+    },
+}
+
+/// Wall-clock timings in seconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Timings {
+    pub prefill_s: f64,
+    pub decode_s: f64,
+    pub steps: usize,
+    pub image_decode_s: f64,
+    pub total_s: f64,
+}
+
+/// What one request produced (one per output when `num_outputs > 1`).
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub segments: Vec<Generated>,
+    pub timings: Timings,
+}
+
+impl Output {
+    pub fn images(&self) -> Vec<&image::RgbImage> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Generated::Image { image, .. } => Some(image),
+                _ => None,
+            })
+            .collect()
+    }
+    pub fn text(&self) -> String {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Generated::Text { text, .. } => text.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+}

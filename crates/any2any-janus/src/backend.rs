@@ -1,0 +1,645 @@
+//! Janus-Pro behind the `Backend` trait: text→text, image→text and text→image with CFG, several
+//! different prompts per batch and n outputs per prompt.
+
+use crate::config::{JanusConfig, JanusPreprocessorConfig};
+use crate::model::JanusModel;
+use any2any_core::backbone::{ForwardArgs, MaskKind, RowLayout};
+use any2any_core::backend::{check_direction, Backend, ModelInfo};
+use any2any_core::candle_core::{DType, Device, Module, Tensor};
+use any2any_core::imageops;
+use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
+use any2any_core::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
+use any2any_core::{
+    Direction, Error, Generated, Hooks, ImageInput, Modality, Output, Request, Result, Segment,
+    Timings,
+};
+use std::time::Instant;
+
+/// The system prompt the reference prepends for understanding.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful language and vision assistant. You are able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language.\n\n";
+const DEFAULT_MAX_NEW_TOKENS: usize = 256;
+const DEFAULT_CFG: f32 = 5.0;
+
+/// Special token ids, from the tokenizer, generation_config.json and config.json.
+#[derive(Debug, Clone, Copy)]
+pub struct SpecialIds {
+    pub bos: u32,
+    pub eos: u32,
+    pub pad: u32,
+    pub boi: u32,
+    pub eoi: Option<u32>,
+    pub image: u32,
+}
+
+/// A loaded Janus checkpoint.
+pub struct JanusBackend {
+    pub model: JanusModel,
+    pub pre: JanusPreprocessorConfig,
+    pub gen: GenerationConfigJson,
+    pub ids: SpecialIds,
+    tokenizer: Option<any2any_core::tokenizers::Tokenizer>,
+    name: String,
+}
+
+/// `model_type: "janus"` (HF layout).
+pub fn matches(cfg: &serde_json::Value) -> bool {
+    cfg.get("model_type").and_then(|v| v.as_str()) == Some("janus")
+}
+
+/// Registry entry point.
+pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(JanusBackend::load(files, opts)?))
+}
+
+fn piece_ids(tok: Option<&any2any_core::tokenizers::Tokenizer>, text: &str) -> Result<Vec<u32>> {
+    let tok = tok.ok_or_else(|| {
+        Error::invalid(
+            "prompt",
+            "this checkpoint has no tokenizer.json: pass token ids (--raw-ids) instead of text",
+        )
+    })?;
+    let enc = tok
+        .encode(text, false)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+impl JanusBackend {
+    pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
+        let cfg: JanusConfig = any2any_core::loading::read_json(&files.config)?;
+        let pre: JanusPreprocessorConfig = ModelFiles::optional_json(&files.preprocessor_config)?;
+        let gen: GenerationConfigJson = ModelFiles::optional_json(&files.generation_config)?;
+        let tokenizer = files.load_tokenizer()?;
+        let vb = files.var_builder(opts.dtype(), &opts.device)?;
+        let model = JanusModel::load(vb, &cfg)?;
+        let tid = |s: &str| tokenizer.as_ref().and_then(|t| t.token_to_id(s));
+        let gen_id =
+            |v: &Option<any2any_core::loading::TokenIds>| v.as_ref().and_then(|t| t.first());
+        let ids = SpecialIds {
+            bos: gen_id(&gen.bos_token_id)
+                .or_else(|| tid("<｜begin▁of▁sentence｜>"))
+                .unwrap_or(100000),
+            eos: gen_id(&gen.eos_token_id)
+                .or_else(|| tid("<｜end▁of▁sentence｜>"))
+                .unwrap_or(100001),
+            pad: gen_id(&gen.pad_token_id)
+                .or_else(|| tid("<｜▁pad▁｜>"))
+                .unwrap_or(100002),
+            boi: gen
+                .generation_kwargs
+                .get("boi_token_id")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as u32)
+                .or_else(|| tid("<begin_of_image>"))
+                .unwrap_or(100016),
+            eoi: tid("<end_of_image>"),
+            image: cfg.image_token_id,
+        };
+        let vocab = model.backbone_cfg.vocab_size as u32;
+        for (name, id) in [
+            ("bos", ids.bos),
+            ("eos", ids.eos),
+            ("pad", ids.pad),
+            ("boi", ids.boi),
+            ("image_token_id", ids.image),
+        ] {
+            if id >= vocab {
+                return Err(Error::Config {
+                    path: files.config.clone(),
+                    msg: format!("{name} token id {id} is outside the vocabulary ({vocab})"),
+                });
+            }
+        }
+        Ok(Self {
+            model,
+            pre,
+            gen,
+            ids,
+            tokenizer,
+            name: files.name.clone(),
+        })
+    }
+
+    fn device(&self) -> &Device {
+        self.model.decoder.device()
+    }
+
+    fn vision_size(&self) -> u32 {
+        self.model.cfg.vision_config.image_size as u32
+    }
+
+    /// Normalised pixels `[1, 3, S, S]` of one image. Raw mode requires the input resolution.
+    fn pixels(&self, img: &ImageInput, raw: bool) -> Result<Tensor> {
+        let s = self.vision_size();
+        let img = if raw {
+            if img.width() != s || img.height() != s {
+                return Err(Error::invalid(
+                    "image",
+                    format!(
+                        "{}×{} image with raw ids: the model's input resolution is {s}×{s}",
+                        img.width(),
+                        img.height()
+                    ),
+                ));
+            }
+            img.pixels.clone()
+        } else {
+            let size = self.pre.size.as_ref().map_or(s, |z| z.height.max(z.width));
+            let out = imageops::resize_long_side_and_pad(
+                &img.pixels,
+                size,
+                self.pre.min_size,
+                self.pre.background(),
+            );
+            if out.width() != s {
+                imageops::resize_long_side_and_pad(
+                    &out,
+                    s,
+                    self.pre.min_size,
+                    self.pre.background(),
+                )
+            } else {
+                out
+            }
+        };
+        let (mean, std) = self.pre.mean_std();
+        Ok(
+            imageops::normalize(&img, self.pre.rescale_factor, mean, std, self.device())?
+                .unsqueeze(0)?,
+        )
+    }
+
+    /// Renders a request into ids (and its images, in order).
+    fn render<'r>(&self, req: &'r Request) -> Result<(Vec<u32>, Vec<&'r ImageInput>)> {
+        let tok = self.tokenizer.as_ref();
+        let images = req.images();
+        if req.raw {
+            let mut ids = Vec::new();
+            for s in &req.segments {
+                match s {
+                    Segment::TextIds(v) => ids.extend_from_slice(v),
+                    Segment::Text(t) => ids.extend(piece_ids(tok, t)?),
+                    Segment::Image(_) => {}
+                    other => return Err(unsupported_segment(other)),
+                }
+            }
+            return Ok((ids, images));
+        }
+        let n = self.model.num_image_tokens();
+        let mut text = String::new();
+        let mut ids = vec![self.ids.bos];
+        let flush = |text: &mut String, ids: &mut Vec<u32>| -> Result<()> {
+            if !text.is_empty() {
+                ids.extend(piece_ids(tok, text)?);
+                text.clear();
+            }
+            Ok(())
+        };
+        match req.want {
+            Modality::Text => text.push_str(DEFAULT_SYSTEM_PROMPT),
+            Modality::Image => {}
+        }
+        text.push_str("<|User|>: ");
+        for s in &req.segments {
+            match s {
+                Segment::Text(t) => text.push_str(t),
+                Segment::TextIds(v) => {
+                    flush(&mut text, &mut ids)?;
+                    ids.extend_from_slice(v);
+                }
+                Segment::Image(_) => {
+                    flush(&mut text, &mut ids)?;
+                    ids.push(self.ids.boi);
+                    ids.extend(std::iter::repeat_n(self.ids.image, n));
+                    if let Some(eoi) = self.ids.eoi {
+                        ids.push(eoi);
+                    }
+                    text.push('\n');
+                }
+                other => return Err(unsupported_segment(other)),
+            }
+        }
+        text.push_str("\n\n<|Assistant|>:");
+        flush(&mut text, &mut ids)?;
+        if req.want == Modality::Image {
+            ids.push(self.ids.boi);
+        }
+        Ok((ids, images))
+    }
+
+    /// Input embeddings `[1, L, D]` of one prompt, image features scattered into its
+    /// `image_token_id` positions in order.
+    fn embed_prompt(&self, ids: &[u32], images: &[&ImageInput], raw: bool) -> Result<Tensor> {
+        let vocab = self.model.backbone_cfg.vocab_size as u32;
+        if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
+            return Err(Error::invalid(
+                "ids",
+                format!("token id {bad} is outside the vocabulary ({vocab})"),
+            ));
+        }
+        let dev = self.device();
+        let t = Tensor::new(ids, dev)?;
+        let emb = self.model.decoder.embed(&t)?; // [L, D]
+        let slots: Vec<usize> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &i)| i == self.ids.image)
+            .map(|(p, _)| p)
+            .collect();
+        let n = self.model.num_image_tokens();
+        if slots.len() != images.len() * n {
+            return Err(Error::invalid(
+                "image",
+                format!(
+                    "the prompt has {} image placeholder tokens (id {}) but {} image(s) × {n} features were given",
+                    slots.len(),
+                    self.ids.image,
+                    images.len()
+                ),
+            ));
+        }
+        if images.is_empty() {
+            return Ok(emb.unsqueeze(0)?);
+        }
+        let px = images
+            .iter()
+            .map(|i| self.pixels(i, raw))
+            .collect::<Result<Vec<_>>>()?;
+        let feats = self.model.image_features(&Tensor::cat(&px, 0)?)?; // [I, N, D]
+        let d = emb.dim(1)?;
+        let feats = feats
+            .reshape((images.len() * n, d))?
+            .to_dtype(emb.dtype())?;
+        let l = ids.len();
+        let mut index: Vec<u32> = (0..l as u32).collect();
+        for (k, &p) in slots.iter().enumerate() {
+            index[p] = (l + k) as u32;
+        }
+        let all = Tensor::cat(&[&emb, &feats], 0)?;
+        Ok(all
+            .index_select(&Tensor::new(index, dev)?, 0)?
+            .unsqueeze(0)?)
+    }
+
+    /// Stacks per-row prompt embeddings `[1, L_r, D]` left-padded into `[R, L, D]`.
+    fn stack_rows(rows: &[Tensor]) -> Result<(Tensor, RowLayout)> {
+        let lens: Vec<usize> = rows
+            .iter()
+            .map(|r| r.dim(1))
+            .collect::<any2any_core::candle_core::Result<_>>()?;
+        let layout = RowLayout::left_padded(&lens);
+        let max = lens.iter().copied().max().unwrap_or(0);
+        let padded = rows
+            .iter()
+            .zip(&lens)
+            .map(|(r, &l)| Ok(r.pad_with_zeros(1, max - l, 0)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((Tensor::cat(&padded, 0)?, layout))
+    }
+
+    fn sampling(&self, p: &any2any_core::GenerationParams, want: Modality) -> SamplingParams {
+        let default_t = match want {
+            Modality::Text => 0.0,
+            Modality::Image => 1.0,
+        };
+        SamplingParams {
+            temperature: p.temperature.unwrap_or(default_t),
+            top_k: p.top_k,
+            top_p: p.top_p,
+        }
+    }
+
+    fn generate_text(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        let t0 = Instant::now();
+        let p = &reqs[0].params;
+        let max_new = p
+            .max_new_tokens
+            .or(self.gen.max_new_tokens)
+            .unwrap_or(DEFAULT_MAX_NEW_TOKENS);
+        let mut rows = Vec::new();
+        for r in reqs {
+            let (ids, images) = self.render(r)?;
+            let e = self.embed_prompt(&ids, &images, r.raw)?;
+            for _ in 0..r.num_outputs {
+                rows.push(e.clone());
+            }
+        }
+        let (x, layout) = Self::stack_rows(&rows)?;
+        let (n_rows, len, _) = x.dims3()?;
+        let ctx = self.model.backbone_cfg.max_position_embeddings;
+        if len + max_new > ctx {
+            return Err(Error::ContextOverflow {
+                len,
+                max: ctx,
+                reserved: max_new,
+            });
+        }
+        let mut cache = self.model.decoder.new_cache(n_rows, len + max_new)?;
+        let pipe = LogitsPipeline::new(None, self.sampling(p, Modality::Text));
+        let mut noise = hooks.take_noise(p.seed);
+        let args = ForwardArgs {
+            layout: &layout,
+            mask: &MaskKind::Causal,
+        };
+        let h = self.model.decoder.forward(&x, args, &mut cache)?;
+        let mut logits = self
+            .model
+            .lm_head
+            .forward(&h.narrow(1, len - 1, 1)?.squeeze(1)?)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); n_rows];
+        let mut done = vec![false; n_rows];
+        let mut steps = 0;
+        for step in 0..max_new {
+            hooks.step("text tokens", step, max_new)?;
+            let next = pipe.sample(&logits, None, noise.as_mut())?;
+            let host = next.to_vec1::<u32>()?;
+            for (r, &id) in host.iter().enumerate() {
+                if !done[r] {
+                    out[r].push(id);
+                    done[r] = id == self.ids.eos;
+                }
+            }
+            steps += 1;
+            if done.iter().all(|&d| d) || step + 1 == max_new {
+                break;
+            }
+            let e = self.model.decoder.embed(&next.unsqueeze(1)?)?;
+            let h = self.model.decoder.forward(&e, args, &mut cache)?;
+            logits = self.model.lm_head.forward(&h.squeeze(1)?)?;
+        }
+        hooks.step("text tokens", max_new, max_new)?;
+        let decode_s = t1.elapsed().as_secs_f64();
+        let timings = Timings {
+            prefill_s,
+            decode_s,
+            steps,
+            image_decode_s: 0.0,
+            total_s: t0.elapsed().as_secs_f64(),
+        };
+        out.into_iter()
+            .map(|ids| {
+                let text = match &self.tokenizer {
+                    Some(t) => Some(
+                        t.decode(&ids, true)
+                            .map_err(|e| Error::Tokenizer(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                Ok(Output {
+                    segments: vec![Generated::Text { ids, text }],
+                    timings: timings.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The unconditional stream of the reference: every token but BOS and BOI becomes pad.
+    pub fn uncond_ids(&self, ids: &[u32]) -> Vec<u32> {
+        ids.iter()
+            .map(|&i| {
+                if i == self.ids.bos || i == self.ids.boi {
+                    i
+                } else {
+                    self.ids.pad
+                }
+            })
+            .collect()
+    }
+
+    /// Generates image codes `[rows, N]` (request-major, `num_outputs` rows per request).
+    pub fn generate_codes(
+        &self,
+        reqs: &[&Request],
+        hooks: &mut Hooks,
+    ) -> Result<(Tensor, Timings)> {
+        let t0 = Instant::now();
+        let p = &reqs[0].params;
+        let w = p.cfg.or(self.gen.guidance_scale).unwrap_or(DEFAULT_CFG);
+        let guidance = (w != 1.0).then(|| Guidance::two_stream(w, GuidanceSpace::Logits));
+        let pipe = LogitsPipeline::new(guidance, self.sampling(p, Modality::Image));
+        let mut cond = Vec::new();
+        let mut uncond = Vec::new();
+        for r in reqs {
+            let (ids, images) = self.render(r)?;
+            if !images.is_empty() {
+                return Err(Error::invalid(
+                    "image",
+                    "Janus cannot condition image generation on an image",
+                ));
+            }
+            let c = self.embed_prompt(&ids, &[], r.raw)?;
+            let u = self.embed_prompt(&self.uncond_ids(&ids), &[], r.raw)?;
+            for _ in 0..r.num_outputs {
+                cond.push(c.clone());
+                uncond.push(u.clone());
+            }
+        }
+        let n_rows = cond.len();
+        let streams = pipe.streams();
+        let all: Vec<Tensor> = if streams == 2 {
+            cond.into_iter().chain(uncond).collect()
+        } else {
+            cond
+        };
+        let (x, layout) = Self::stack_rows(&all)?;
+        let len = x.dim(1)?;
+        let n = self.model.num_image_tokens();
+        let ctx = self.model.backbone_cfg.max_position_embeddings;
+        if len + n > ctx {
+            return Err(Error::ContextOverflow {
+                len,
+                max: ctx,
+                reserved: n,
+            });
+        }
+        let mut cache = self.model.decoder.new_cache(n_rows * streams, len + n)?;
+        let mut noise = hooks.take_noise(p.seed);
+        let args = ForwardArgs {
+            layout: &layout,
+            mask: &MaskKind::Causal,
+        };
+        let h = self.model.decoder.forward(&x, args, &mut cache)?;
+        let mut hidden = h.narrow(1, len - 1, 1)?.squeeze(1)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut codes = Vec::with_capacity(n);
+        for step in 0..n {
+            hooks.step("image tokens", step, n)?;
+            let logits = self.model.gen_head.forward(&hidden)?;
+            let next = pipe.sample(&logits, None, noise.as_mut())?;
+            codes.push(next.clone());
+            if step + 1 == n {
+                break;
+            }
+            let e = self.model.code_embeddings(&next)?;
+            let e = if streams == 2 {
+                Tensor::cat(&[&e, &e], 0)?
+            } else {
+                e
+            };
+            hidden = self
+                .model
+                .decoder
+                .forward(&e, args, &mut cache)?
+                .squeeze(1)?;
+        }
+        hooks.step("image tokens", n, n)?;
+        let codes = Tensor::stack(&codes, 1)?;
+        Ok((
+            codes,
+            Timings {
+                prefill_s,
+                decode_s: t1.elapsed().as_secs_f64(),
+                steps: n,
+                image_decode_s: 0.0,
+                total_s: 0.0,
+            },
+        ))
+    }
+
+    fn generate_images(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        let t0 = Instant::now();
+        let (codes, mut timings) = self.generate_codes(reqs, hooks)?;
+        let g = self.model.image_grid();
+        let t1 = Instant::now();
+        hooks.step("vq decode", 0, 1)?;
+        let pixels = self.model.vq.decode_codes(&codes, g, g)?;
+        let images = imageops::to_images(&pixels)?;
+        hooks.step("vq decode", 1, 1)?;
+        timings.image_decode_s = t1.elapsed().as_secs_f64();
+        timings.total_s = t0.elapsed().as_secs_f64();
+        let codes = codes.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        Ok(images
+            .into_iter()
+            .zip(codes)
+            .map(|(image, codes)| Output {
+                segments: vec![Generated::Image {
+                    image,
+                    codes: Some(codes),
+                    grid: Some((g, g)),
+                }],
+                timings: timings.clone(),
+            })
+            .collect())
+    }
+}
+
+fn unsupported_segment(s: &Segment) -> Error {
+    Error::invalid(
+        "input",
+        format!("Janus does not take {} segments", s.kind()),
+    )
+}
+
+impl Backend for JanusBackend {
+    fn info(&self) -> ModelInfo {
+        let c = &self.model.backbone_cfg;
+        let g = self.model.image_grid();
+        let f = self.model.vq.downsample_factor();
+        ModelInfo {
+            family: "janus".into(),
+            variant: format!("{} (HF transformers Janus layout)", self.name),
+            directions: self.directions().iter().map(ToString::to_string).collect(),
+            parameters: c.num_params(),
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            layers: c.num_layers,
+            context: c.max_position_embeddings,
+            image_tokens: Some((g, g)),
+            image_size: Some((g * f, g * f)),
+            dtype: format!("{:?}", self.model.decoder.dtype()),
+            device: format!("{:?}", self.device()),
+        }
+    }
+
+    fn directions(&self) -> Vec<Direction> {
+        vec![
+            Direction::TextToText,
+            Direction::ImageToText,
+            Direction::TextToImage,
+        ]
+    }
+
+    fn generate_batch(&self, requests: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        for r in requests {
+            r.validate()?;
+            check_direction(self, "janus", r)?;
+        }
+        // Consecutive requests with the same modality and parameters share one batch.
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < requests.len() {
+            let mut j = i + 1;
+            while j < requests.len()
+                && requests[j].want == requests[i].want
+                && requests[j].params == requests[i].params
+            {
+                j += 1;
+            }
+            let group: Vec<&Request> = requests[i..j].iter().collect();
+            out.extend(match requests[i].want {
+                Modality::Text => self.generate_text(&group, hooks)?,
+                Modality::Image => self.generate_images(&group, hooks)?,
+            });
+            i = j;
+        }
+        Ok(out)
+    }
+
+    fn last_logits(&self, ids: &[u32], images: &[ImageInput]) -> Result<Tensor> {
+        if ids.is_empty() {
+            return Err(Error::invalid("raw-ids", "no token ids given"));
+        }
+        let imgs: Vec<&ImageInput> = images.iter().collect();
+        let x = self.embed_prompt(ids, &imgs, true)?;
+        let len = ids.len();
+        let mut cache = self.model.decoder.new_cache(1, len)?;
+        let layout = RowLayout::dense(1);
+        let h = self.model.decoder.forward(
+            &x,
+            ForwardArgs {
+                layout: &layout,
+                mask: &MaskKind::Causal,
+            },
+            &mut cache,
+        )?;
+        let l = self
+            .model
+            .lm_head
+            .forward(&h.narrow(1, len - 1, 1)?.squeeze(1)?)?;
+        Ok(l.squeeze(0)?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?)
+    }
+
+    fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {
+        let k = self.model.cfg.vq_config.num_embeddings as u32;
+        if codes.len() != height * width {
+            return Err(Error::invalid(
+                "codes",
+                format!(
+                    "{} codes for a {height}×{width} grid (needs {})",
+                    codes.len(),
+                    height * width
+                ),
+            ));
+        }
+        if let Some(bad) = codes.iter().find(|&&c| c >= k) {
+            return Err(Error::invalid(
+                "codes",
+                format!("code {bad} is outside the codebook (size {k})"),
+            ));
+        }
+        let t = Tensor::new(codes, self.device())?.unsqueeze(0)?;
+        let px = self.model.vq.decode_codes(&t, height, width)?;
+        imageops::to_images(&px)?
+            .pop()
+            .ok_or_else(|| Error::invalid("codes", "decoder returned no image"))
+    }
+
+    fn tokenizer(&self) -> Option<&any2any_core::tokenizers::Tokenizer> {
+        self.tokenizer.as_ref()
+    }
+}

@@ -1,0 +1,96 @@
+//! **any2any** runs open any-to-any multimodal models — text and images in, text and images out —
+//! behind one `generate` call, on CPU, CUDA and Metal.
+//!
+//! ```no_run
+//! use any2any::{LoadOptions, Modality, Pipeline, Request};
+//! let pipe = Pipeline::load("deepseek-community/Janus-Pro-1B", LoadOptions::default())?;
+//! let out = pipe.generate(Request::new().text("a red fox in snow").want(Modality::Image))?;
+//! out.images()[0].save("fox.png").ok();
+//! # Ok::<(), any2any::Error>(())
+//! ```
+
+pub use any2any_core::*;
+
+
+use any2any_core::backend::config_kind;
+use candle_core::Tensor;
+
+/// Every family this build can load. Adding a family is one line here plus its crate.
+pub fn families() -> &'static [Family] {
+    static FAMILIES: &[Family] = &[Family {
+        name: "janus",
+        matches: any2any_janus::matches,
+        load: any2any_janus::load,
+    }];
+    FAMILIES
+}
+
+/// A loaded model of any family.
+pub struct Pipeline {
+    backend: Box<dyn Backend>,
+    family: &'static str,
+    files: ModelFiles,
+}
+
+impl Pipeline {
+    /// Loads from a local directory or a hub id; the family is recognised from config.json.
+    pub fn load(model: &str, opts: LoadOptions) -> Result<Self> {
+        let files = ModelFiles::resolve(model, &opts)?;
+        let cfg = files.config_json()?;
+        let fam = families().iter().find(|f| (f.matches)(&cfg)).ok_or_else(|| Error::UnknownFamily {
+            found: config_kind(&cfg),
+            path: files.config.clone(),
+            supported: families().iter().map(|f| f.name).collect::<Vec<_>>().join(", "),
+        })?;
+        let backend = (fam.load)(&files, &opts)?;
+        Ok(Self {
+            backend,
+            family: fam.name,
+            files,
+        })
+    }
+
+    pub fn family(&self) -> &'static str {
+        self.family
+    }
+    pub fn files(&self) -> &ModelFiles {
+        &self.files
+    }
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+    pub fn info(&self) -> ModelInfo {
+        self.backend.info()
+    }
+
+    /// One request; all its outputs (`num_outputs`) in one `Output`.
+    pub fn generate(&self, req: Request) -> Result<Output> {
+        self.generate_with(req, &mut Hooks::new())
+    }
+
+    /// One request with progress, cancellation or replayed noise.
+    pub fn generate_with(&self, req: Request, hooks: &mut Hooks) -> Result<Output> {
+        let outs = self.backend.generate_batch(std::slice::from_ref(&req), hooks)?;
+        let mut merged = Output::default();
+        for o in outs {
+            merged.timings = o.timings;
+            merged.segments.extend(o.segments);
+        }
+        Ok(merged)
+    }
+
+    /// Several (different) prompts batched; `num_outputs` outputs per request, request-major.
+    pub fn generate_batch(&self, reqs: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        self.backend.generate_batch(reqs, hooks)
+    }
+
+    /// The last position's logits `[vocab]` for raw ids (and images filling their placeholders).
+    pub fn last_logits(&self, ids: &[u32], images: &[ImageInput]) -> Result<Tensor> {
+        self.backend.last_logits(ids, images)
+    }
+
+    /// Decodes image codes to pixels.
+    pub fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {
+        self.backend.decode_codes(codes, height, width)
+    }
+}

@@ -1,0 +1,342 @@
+//! The `any2any` command.
+
+use any2any::imageops::{load_image, save_image, write_atomic};
+use any2any::loading::{parse_device, parse_dtype};
+use any2any::{
+    CancelToken, Error, GenerationParams, Generated, Hooks, ImageInput, LoadOptions, Modality,
+    Output, Pipeline, Request, Result,
+};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "any2any", version, about = "Run any-to-any multimodal models: text and images in, text and images out")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate text or images from a prompt (and images).
+    Generate(GenerateArgs),
+    /// Write the last position's logits of a raw prompt as float32 .npy, shape [vocab].
+    Logits(LogitsArgs),
+    /// Decode image codes to a PNG.
+    Decode(DecodeArgs),
+    /// Show a model's family, sizes and supported directions.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A local model directory or a hub id (owner/name).
+    #[arg(long)]
+    model: String,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, bf16 or f16 (default: bf16 on CUDA, f32 elsewhere).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Never use the network (the HF cache only).
+    #[arg(long)]
+    offline: bool,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Pipeline> {
+        let opts = LoadOptions {
+            device: parse_device(&self.device)?,
+            dtype: self.dtype.as_deref().map(parse_dtype).transpose()?,
+            offline: self.offline,
+            revision: None,
+        };
+        Pipeline::load(&self.model, opts)
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text; repeat for several prompts in one batch.
+    #[arg(long, conflicts_with = "raw_ids")]
+    prompt: Vec<String>,
+    /// Token ids fed verbatim (no template, no BOS), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    raw_ids: Option<Vec<u32>>,
+    /// Input image(s), in order.
+    #[arg(long)]
+    image: Vec<PathBuf>,
+    /// What to produce.
+    #[arg(long, value_parser = ["text", "image"])]
+    to: String,
+    /// Output file (image: PNG; several outputs get -0, -1, … suffixes; text: a UTF-8 file).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Classifier-free guidance weight (1 disables).
+    #[arg(long, allow_negative_numbers = true)]
+    cfg: Option<f32>,
+    /// 0 = greedy.
+    #[arg(long, allow_negative_numbers = true)]
+    temperature: Option<f32>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Denoising / unmasking steps (iterative families).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Outputs per prompt.
+    #[arg(long, default_value_t = 1)]
+    num: usize,
+    /// Write the generated segments and timings as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, value_delimiter = ',', required = true)]
+    raw_ids: Vec<u32>,
+    #[arg(long)]
+    image: Vec<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct DecodeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, value_delimiter = ',', required = true)]
+    codes: Vec<u32>,
+    #[arg(long)]
+    height: usize,
+    #[arg(long)]
+    width: usize,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Generate(a) => generate(a),
+        Cmd::Logits(a) => logits(a),
+        Cmd::Decode(a) => decode(a),
+        Cmd::Inspect(a) => inspect(a),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e}");
+        std::process::exit(match e {
+            Error::Cancelled { .. } => 130,
+            _ => 1,
+        });
+    }
+}
+
+fn check_out_dir(p: &Path) -> Result<()> {
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::invalid("out", format!("directory {} does not exist", dir.display())));
+    }
+    Ok(())
+}
+
+fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
+    if n == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    path.with_file_name(format!("{stem}-{i}{ext}"))
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let want: Modality = a.to.parse()?;
+    let params = GenerationParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        cfg: a.cfg,
+        max_new_tokens: a.max_new_tokens,
+        steps: a.steps,
+        seed: a.seed,
+    };
+    params.validate()?;
+    let out_path = a.out.clone().or_else(|| (want == Modality::Image).then(|| PathBuf::from("out.png")));
+    for p in out_path.iter().chain(a.json.iter()) {
+        check_out_dir(p)?;
+    }
+    let images = a.image.iter().map(|p| load_image(p)).collect::<Result<Vec<ImageInput>>>()?;
+    let mut reqs = Vec::new();
+    match (&a.raw_ids, a.prompt.is_empty()) {
+        (Some(ids), _) => {
+            let mut r = Request::new().raw_ids(ids.clone());
+            for i in &images {
+                r = r.image(i.clone());
+            }
+            reqs.push(r);
+        }
+        (None, false) => {
+            for p in &a.prompt {
+                let mut r = Request::new();
+                for i in &images {
+                    r = r.image(i.clone());
+                }
+                reqs.push(r.text(p.clone()));
+            }
+        }
+        (None, true) => return Err(Error::invalid("prompt", "give --prompt TEXT or --raw-ids 1,2,3")),
+    }
+    let reqs: Vec<Request> = reqs
+        .into_iter()
+        .map(|r| r.want(want).params(params.clone()).num_outputs(a.num))
+        .collect();
+    let pipe = a.model.load()?;
+    let cancel = CancelToken::new();
+    {
+        let c = cancel.clone();
+        // A second Ctrl-C while cancelling falls through to the default handler's exit.
+        let _ = ctrlc::set_handler(move || c.cancel());
+    }
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    };
+    let outs = {
+        let bar2 = bar.clone();
+        let mut hooks = Hooks::new().cancel_token(cancel).on_progress(move |p| {
+            if bar2.length() != Some(p.total as u64) {
+                bar2.set_length(p.total as u64);
+                bar2.set_message(p.stage.to_string());
+            }
+            bar2.set_position(p.step as u64);
+        });
+        pipe.generate_batch(&reqs, &mut hooks)
+    };
+    bar.finish_and_clear();
+    let outs = outs?;
+    write_outputs(&outs, out_path.as_deref(), a.json.as_deref())
+}
+
+fn write_outputs(outs: &[Output], out: Option<&Path>, json: Option<&Path>) -> Result<()> {
+    let n_images: usize = outs.iter().map(|o| o.images().len()).sum();
+    let mut segs = Vec::new();
+    let mut texts = Vec::new();
+    let mut img_i = 0;
+    for o in outs {
+        for s in &o.segments {
+            match s {
+                Generated::Text { ids, text } => {
+                    if let Some(t) = text {
+                        texts.push(t.clone());
+                    }
+                    segs.push(serde_json::json!({"kind": "text", "ids": ids, "text": text}));
+                }
+                Generated::Image { image, codes, grid } => {
+                    let path = out.map(|p| numbered(p, img_i, n_images));
+                    if let Some(p) = &path {
+                        save_image(image, p)?;
+                        eprintln!("wrote {}", p.display());
+                    }
+                    img_i += 1;
+                    segs.push(serde_json::json!({
+                        "kind": "image",
+                        "codes": codes,
+                        "height": grid.map(|g| g.0),
+                        "width": grid.map(|g| g.1),
+                        "path": path.map(|p| p.display().to_string()),
+                    }));
+                }
+            }
+        }
+    }
+    if !texts.is_empty() {
+        let joined = texts.join("\n");
+        match out {
+            Some(p) if n_images == 0 => write_atomic(p, |tmp| {
+                std::fs::write(tmp, joined.as_bytes()).map_err(|source| Error::Io { path: p.to_path_buf(), source })
+            })?,
+            _ => println!("{joined}"),
+        }
+    }
+    if let Some(j) = json {
+        let timings = outs.first().map(|o| o.timings.clone()).unwrap_or_default();
+        let v = serde_json::json!({"segments": segs, "timings": timings});
+        let s = serde_json::to_string_pretty(&v).map_err(|e| Error::invalid("json", e.to_string()))?;
+        write_atomic(j, |tmp| std::fs::write(tmp, s).map_err(|source| Error::Io { path: j.to_path_buf(), source }))?;
+    }
+    Ok(())
+}
+
+fn logits(a: LogitsArgs) -> Result<()> {
+    check_out_dir(&a.out)?;
+    let images = a.image.iter().map(|p| load_image(p)).collect::<Result<Vec<_>>>()?;
+    let pipe = a.model.load()?;
+    let l = pipe.last_logits(&a.raw_ids, &images)?;
+    write_atomic(&a.out, |tmp| Ok(l.write_npy(tmp)?))?;
+    eprintln!("wrote {} ({} logits)", a.out.display(), l.dim(0)?);
+    Ok(())
+}
+
+fn decode(a: DecodeArgs) -> Result<()> {
+    check_out_dir(&a.out)?;
+    let pipe = a.model.load()?;
+    let img = pipe.decode_codes(&a.codes, a.height, a.width)?;
+    save_image(&img, &a.out)?;
+    eprintln!("wrote {} ({}×{})", a.out.display(), img.width(), img.height());
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    let pipe = a.model.load()?;
+    let info = pipe.info();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&info).map_err(|e| Error::invalid("json", e.to_string()))?);
+        return Ok(());
+    }
+    println!("model       {}", pipe.files().name);
+    println!("family      {}", info.family);
+    println!("variant     {}", info.variant);
+    println!("parameters  {} (language model)", info.parameters);
+    println!("vocab       {}", info.vocab_size);
+    println!("hidden      {}", info.hidden_size);
+    println!("layers      {}", info.layers);
+    println!("context     {}", info.context);
+    if let (Some((gh, gw)), Some((h, w))) = (info.image_tokens, info.image_size) {
+        println!("image       {gh}×{gw} codes → {h}×{w} px");
+    }
+    println!("dtype       {}", info.dtype);
+    println!("device      {}", info.device);
+    println!("directions  {}", info.directions.join(", "));
+    Ok(())
+}
