@@ -11,7 +11,6 @@
 
 pub use any2any_core::*;
 
-
 use any2any_core::backend::config_kind;
 use candle_core::Tensor;
 
@@ -37,11 +36,18 @@ impl Pipeline {
     pub fn load(model: &str, opts: LoadOptions) -> Result<Self> {
         let files = ModelFiles::resolve(model, &opts)?;
         let cfg = files.config_json()?;
-        let fam = families().iter().find(|f| (f.matches)(&cfg)).ok_or_else(|| Error::UnknownFamily {
-            found: config_kind(&cfg),
-            path: files.config.clone(),
-            supported: families().iter().map(|f| f.name).collect::<Vec<_>>().join(", "),
-        })?;
+        let fam = families()
+            .iter()
+            .find(|f| (f.matches)(&cfg))
+            .ok_or_else(|| Error::UnknownFamily {
+                found: config_kind(&cfg),
+                path: files.config.clone(),
+                supported: families()
+                    .iter()
+                    .map(|f| f.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         let backend = (fam.load)(&files, &opts)?;
         Ok(Self {
             backend,
@@ -70,7 +76,9 @@ impl Pipeline {
 
     /// One request with progress, cancellation or replayed noise.
     pub fn generate_with(&self, req: Request, hooks: &mut Hooks) -> Result<Output> {
-        let outs = self.backend.generate_batch(std::slice::from_ref(&req), hooks)?;
+        let outs = self
+            .backend
+            .generate_batch(std::slice::from_ref(&req), hooks)?;
         let mut merged = Output::default();
         for o in outs {
             merged.timings = o.timings;
@@ -90,7 +98,12 @@ impl Pipeline {
     }
 
     /// Decodes image codes to pixels.
-    pub fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {
+    pub fn decode_codes(
+        &self,
+        codes: &[u32],
+        height: usize,
+        width: usize,
+    ) -> Result<image::RgbImage> {
         self.backend.decode_codes(codes, height, width)
     }
 }

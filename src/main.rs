@@ -1,9 +1,11 @@
 //! The `any2any` command.
 
+mod bench;
+
 use any2any::imageops::{load_image, save_image, write_atomic};
 use any2any::loading::{parse_device, parse_dtype};
 use any2any::{
-    CancelToken, Error, GenerationParams, Generated, Hooks, ImageInput, LoadOptions, Modality,
+    CancelToken, Error, Generated, GenerationParams, Hooks, ImageInput, LoadOptions, Modality,
     Output, Pipeline, Request, Result,
 };
 use clap::{Args, Parser, Subcommand};
@@ -11,7 +13,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "any2any", version, about = "Run any-to-any multimodal models: text and images in, text and images out")]
+#[command(
+    name = "any2any",
+    version,
+    about = "Run any-to-any multimodal models: text and images in, text and images out"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -27,6 +33,8 @@ enum Cmd {
     Decode(DecodeArgs),
     /// Show a model's family, sizes and supported directions.
     Inspect(InspectArgs),
+    /// Time image-token decoding of a named real model size (constant weights in memory, nothing downloaded).
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -131,6 +139,35 @@ struct DecodeArgs {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    /// tiny, janus-pro-1b, janus-pro-7b, chameleon-7b or emu3-8b.
+    #[arg(long, default_value = "tiny")]
+    size: String,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, bf16 or f16 (default: bf16 on CUDA, f32 elsewhere).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Batch sizes (prompts), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    batch: Vec<usize>,
+    /// CFG on, off, or both (`on,off`).
+    #[arg(long, value_delimiter = ',', default_value = "on,off")]
+    cfg: Vec<String>,
+    /// Decode steps measured (after the warm-up).
+    #[arg(long, default_value_t = 16)]
+    steps: usize,
+    #[arg(long, default_value_t = 4)]
+    warmup: usize,
+    /// Context the measured steps start at (default: the prompt length).
+    #[arg(long)]
+    context: Option<usize>,
+    /// Also write the rows as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct InspectArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -146,6 +183,7 @@ fn main() {
         Cmd::Logits(a) => logits(a),
         Cmd::Decode(a) => decode(a),
         Cmd::Inspect(a) => inspect(a),
+        Cmd::Bench(a) => run_bench(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");
@@ -156,10 +194,21 @@ fn main() {
     }
 }
 
-fn check_out_dir(p: &Path) -> Result<()> {
-    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+/// Refuses an output path whose directory does not exist, naming the argument (`out`, `json`).
+fn check_out_dir(arg: &str, p: &Path) -> Result<()> {
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(Error::invalid("out", format!("directory {} does not exist", dir.display())));
+        return Err(Error::invalid(
+            arg,
+            format!(
+                "{}: directory {} does not exist",
+                p.display(),
+                dir.display()
+            ),
+        ));
     }
     Ok(())
 }
@@ -168,8 +217,14 @@ fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
     if n == 1 {
         return path.to_path_buf();
     }
-    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
     path.with_file_name(format!("{stem}-{i}{ext}"))
 }
 
@@ -185,11 +240,21 @@ fn generate(a: GenerateArgs) -> Result<()> {
         seed: a.seed,
     };
     params.validate()?;
-    let out_path = a.out.clone().or_else(|| (want == Modality::Image).then(|| PathBuf::from("out.png")));
-    for p in out_path.iter().chain(a.json.iter()) {
-        check_out_dir(p)?;
+    let out_path = a
+        .out
+        .clone()
+        .or_else(|| (want == Modality::Image).then(|| PathBuf::from("out.png")));
+    if let Some(p) = &out_path {
+        check_out_dir("out", p)?;
     }
-    let images = a.image.iter().map(|p| load_image(p)).collect::<Result<Vec<ImageInput>>>()?;
+    if let Some(p) = &a.json {
+        check_out_dir("json", p)?;
+    }
+    let images = a
+        .image
+        .iter()
+        .map(|p| load_image(p))
+        .collect::<Result<Vec<ImageInput>>>()?;
     let mut reqs = Vec::new();
     match (&a.raw_ids, a.prompt.is_empty()) {
         (Some(ids), _) => {
@@ -208,7 +273,12 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 reqs.push(r.text(p.clone()));
             }
         }
-        (None, true) => return Err(Error::invalid("prompt", "give --prompt TEXT or --raw-ids 1,2,3")),
+        (None, true) => {
+            return Err(Error::invalid(
+                "prompt",
+                "give --prompt TEXT or --raw-ids 1,2,3",
+            ))
+        }
     }
     let reqs: Vec<Request> = reqs
         .into_iter()
@@ -248,7 +318,25 @@ fn generate(a: GenerateArgs) -> Result<()> {
     write_outputs(&outs, out_path.as_deref(), a.json.as_deref())
 }
 
+/// Writes every output; on an error, removes the files this call already wrote, so a failed run
+/// leaves no partial set of outputs behind.
 fn write_outputs(outs: &[Output], out: Option<&Path>, json: Option<&Path>) -> Result<()> {
+    let mut written = Vec::new();
+    let res = write_outputs_into(outs, out, json, &mut written);
+    if res.is_err() {
+        for p in &written {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    res
+}
+
+fn write_outputs_into(
+    outs: &[Output],
+    out: Option<&Path>,
+    json: Option<&Path>,
+    written: &mut Vec<PathBuf>,
+) -> Result<()> {
     let n_images: usize = outs.iter().map(|o| o.images().len()).sum();
     let mut segs = Vec::new();
     let mut texts = Vec::new();
@@ -266,6 +354,7 @@ fn write_outputs(outs: &[Output], out: Option<&Path>, json: Option<&Path>) -> Re
                     let path = out.map(|p| numbered(p, img_i, n_images));
                     if let Some(p) = &path {
                         save_image(image, p)?;
+                        written.push(p.clone());
                         eprintln!("wrote {}", p.display());
                     }
                     img_i += 1;
@@ -284,23 +373,37 @@ fn write_outputs(outs: &[Output], out: Option<&Path>, json: Option<&Path>) -> Re
         let joined = texts.join("\n");
         match out {
             Some(p) if n_images == 0 => write_atomic(p, |tmp| {
-                std::fs::write(tmp, joined.as_bytes()).map_err(|source| Error::Io { path: p.to_path_buf(), source })
-            })?,
+                std::fs::write(tmp, joined.as_bytes()).map_err(|source| Error::Io {
+                    path: p.to_path_buf(),
+                    source,
+                })
+            })
+            .map(|()| written.push(p.to_path_buf()))?,
             _ => println!("{joined}"),
         }
     }
     if let Some(j) = json {
         let timings = outs.first().map(|o| o.timings.clone()).unwrap_or_default();
         let v = serde_json::json!({"segments": segs, "timings": timings});
-        let s = serde_json::to_string_pretty(&v).map_err(|e| Error::invalid("json", e.to_string()))?;
-        write_atomic(j, |tmp| std::fs::write(tmp, s).map_err(|source| Error::Io { path: j.to_path_buf(), source }))?;
+        let s =
+            serde_json::to_string_pretty(&v).map_err(|e| Error::invalid("json", e.to_string()))?;
+        write_atomic(j, |tmp| {
+            std::fs::write(tmp, s).map_err(|source| Error::Io {
+                path: j.to_path_buf(),
+                source,
+            })
+        })?;
     }
     Ok(())
 }
 
 fn logits(a: LogitsArgs) -> Result<()> {
-    check_out_dir(&a.out)?;
-    let images = a.image.iter().map(|p| load_image(p)).collect::<Result<Vec<_>>>()?;
+    check_out_dir("out", &a.out)?;
+    let images = a
+        .image
+        .iter()
+        .map(|p| load_image(p))
+        .collect::<Result<Vec<_>>>()?;
     let pipe = a.model.load()?;
     let l = pipe.last_logits(&a.raw_ids, &images)?;
     write_atomic(&a.out, |tmp| Ok(l.write_npy(tmp)?))?;
@@ -309,11 +412,28 @@ fn logits(a: LogitsArgs) -> Result<()> {
 }
 
 fn decode(a: DecodeArgs) -> Result<()> {
-    check_out_dir(&a.out)?;
+    check_out_dir("out", &a.out)?;
+    // Checked here too: a grid whose size overflows must not wrap onto the number of codes.
+    if a.height.checked_mul(a.width) != Some(a.codes.len()) {
+        return Err(Error::invalid(
+            "codes",
+            format!(
+                "{} codes for a {}×{} grid (needs height × width)",
+                a.codes.len(),
+                a.height,
+                a.width
+            ),
+        ));
+    }
     let pipe = a.model.load()?;
     let img = pipe.decode_codes(&a.codes, a.height, a.width)?;
     save_image(&img, &a.out)?;
-    eprintln!("wrote {} ({}×{})", a.out.display(), img.width(), img.height());
+    eprintln!(
+        "wrote {} ({}×{})",
+        a.out.display(),
+        img.width(),
+        img.height()
+    );
     Ok(())
 }
 
@@ -321,7 +441,11 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let pipe = a.model.load()?;
     let info = pipe.info();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&info).map_err(|e| Error::invalid("json", e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info)
+                .map_err(|e| Error::invalid("json", e.to_string()))?
+        );
         return Ok(());
     }
     println!("model       {}", pipe.files().name);
@@ -338,5 +462,51 @@ fn inspect(a: InspectArgs) -> Result<()> {
     println!("dtype       {}", info.dtype);
     println!("device      {}", info.device);
     println!("directions  {}", info.directions.join(", "));
+    Ok(())
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    let w = bench::workload(&a.size)?;
+    let device = parse_device(&a.device)?;
+    let dtype = match a.dtype.as_deref() {
+        Some(d) => parse_dtype(d)?,
+        None => LoadOptions {
+            device: device.clone(),
+            ..Default::default()
+        }
+        .dtype(),
+    };
+    let cfgs = a
+        .cfg
+        .iter()
+        .map(|c| match c.as_str() {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            other => Err(Error::invalid(
+                "cfg",
+                format!("`{other}` (expected on, off or on,off)"),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if a.steps == 0 || a.batch.contains(&0) {
+        return Err(Error::invalid("steps/batch", "must be ≥ 1"));
+    }
+    if let Some(j) = &a.json {
+        check_out_dir("json", j)?;
+    }
+    let rows = bench::run(
+        &w, &device, dtype, &a.batch, &cfgs, a.steps, a.warmup, a.context,
+    )?;
+    print!("{}", bench::table(&rows, w.image_tokens));
+    if let Some(j) = &a.json {
+        let s = serde_json::to_string_pretty(&rows)
+            .map_err(|e| Error::invalid("json", e.to_string()))?;
+        write_atomic(j, |tmp| {
+            std::fs::write(tmp, s).map_err(|source| Error::Io {
+                path: j.to_path_buf(),
+                source,
+            })
+        })?;
+    }
     Ok(())
 }

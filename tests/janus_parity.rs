@@ -3,7 +3,7 @@
 //! Tolerances: logits 1e-4 abs, ids equal, pixels within 1 level.
 
 mod common;
-use any2any::{GenerationParams, Hooks, Modality, Request, ReplayNoise};
+use any2any::{GenerationParams, Hooks, Modality, ReplayNoise, Request};
 use common::*;
 
 fn image() -> any2any::ImageInput {
@@ -15,7 +15,11 @@ fn text_logits_match_hf() {
     let p = parity("janus-tiny");
     let c = &p["text_logits"];
     let pipe = load_janus();
-    let got = pipe.last_logits(&u32s(&c["input_ids"]), &[]).unwrap().to_vec1::<f32>().unwrap();
+    let got = pipe
+        .last_logits(&u32s(&c["input_ids"]), &[])
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let d = max_abs_diff(&got, &f32s(&c["logits"]));
     assert!(d <= 1e-4, "max abs diff {d}");
 }
@@ -25,18 +29,25 @@ fn image_prompt_logits_match_hf() {
     let p = parity("janus-tiny");
     let c = &p["image_logits"];
     let pipe = load_janus();
-    let got = pipe.last_logits(&u32s(&c["input_ids"]), &[image()]).unwrap().to_vec1::<f32>().unwrap();
+    let got = pipe
+        .last_logits(&u32s(&c["input_ids"]), &[image()])
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let d = max_abs_diff(&got, &f32s(&c["logits"]));
     assert!(d <= 1e-4, "max abs diff {d}");
 }
 
 fn greedy_text(ids: Vec<u32>, images: Vec<any2any::ImageInput>, n: usize) -> Vec<u32> {
     let pipe = load_janus();
-    let mut r = Request::new().raw_ids(ids).want(Modality::Text).params(GenerationParams {
-        temperature: Some(0.0),
-        max_new_tokens: Some(n),
-        ..Default::default()
-    });
+    let mut r = Request::new()
+        .raw_ids(ids)
+        .want(Modality::Text)
+        .params(GenerationParams {
+            temperature: Some(0.0),
+            max_new_tokens: Some(n),
+            ..Default::default()
+        });
     for i in images {
         r = r.image(i);
     }
@@ -66,14 +77,21 @@ fn greedy_text_with_image_matches_hf() {
 
 fn image_codes(ids: Vec<u32>, params: GenerationParams, uniforms: Option<Vec<f32>>) -> Vec<u32> {
     let pipe = load_janus();
-    let req = Request::new().raw_ids(ids).want(Modality::Image).params(params);
+    let req = Request::new()
+        .raw_ids(ids)
+        .want(Modality::Image)
+        .params(params);
     let mut hooks = Hooks::new();
     if let Some(u) = uniforms {
         hooks = hooks.noise(ReplayNoise::uniforms(u));
     }
     let out = pipe.generate_with(req, &mut hooks).unwrap();
     match &out.segments[0] {
-        any2any::Generated::Image { codes: Some(c), grid, .. } => {
+        any2any::Generated::Image {
+            codes: Some(c),
+            grid,
+            ..
+        } => {
             assert_eq!(*grid, Some((4, 4)));
             c.clone()
         }
@@ -87,7 +105,11 @@ fn greedy_cfg_image_codes_match_hf() {
     let c = &p["image_greedy"];
     let codes = image_codes(
         u32s(&c["input_ids"]),
-        GenerationParams { temperature: Some(0.0), cfg: Some(5.0), ..Default::default() },
+        GenerationParams {
+            temperature: Some(0.0),
+            cfg: Some(5.0),
+            ..Default::default()
+        },
         None,
     );
     assert_eq!(codes, u32s(&c["codes"]));
@@ -99,7 +121,10 @@ fn uncond_stream_follows_reference_rule() {
     let c = &p["image_greedy"];
     let files = any2any::ModelFiles::from_dir(&janus_dir()).unwrap();
     let j = any2any_janus::JanusBackend::load(&files, &Default::default()).unwrap();
-    assert_eq!(j.uncond_ids(&u32s(&c["input_ids"])), u32s(&c["uncond_input_ids"]));
+    assert_eq!(
+        j.uncond_ids(&u32s(&c["input_ids"])),
+        u32s(&c["uncond_input_ids"])
+    );
 }
 
 #[test]
@@ -116,7 +141,11 @@ fn sampled_image_codes_match_hf_under_replayed_noise() {
             cfg: Some(pr["guidance_scale"].as_f64().unwrap() as f32),
             ..Default::default()
         };
-        let codes = image_codes(u32s(&case["input_ids"]), params, Some(f32s(&case["uniforms"])));
+        let codes = image_codes(
+            u32s(&case["input_ids"]),
+            params,
+            Some(f32s(&case["uniforms"])),
+        );
         assert_eq!(codes, u32s(&case["codes"]), "case {pr}");
     }
 }
@@ -127,13 +156,16 @@ fn sampled_text_matches_hf_under_replayed_noise() {
     let c = &p["text_sampled"];
     let pr = &c["params"];
     let pipe = load_janus();
-    let req = Request::new().raw_ids(u32s(&c["input_ids"])).want(Modality::Text).params(GenerationParams {
-        temperature: Some(pr["temperature"].as_f64().unwrap() as f32),
-        top_k: Some(pr["top_k"].as_u64().unwrap() as usize),
-        top_p: Some(pr["top_p"].as_f64().unwrap() as f32),
-        max_new_tokens: Some(pr["max_new_tokens"].as_u64().unwrap() as usize),
-        ..Default::default()
-    });
+    let req = Request::new()
+        .raw_ids(u32s(&c["input_ids"]))
+        .want(Modality::Text)
+        .params(GenerationParams {
+            temperature: Some(pr["temperature"].as_f64().unwrap() as f32),
+            top_k: Some(pr["top_k"].as_u64().unwrap() as usize),
+            top_p: Some(pr["top_p"].as_f64().unwrap() as f32),
+            max_new_tokens: Some(pr["max_new_tokens"].as_u64().unwrap() as usize),
+            ..Default::default()
+        });
     let mut hooks = Hooks::new().noise(ReplayNoise::uniforms(f32s(&c["uniforms"])));
     let out = pipe.generate_with(req, &mut hooks).unwrap();
     match &out.segments[0] {
@@ -148,12 +180,21 @@ fn decoded_pixels_match_hf_within_one_level() {
     let c = &p["decode"];
     let pipe = load_janus();
     let img = pipe
-        .decode_codes(&u32s(&c["codes"]), c["height"].as_u64().unwrap() as usize, c["width"].as_u64().unwrap() as usize)
+        .decode_codes(
+            &u32s(&c["codes"]),
+            c["height"].as_u64().unwrap() as usize,
+            c["width"].as_u64().unwrap() as usize,
+        )
         .unwrap();
     assert_eq!(img.dimensions(), (16, 16));
     let want = u32s(&c["pixels"]);
     let got: Vec<u32> = img.as_raw().iter().map(|&x| x as u32).collect();
     assert_eq!(got.len(), want.len());
-    let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
     assert!(worst <= 1, "worst pixel diff {worst}");
 }

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn janus_dir() -> PathBuf {
@@ -13,22 +15,38 @@ pub fn janus_dir() -> PathBuf {
 
 pub fn parity(name: &str) -> serde_json::Value {
     let p = fixture_dir(name).join("parity.json");
-    serde_json::from_slice(&std::fs::read(&p).expect("read parity.json")).expect("parse parity.json")
+    serde_json::from_slice(&std::fs::read(&p).expect("read parity.json"))
+        .expect("parse parity.json")
 }
 
 pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("int") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("int") as u32)
+        .collect()
 }
 
 pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn load_janus() -> any2any::Pipeline {
-    any2any::Pipeline::load(janus_dir().to_str().unwrap(), any2any::LoadOptions::default()).expect("load tiny janus")
+    any2any::Pipeline::load(
+        janus_dir().to_str().unwrap(),
+        any2any::LoadOptions::default(),
+    )
+    .expect("load tiny janus")
 }

@@ -199,7 +199,7 @@ impl ModelFiles {
                 .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         let revision = opts.revision.clone().unwrap_or_else(|| "main".into());
         let repo = hf_hub::Repo::with_revision(id.to_string(), hf_hub::RepoType::Model, revision);
-        let fetch: Box<dyn Fn(&str) -> Result<Option<PathBuf>>> = if offline {
+        let fetch: Box<Fetch<'_>> = if offline {
             let cache = hf_hub::Cache::from_env().repo(repo);
             Box::new(move |f: &str| Ok(cache.get(f)))
         } else {
@@ -302,6 +302,9 @@ impl ModelFiles {
         ))
     }
 }
+
+/// Looks a file up in a hub repository (`None` when the repository has no such file).
+type Fetch<'a> = dyn Fn(&str) -> Result<Option<PathBuf>> + 'a;
 
 /// Reads and parses a JSON file, naming it in errors.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
@@ -432,11 +435,11 @@ impl SimpleBackend for WeightStore {
             }
             .into());
         }
-        Ok(t.to_dtype(dtype)?)
+        t.to_dtype(dtype)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        Ok(self.load(name, dev)?.0.to_dtype(dtype)?)
+        self.load(name, dev)?.0.to_dtype(dtype)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -29,10 +29,13 @@ pub struct Progress<'s> {
     pub total: usize,
 }
 
+/// A progress callback.
+pub type ProgressFn<'a> = Box<dyn FnMut(Progress<'_>) + 'a>;
+
 /// Callbacks and overrides a caller passes to `generate`.
 #[derive(Default)]
 pub struct Hooks<'a> {
-    pub progress: Option<Box<dyn FnMut(Progress<'_>) + 'a>>,
+    pub progress: Option<ProgressFn<'a>>,
     pub cancel: Option<CancelToken>,
     /// Replaces the seeded noise of the request (for replaying a reference's draws).
     pub noise: Option<Box<dyn NoiseSource + 'a>>,

@@ -312,10 +312,7 @@ impl JanusBackend {
     fn generate_text(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
         let t0 = Instant::now();
         let p = &reqs[0].params;
-        let max_new = p
-            .max_new_tokens
-            .or(self.gen.max_new_tokens)
-            .unwrap_or(DEFAULT_MAX_NEW_TOKENS);
+
         let mut rows = Vec::new();
         for r in reqs {
             let (ids, images) = self.render(r)?;
@@ -327,11 +324,21 @@ impl JanusBackend {
         let (x, layout) = Self::stack_rows(&rows)?;
         let (n_rows, len, _) = x.dims3()?;
         let ctx = self.model.backbone_cfg.max_position_embeddings;
-        if len + max_new > ctx {
+        let room = ctx.saturating_sub(len);
+        // An explicit budget must fit; the default one is cut to what the context leaves.
+        let max_new = match p.max_new_tokens {
+            Some(n) => n,
+            None => self
+                .gen
+                .max_new_tokens
+                .unwrap_or(DEFAULT_MAX_NEW_TOKENS)
+                .min(room),
+        };
+        if max_new == 0 || max_new > room {
             return Err(Error::ContextOverflow {
                 len,
                 max: ctx,
-                reserved: max_new,
+                reserved: max_new.max(1),
             });
         }
         let mut cache = self.model.decoder.new_cache(n_rows, len + max_new)?;
@@ -447,7 +454,7 @@ impl JanusBackend {
         let len = x.dim(1)?;
         let n = self.model.num_image_tokens();
         let ctx = self.model.backbone_cfg.max_position_embeddings;
-        if len + n > ctx {
+        if n > ctx.saturating_sub(len) {
             return Err(Error::ContextOverflow {
                 len,
                 max: ctx,
@@ -616,14 +623,10 @@ impl Backend for JanusBackend {
 
     fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {
         let k = self.model.cfg.vq_config.num_embeddings as u32;
-        if codes.len() != height * width {
+        if height.checked_mul(width) != Some(codes.len()) {
             return Err(Error::invalid(
                 "codes",
-                format!(
-                    "{} codes for a {height}×{width} grid (needs {})",
-                    codes.len(),
-                    height * width
-                ),
+                format!("{} codes for a {height}×{width} grid", codes.len()),
             ));
         }
         if let Some(bad) = codes.iter().find(|&&c| c >= k) {

@@ -102,7 +102,7 @@ impl JanusVisionConfig {
                 self.num_attention_heads
             );
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!(
                 "vision_config: hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size,
@@ -558,6 +558,70 @@ mod tests {
             ..tiny()
         };
         assert!(multi.validate().is_err());
+        Ok(())
+    }
+    fn json_f32(v: &serde_json::Value) -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &[f32]) -> f32 {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
+    #[test]
+    fn vision_and_aligner_match_hf_fixture() -> Result<()> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/janus-tiny");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let cfg: JanusVisionConfig =
+            serde_json::from_value(config["vision_config"].clone()).unwrap();
+        let parity: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("parity.json")).unwrap())
+                .unwrap();
+        let il = &parity["image_logits"];
+        let dev = Device::Cpu;
+        // SAFETY: the fixture file is not modified while mapped.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &dev)?
+        };
+        let vision = JanusVisionModel::load(vb.pp("model").pp("vision_model"), &cfg)?;
+        let aligner = JanusAligner::load(vb.pp("model").pp("aligner"), &cfg)?;
+
+        // the fixture image is already 32x32, so preprocessing is rescale + normalise (mean/std 0.5)
+        let img = image::open(dir.join(il["image"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        let (w, h) = img.dimensions();
+        let (w, h) = (w as usize, h as usize);
+        let hwc: Vec<f32> = img
+            .as_raw()
+            .iter()
+            .map(|&v| (v as f32 / 255.0 - 0.5) / 0.5)
+            .collect();
+        let px = Tensor::from_vec(hwc, (1, h, w, 3), &dev)?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?;
+
+        let hidden = vision.forward(&px)?;
+        assert_eq!(hidden.dims(), [1, 16, 32]);
+        let d = max_abs_diff(&hidden, &json_f32(&il["vision_last_hidden"]));
+        eprintln!("vision_last_hidden max |diff| = {d:e}");
+        assert!(d <= 1e-4, "vision_last_hidden differs by {d}");
+        let feats = aligner.forward(&hidden)?;
+        let d = max_abs_diff(&feats, &json_f32(&il["image_features"]));
+        eprintln!("image_features max |diff| = {d:e}");
+        assert!(d <= 1e-4, "image_features differ by {d}");
         Ok(())
     }
 }

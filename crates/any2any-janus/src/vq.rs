@@ -81,7 +81,7 @@ impl JanusVqConfig {
         }
         for &m in &self.channel_multiplier {
             let c = self.base_channels * m;
-            if c == 0 || c % norm.groups != 0 {
+            if c == 0 || !c.is_multiple_of(norm.groups) {
                 bail!(
                     "vq_config: base_channels {} * channel_multiplier {m} = {c} is not a positive \
                      multiple of the {} GroupNorm groups",
@@ -567,6 +567,69 @@ mod tests {
             data["decoder.up.2.block.0.conv1.weight"].dims(),
             [32, 32, 3, 3]
         );
+        Ok(())
+    }
+    fn fixture_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/janus-tiny")
+    }
+
+    fn json_f32(v: &serde_json::Value) -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    }
+
+    #[test]
+    fn decode_matches_hf_fixture() -> Result<()> {
+        let dir = fixture_dir();
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let cfg: JanusVqConfig = serde_json::from_value(config["vq_config"].clone()).unwrap();
+        let parity: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("parity.json")).unwrap())
+                .unwrap();
+        let dec = &parity["decode"];
+        let dev = candle_core::Device::Cpu;
+        // SAFETY: the fixture file is not modified while mapped.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &dev)?
+        };
+        // the fixture strips the encoder, so `load` must fall back to decode-only
+        let vq = JanusVq::load(vb.pp("model").pp("vqmodel"), &cfg)?;
+        assert!(!vq.has_encoder());
+
+        let codes: Vec<u32> = dec["codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let h = dec["height"].as_u64().unwrap() as usize;
+        let w = dec["width"].as_u64().unwrap() as usize;
+        let n = codes.len();
+        let codes = Tensor::from_vec(codes, (1, n), &dev)?;
+        let out = vq.decode_codes(&codes, h, w)?;
+        assert_eq!(out.dims(), [1, 3, 4 * h, 4 * w]);
+
+        let hwc = out.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
+        let want = json_f32(&dec["raw_all"]);
+        assert_eq!(hwc.len(), want.len());
+        let max_diff = hwc
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("decode.raw max |diff| = {max_diff:e}");
+        assert!(max_diff <= 1e-4, "decode.raw differs by {max_diff}");
+
+        let pixels = json_f32(&dec["pixels"]);
+        for (x, p) in hwc.iter().zip(&pixels) {
+            let u = (((x + 1.0) / 2.0) * 255.0).clamp(0.0, 255.0).trunc();
+            assert!((u - p).abs() <= 1.0, "pixel {u} vs {p}");
+        }
         Ok(())
     }
 }

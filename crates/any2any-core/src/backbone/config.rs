@@ -124,7 +124,7 @@ impl LlamaTextConfig {
             return Err(bad("hidden_size and num_attention_heads must be > 0".into()));
         }
         let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return Err(bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {kv}",
                 self.num_attention_heads
@@ -133,7 +133,7 @@ impl LlamaTextConfig {
         let head_dim = self
             .head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(bad(format!("head_dim {head_dim} must be even and > 0")));
         }
         if self.hidden_act != "silu" {

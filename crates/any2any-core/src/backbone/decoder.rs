@@ -47,9 +47,13 @@ impl HeadNorm {
     /// Accepts `[heads, head_dim]` or `[1|mp, head_dim]` (broadcast, as Lumina stores it).
     fn load(vb: VarBuilder, heads: usize, head_dim: usize) -> Result<Self> {
         let get = |name: &str| -> Result<Tensor> {
+            if !vb.contains_tensor(name) {
+                // Stores that cannot list tensors (zeros, var maps) get the full shape.
+                return Ok(vb.get((heads, head_dim), name)?);
+            }
             let t = vb.get_unchecked(name)?;
             match t.dims() {
-                [h, d] if *d == head_dim && (*h == heads || heads % *h == 0) => {
+                [h, d] if *d == head_dim && (*h == heads || heads.is_multiple_of(*h)) => {
                     let rep = heads / h;
                     Ok(t.unsqueeze(1)?
                         .broadcast_as((*h, rep, head_dim))?

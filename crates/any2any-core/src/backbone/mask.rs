@@ -143,7 +143,7 @@ mod tests {
         assert_eq!(v[1][2], vec![MASKED, MASKED, 0.0]);
         for r in &v {
             for q in r {
-                assert!(q.iter().any(|&x| x == 0.0));
+                assert!(q.contains(&0.0));
             }
         }
         assert!(MaskKind::Causal

@@ -83,7 +83,7 @@ impl Normalize {
                 bias.dims()
             );
         }
-        if norm.groups == 0 || channels % norm.groups != 0 {
+        if norm.groups == 0 || !channels.is_multiple_of(norm.groups) {
             bail!(
                 "GroupNorm: channel count {channels} is not divisible by {} groups",
                 norm.groups
