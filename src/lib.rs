@@ -24,6 +24,20 @@ pub fn families() -> &'static [Family] {
     FAMILIES
 }
 
+fn supported_families_hint(cfg: &serde_json::Value) -> String {
+    let names = families()
+        .iter()
+        .map(|f| f.name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if config_kind(cfg) == "multi_modality" {
+        // deepseek-ai's original Janus layout: a timm-style vision tower with fused qkv.
+        format!("{names}; for Janus-Pro use the HF-format conversion deepseek-community/Janus-Pro-1B or -7B")
+    } else {
+        names
+    }
+}
+
 /// A loaded model of any family.
 pub struct Pipeline {
     backend: Box<dyn Backend>,
@@ -42,11 +56,7 @@ impl Pipeline {
             .ok_or_else(|| Error::UnknownFamily {
                 found: config_kind(&cfg),
                 path: files.config.clone(),
-                supported: families()
-                    .iter()
-                    .map(|f| f.name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                supported: supported_families_hint(&cfg),
             })?;
         let backend = (fam.load)(&files, &opts)?;
         Ok(Self {
