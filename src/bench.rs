@@ -100,6 +100,14 @@ pub fn workload(name: &str) -> Result<Workload> {
             image_tokens: 16,
             prompt: 18,
         },
+        "small" => Workload {
+            name: "small",
+            backbone: llama(4096, 512, 1408, 8, 8, 8, 1e4, 2048, false),
+            head_vocab: 4096,
+            head_proj: true,
+            image_tokens: 576,
+            prompt: 32,
+        },
         "janus-pro-1b" => Workload {
             name: "janus-pro-1b",
             backbone: llama(102400, 2048, 5632, 24, 16, 16, 1e4, 16384, false),
@@ -141,7 +149,7 @@ pub fn workload(name: &str) -> Result<Workload> {
         other => {
             return Err(Error::invalid(
                 "size",
-                format!("`{other}` (expected tiny, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b)"),
+                format!("`{other}` (expected tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b)"),
             ))
         }
     };

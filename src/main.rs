@@ -140,7 +140,7 @@ struct DecodeArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// tiny, janus-pro-1b, janus-pro-7b, chameleon-7b or emu3-8b.
+    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b or emu3-8b.
     #[arg(long, default_value = "tiny")]
     size: String,
     #[arg(long, default_value = "cpu")]

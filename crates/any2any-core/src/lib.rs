@@ -9,6 +9,7 @@ pub mod error;
 pub mod imageops;
 pub mod kv_cache;
 pub mod loading;
+pub mod nn;
 pub mod noise;
 pub mod progress;
 pub mod request;

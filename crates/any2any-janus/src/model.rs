@@ -6,7 +6,8 @@ use crate::vision::{JanusAligner, JanusVisionModel};
 use crate::vq::JanusVq;
 use any2any_core::backbone::{BackboneConfig, Decoder};
 use any2any_core::candle_core::{Module, Tensor};
-use any2any_core::candle_nn::{self, Embedding, Linear, VarBuilder};
+use any2any_core::candle_nn::{self, Embedding, VarBuilder};
+use any2any_core::nn::Linear;
 use any2any_core::{Error, Result};
 
 /// `fc1`, then `act → hidden_layers.{i}` for each hidden layer (generation aligner).
@@ -25,10 +26,10 @@ impl GenAligner {
         layers: usize,
         act: candle_nn::Activation,
     ) -> Result<Self> {
-        let fc1 = candle_nn::linear(input, dim, vb.pp("fc1"))?;
+        let fc1 = Linear::load(input, dim, true, vb.pp("fc1"))?;
         let hidden = (1..layers.max(1))
-            .map(|i| candle_nn::linear(dim, dim, vb.pp(format!("hidden_layers.{}", i - 1))))
-            .collect::<candle_core::Result<_>>()?;
+            .map(|i| Linear::load(dim, dim, true, vb.pp(format!("hidden_layers.{}", i - 1))))
+            .collect::<Result<_>>()?;
         Ok(Self { fc1, hidden, act })
     }
 }
@@ -96,9 +97,12 @@ impl JanusModel {
         let bb = cfg.text_config.to_backbone("config.json: text_config")?;
         let decoder = Decoder::load(vb.pp("model.language_model"), &bb)?;
         let lm_head = if vb.contains_tensor("lm_head.weight") {
-            any2any_core::backbone::lm_head(vb.pp("lm_head"), &bb)?
+            Linear::new(any2any_core::backbone::lm_head(vb.pp("lm_head"), &bb)?)?
         } else {
-            Linear::new(decoder.embed_tokens().embeddings().clone(), None)
+            Linear::new(candle_nn::Linear::new(
+                decoder.embed_tokens().embeddings().clone(),
+                None,
+            ))?
         };
         let vq_cfg = &cfg.vq_config;
         let act = activation(&vq_cfg.hidden_act)?;
@@ -119,14 +123,16 @@ impl JanusModel {
                 act,
             )?,
             gen_head: GenHead {
-                proj_out: candle_nn::linear(
+                proj_out: Linear::load(
                     vq_cfg.image_token_embed_dim,
                     vq_cfg.projection_dim,
+                    true,
                     m.pp("generation_head.proj_out"),
                 )?,
-                vision_head: candle_nn::linear(
+                vision_head: Linear::load(
                     vq_cfg.projection_dim,
                     vq_cfg.num_embeddings,
+                    true,
                     m.pp("generation_head.vision_head"),
                 )?,
                 act,
