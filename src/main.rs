@@ -385,16 +385,20 @@ fn write_outputs_into(
     if let Some(j) = json {
         let timings = outs.first().map(|o| o.timings.clone()).unwrap_or_default();
         let v = serde_json::json!({"segments": segs, "timings": timings});
-        let s =
-            serde_json::to_string_pretty(&v).map_err(|e| Error::invalid("json", e.to_string()))?;
-        write_atomic(j, |tmp| {
-            std::fs::write(tmp, s).map_err(|source| Error::Io {
-                path: j.to_path_buf(),
-                source,
-            })
-        })?;
+        write_json(j, &v)?;
     }
     Ok(())
+}
+
+/// Writes `v` as pretty JSON, atomically.
+fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::invalid("json", e.to_string()))?;
+    write_atomic(path, |tmp| {
+        std::fs::write(tmp, s).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
 }
 
 fn logits(a: LogitsArgs) -> Result<()> {
@@ -499,14 +503,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     )?;
     print!("{}", bench::table(&rows, w.image_tokens));
     if let Some(j) = &a.json {
-        let s = serde_json::to_string_pretty(&rows)
-            .map_err(|e| Error::invalid("json", e.to_string()))?;
-        write_atomic(j, |tmp| {
-            std::fs::write(tmp, s).map_err(|source| Error::Io {
-                path: j.to_path_buf(),
-                source,
-            })
-        })?;
+        write_json(j, &rows)?;
     }
     Ok(())
 }
