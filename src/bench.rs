@@ -57,6 +57,9 @@ fn llama(
         mlp_bias: false,
         qk_norm,
         swin_norm: false,
+        parallel_residual: false,
+        qk_layernorm: false,
+        naming: Default::default(),
     }
 }
 

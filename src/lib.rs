@@ -16,11 +16,23 @@ use candle_core::Tensor;
 
 /// Every family this build can load. Adding a family is one line here plus its crate.
 pub fn families() -> &'static [Family] {
-    static FAMILIES: &[Family] = &[Family {
-        name: "janus",
-        matches: any2any_janus::matches,
-        load: any2any_janus::load,
-    }];
+    static FAMILIES: &[Family] = &[
+        Family {
+            name: "janus",
+            matches: any2any_janus::matches,
+            load: any2any_janus::load,
+        },
+        Family {
+            name: "chameleon",
+            matches: any2any_chameleon::matches,
+            load: any2any_chameleon::load,
+        },
+        Family {
+            name: "emu3",
+            matches: any2any_emu3::matches,
+            load: any2any_emu3::load,
+        },
+    ];
     FAMILIES
 }
 

@@ -50,3 +50,15 @@ pub fn load_janus() -> any2any::Pipeline {
     )
     .expect("load tiny janus")
 }
+
+pub fn chameleon_dir() -> PathBuf {
+    fixture_dir("chameleon-tiny")
+}
+
+pub fn load_chameleon() -> any2any::Pipeline {
+    any2any::Pipeline::load(
+        chameleon_dir().to_str().unwrap(),
+        any2any::LoadOptions::default(),
+    )
+    .expect("load tiny chameleon")
+}

@@ -77,6 +77,20 @@ pub enum NormKind {
 pub enum MlpKind {
     /// `down(silu(gate(x)) · up(x))` (Llama, Chameleon, Emu3).
     GatedSilu,
+    /// `fc2(gelu_tanh(fc1(x)))` with biases per `mlp_bias` (Phi).
+    Plain,
+}
+
+/// How the decoder's weights are named (same math, different checkpoints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightNaming {
+    /// `self_attn.o_proj`, `mlp.{gate,up,down}_proj`, `post_attention_layernorm`, `norm`,
+    /// q/k norm `self_attn.{q,k}_norm`.
+    #[default]
+    Llama,
+    /// `self_attn.dense`, `mlp.fc1/fc2`, `final_layernorm`, q/k norm
+    /// `self_attn.{q,k}_layernorm` (HF Phi).
+    Phi,
 }
 
 /// Runtime configuration of the shared decoder.
@@ -102,6 +116,12 @@ pub struct BackboneConfig {
     pub qk_norm: bool,
     /// Norms after the sublayers: `h = x + ln(attn(x))` (Chameleon-30B/34B).
     pub swin_norm: bool,
+    /// One norm feeds attention and MLP in parallel: `h = x + attn(ln(x)) + mlp(ln(x))` (Phi).
+    pub parallel_residual: bool,
+    /// Per-head LayerNorm on q and k before RoPE with a single `[head_dim]` affine shared by
+    /// all heads, eps = `norm_eps` (Show-o's Phi); exclusive with `qk_norm`.
+    pub qk_layernorm: bool,
+    pub naming: WeightNaming,
 }
 
 impl LlamaTextConfig {
@@ -160,6 +180,9 @@ impl LlamaTextConfig {
             mlp_bias: self.mlp_bias,
             qk_norm: false,
             swin_norm: false,
+            parallel_residual: false,
+            qk_layernorm: false,
+            naming: WeightNaming::Llama,
         })
     }
 }
@@ -176,7 +199,136 @@ impl BackboneConfig {
         let q = self.num_heads * self.head_dim;
         let kv = self.num_kv_heads * self.head_dim;
         let attn = h * q + 2 * h * kv + q * h;
-        let mlp = 3 * h * self.intermediate_size;
+        let mlp = match self.mlp {
+            MlpKind::GatedSilu => 3,
+            MlpKind::Plain => 2,
+        } * h
+            * self.intermediate_size;
         self.num_layers * (attn + mlp + 2 * h) + 2 * self.vocab_size * h + h
+    }
+}
+
+/// An HF Phi `config.json` (`model_type: phi`; unknown keys ignored). Defaults are phi-1_5's.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct PhiConfig {
+    #[serde(default = "p_vocab")]
+    pub vocab_size: usize,
+    #[serde(default = "p_hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "p_inter")]
+    pub intermediate_size: usize,
+    #[serde(default = "p_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "p_heads")]
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default = "p_act")]
+    pub hidden_act: String,
+    #[serde(default = "d_maxpos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "p_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "p_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "p_partial")]
+    pub partial_rotary_factor: f64,
+    #[serde(default)]
+    pub qk_layernorm: bool,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+fn p_vocab() -> usize {
+    51200
+}
+fn p_hidden() -> usize {
+    2048
+}
+fn p_inter() -> usize {
+    8192
+}
+fn p_layers() -> usize {
+    24
+}
+fn p_heads() -> usize {
+    32
+}
+fn p_act() -> String {
+    "gelu_new".into()
+}
+fn p_eps() -> f64 {
+    1e-5
+}
+fn p_theta() -> f64 {
+    10000.0
+}
+fn p_partial() -> f64 {
+    0.5
+}
+
+impl Default for PhiConfig {
+    /// phi-1_5.
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults")
+    }
+}
+
+impl PhiConfig {
+    /// Validates and converts to the decoder's runtime config (`what` names the file in errors).
+    pub fn to_backbone(&self, what: &str) -> Result<BackboneConfig> {
+        let bad = |msg: String| Error::Config {
+            path: what.into(),
+            msg,
+        };
+        if self.num_attention_heads == 0 || self.hidden_size == 0 {
+            return Err(bad("hidden_size and num_attention_heads must be > 0".into()));
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
+            return Err(bad(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {kv}",
+                self.num_attention_heads
+            )));
+        }
+        if !matches!(self.hidden_act.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
+            return Err(bad(format!(
+                "hidden_act `{}` is not supported for Phi (gelu_new)",
+                self.hidden_act
+            )));
+        }
+        if !(self.partial_rotary_factor > 0.0 && self.partial_rotary_factor <= 1.0) {
+            return Err(bad(format!(
+                "partial_rotary_factor {} must be in (0, 1]",
+                self.partial_rotary_factor
+            )));
+        }
+        Ok(BackboneConfig {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_hidden_layers,
+            num_heads: self.num_attention_heads,
+            num_kv_heads: kv,
+            head_dim: self.hidden_size / self.num_attention_heads,
+            norm_eps: self.layer_norm_eps,
+            norm: NormKind::Layer,
+            mlp: MlpKind::Plain,
+            rope_theta: self.rope_theta,
+            partial_rotary_factor: self.partial_rotary_factor,
+            max_position_embeddings: self.max_position_embeddings,
+            attention_bias: true,
+            mlp_bias: true,
+            qk_norm: false,
+            swin_norm: false,
+            parallel_residual: true,
+            qk_layernorm: self.qk_layernorm,
+            naming: WeightNaming::Phi,
+        })
     }
 }

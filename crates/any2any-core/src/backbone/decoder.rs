@@ -1,4 +1,4 @@
-use super::config::{BackboneConfig, MlpKind, NormKind};
+use super::config::{BackboneConfig, MlpKind, NormKind, WeightNaming};
 use super::mask::{MaskKind, RowLayout};
 use crate::kv_cache::KvCache;
 use crate::{Error, Result};
@@ -36,11 +36,13 @@ impl Norm {
     }
 }
 
-/// Per-head LayerNorm over head_dim with a `[heads, head_dim]` affine (Chameleon q/k norm).
+/// Per-head LayerNorm over head_dim with a `[heads, head_dim]` affine (Chameleon q/k norm) or
+/// one `[head_dim]` affine shared by all heads (Show-o's Phi `q/k_layernorm`).
 #[derive(Debug, Clone)]
 struct HeadNorm {
     weight: Tensor,
     bias: Tensor,
+    eps: f64,
 }
 
 impl HeadNorm {
@@ -71,6 +73,16 @@ impl HeadNorm {
         Ok(Self {
             weight: get("weight")?,
             bias: get("bias")?,
+            eps: 1e-5,
+        })
+    }
+
+    /// One `[head_dim]` affine broadcast over the heads.
+    fn load_shared(vb: VarBuilder, head_dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(head_dim, "weight")?,
+            bias: vb.get(head_dim, "bias")?,
+            eps,
         })
     }
 
@@ -81,7 +93,9 @@ impl HeadNorm {
         let mean = xf.mean_keepdim(D::Minus1)?;
         let xc = xf.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?.to_dtype(dtype)?;
+        let xn = xc
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?;
         Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
     }
 }
@@ -101,10 +115,16 @@ struct Attention {
 }
 
 #[derive(Debug, Clone)]
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+enum Mlp {
+    Gated {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
+    Plain {
+        fc1: Linear,
+        fc2: Linear,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +132,8 @@ struct Block {
     attn: Attention,
     mlp: Mlp,
     ln1: Norm,
-    ln2: Norm,
+    /// `None` for a parallel block (one norm feeds both sublayers).
+    ln2: Option<Norm>,
     swin: bool,
 }
 
@@ -134,21 +155,28 @@ impl Attention {
         let q = c.num_heads * c.head_dim;
         let kv = c.num_kv_heads * c.head_dim;
         let b = c.attention_bias;
+        let phi = c.naming == WeightNaming::Phi;
+        let (o_name, qn, kn) = if phi {
+            ("dense", "q_layernorm", "k_layernorm")
+        } else {
+            ("o_proj", "q_norm", "k_norm")
+        };
+        let head_norm = |name: &str, heads: usize| -> Result<Option<HeadNorm>> {
+            Ok(if c.qk_layernorm {
+                Some(HeadNorm::load_shared(vb.pp(name), c.head_dim, c.norm_eps)?)
+            } else if c.qk_norm {
+                Some(HeadNorm::load(vb.pp(name), heads, c.head_dim)?)
+            } else {
+                None
+            })
+        };
         Ok(Self {
             q_proj: linear_b(c.hidden_size, q, b, vb.pp("q_proj"))?,
             k_proj: linear_b(c.hidden_size, kv, b, vb.pp("k_proj"))?,
             v_proj: linear_b(c.hidden_size, kv, b, vb.pp("v_proj"))?,
-            o_proj: linear_b(q, c.hidden_size, b, vb.pp("o_proj"))?,
-            q_norm: if c.qk_norm {
-                Some(HeadNorm::load(vb.pp("q_norm"), c.num_heads, c.head_dim)?)
-            } else {
-                None
-            },
-            k_norm: if c.qk_norm {
-                Some(HeadNorm::load(vb.pp("k_norm"), c.num_kv_heads, c.head_dim)?)
-            } else {
-                None
-            },
+            o_proj: linear_b(q, c.hidden_size, b, vb.pp(o_name))?,
+            q_norm: head_norm(qn, c.num_heads)?,
+            k_norm: head_norm(kn, c.num_kv_heads)?,
             heads: c.num_heads,
             kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
@@ -229,22 +257,46 @@ impl Attention {
 impl Mlp {
     fn load(vb: VarBuilder, c: &BackboneConfig) -> Result<Self> {
         let b = c.mlp_bias;
-        Ok(Self {
-            gate: linear_b(c.hidden_size, c.intermediate_size, b, vb.pp("gate_proj"))?,
-            up: linear_b(c.hidden_size, c.intermediate_size, b, vb.pp("up_proj"))?,
-            down: linear_b(c.intermediate_size, c.hidden_size, b, vb.pp("down_proj"))?,
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        Ok(match c.mlp {
+            MlpKind::GatedSilu => Mlp::Gated {
+                gate: linear_b(h, i, b, vb.pp("gate_proj"))?,
+                up: linear_b(h, i, b, vb.pp("up_proj"))?,
+                down: linear_b(i, h, b, vb.pp("down_proj"))?,
+            },
+            MlpKind::Plain => Mlp::Plain {
+                fc1: linear_b(h, i, b, vb.pp("fc1"))?,
+                fc2: linear_b(i, h, b, vb.pp("fc2"))?,
+            },
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        Ok(self.down.forward(&(g * self.up.forward(x)?)?)?)
+        Ok(match self {
+            Mlp::Gated { gate, up, down } => {
+                let g = candle_nn::ops::silu(&gate.forward(x)?)?;
+                down.forward(&(g * up.forward(x)?)?)?
+            }
+            // gelu_new = the tanh approximation (candle's `gelu`)
+            Mlp::Plain { fc1, fc2 } => fc2.forward(&fc1.forward(x)?.gelu()?)?,
+        })
     }
 }
 
 impl Decoder {
     /// `vb` at the decoder's prefix (the one holding `embed_tokens`, `layers`, `norm`).
     pub fn load(vb: VarBuilder, cfg: &BackboneConfig) -> Result<Self> {
-        let MlpKind::GatedSilu = cfg.mlp;
+        if cfg.qk_norm && cfg.qk_layernorm {
+            return Err(Error::invalid(
+                "backbone config",
+                "qk_norm and qk_layernorm are exclusive",
+            ));
+        }
+        if cfg.parallel_residual && cfg.swin_norm {
+            return Err(Error::invalid(
+                "backbone config",
+                "parallel_residual and swin_norm are exclusive",
+            ));
+        }
         let embed = candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
         let blocks = (0..cfg.num_layers)
             .map(|i| {
@@ -258,17 +310,25 @@ impl Decoder {
                         cfg.norm,
                         cfg.norm_eps,
                     )?,
-                    ln2: Norm::load(
-                        vb.pp("post_attention_layernorm"),
-                        cfg.hidden_size,
-                        cfg.norm,
-                        cfg.norm_eps,
-                    )?,
+                    ln2: if cfg.parallel_residual {
+                        None
+                    } else {
+                        Some(Norm::load(
+                            vb.pp("post_attention_layernorm"),
+                            cfg.hidden_size,
+                            cfg.norm,
+                            cfg.norm_eps,
+                        )?)
+                    },
                     swin: cfg.swin_norm,
                 })
             })
             .collect::<Result<_>>()?;
-        let norm = Norm::load(vb.pp("norm"), cfg.hidden_size, cfg.norm, cfg.norm_eps)?;
+        let norm_name = match cfg.naming {
+            WeightNaming::Llama => "norm",
+            WeightNaming::Phi => "final_layernorm",
+        };
+        let norm = Norm::load(vb.pp(norm_name), cfg.hidden_size, cfg.norm, cfg.norm_eps)?;
         let (cos, sin) = rope_tables(cfg, vb.dtype(), vb.device())?;
         Ok(Self {
             embed,
@@ -369,18 +429,27 @@ impl Decoder {
             .build(args.layout, offset, len, DType::F32, &self.device)?;
         let mut h = x.to_dtype(self.dtype)?;
         for (i, b) in self.blocks.iter().enumerate() {
-            h = if b.swin {
-                let a = b.attn.forward(&h, &cos, &sin, mask.as_ref(), cache, i)?;
-                let h1 = (&h + b.ln1.forward(&a)?)?;
-                let m = b.mlp.forward(&h1)?;
-                (&h1 + b.ln2.forward(&m)?)?
-            } else {
-                let a = b
-                    .attn
-                    .forward(&b.ln1.forward(&h)?, &cos, &sin, mask.as_ref(), cache, i)?;
-                let h1 = (&h + a)?;
-                let m = b.mlp.forward(&b.ln2.forward(&h1)?)?;
-                (&h1 + m)?
+            h = match &b.ln2 {
+                None => {
+                    let x = b.ln1.forward(&h)?;
+                    let a = b.attn.forward(&x, &cos, &sin, mask.as_ref(), cache, i)?;
+                    let m = b.mlp.forward(&x)?;
+                    ((&h + a)? + m)?
+                }
+                Some(ln2) if b.swin => {
+                    let a = b.attn.forward(&h, &cos, &sin, mask.as_ref(), cache, i)?;
+                    let h1 = (&h + b.ln1.forward(&a)?)?;
+                    let m = b.mlp.forward(&h1)?;
+                    (&h1 + ln2.forward(&m)?)?
+                }
+                Some(ln2) => {
+                    let a =
+                        b.attn
+                            .forward(&b.ln1.forward(&h)?, &cos, &sin, mask.as_ref(), cache, i)?;
+                    let h1 = (&h + a)?;
+                    let m = b.mlp.forward(&ln2.forward(&h1)?)?;
+                    (&h1 + m)?
+                }
             };
         }
         cache.advance(len);

@@ -1,4 +1,4 @@
-use crate::Result;
+use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
 /// The additive value of a masked score: finite (never −∞), so a row can never turn into NaN.
@@ -68,6 +68,11 @@ pub enum MaskKind {
     BidirectionalPrefix(usize),
     /// Causal, with full attention inside each `[start, end)` slot span (image spans).
     BlockCausal(Vec<(usize, usize)>),
+    /// Fully explicit visibility over absolute cache slots (pads and layout ignored):
+    /// `visible[(r * len + q) * len + k]` says whether query slot `q` of row `r` sees key slot
+    /// `k`; `len` covers every slot a forward may reach. Each query must see at least one key
+    /// (checked in `build`) so no row goes NaN. E.g. Show-o's omni-attention mask.
+    Explicit { len: usize, visible: Vec<bool> },
 }
 
 impl MaskKind {
@@ -76,7 +81,7 @@ impl MaskKind {
             return true;
         }
         match self {
-            MaskKind::Causal => false,
+            MaskKind::Causal | MaskKind::Explicit { .. } => false,
             MaskKind::BidirectionalPrefix(n) => q < *n && k < *n,
             MaskKind::BlockCausal(spans) => spans
                 .iter()
@@ -101,6 +106,41 @@ impl MaskKind {
             return Ok(None);
         }
         let rows = layout.rows();
+        if let MaskKind::Explicit { len, visible } = self {
+            if k_len > *len || visible.len() != rows * len * len {
+                return Err(Error::invalid(
+                    "mask",
+                    format!(
+                        "explicit mask of {} entries for {rows} rows × {len}² slots, forward \
+                         reaches slot {k_len}",
+                        visible.len()
+                    ),
+                ));
+            }
+            let mut m = vec![MASKED; rows * q_len * k_len];
+            for r in 0..rows {
+                for qi in 0..q_len {
+                    let q = q_offset + qi;
+                    let src = &visible[(r * len + q) * len..(r * len + q) * len + k_len];
+                    let row = &mut m[(r * q_len + qi) * k_len..(r * q_len + qi + 1) * k_len];
+                    let mut any = false;
+                    for (v, &ok) in row.iter_mut().zip(src) {
+                        if ok {
+                            *v = 0.0;
+                            any = true;
+                        }
+                    }
+                    if !any {
+                        return Err(Error::invalid(
+                            "mask",
+                            format!("row {r} query slot {q} sees no key"),
+                        ));
+                    }
+                }
+            }
+            let t = Tensor::from_vec(m, (rows, 1, q_len, k_len), device)?;
+            return Ok(Some(t.to_dtype(dtype)?));
+        }
         let mut m = vec![0f32; rows * q_len * k_len];
         for r in 0..rows {
             let pad = layout.pad_left[r];

@@ -7,6 +7,8 @@ mod config;
 mod decoder;
 mod mask;
 
-pub use config::{BackboneConfig, LlamaTextConfig, MlpKind, NormKind, RopeParameters};
+pub use config::{
+    BackboneConfig, LlamaTextConfig, MlpKind, NormKind, PhiConfig, RopeParameters, WeightNaming,
+};
 pub use decoder::{lm_head, Decoder, ForwardArgs};
 pub use mask::{MaskKind, RowLayout};

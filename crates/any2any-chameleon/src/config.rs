@@ -1,0 +1,341 @@
+//! config.json of a Chameleon checkpoint: the text fields, `vq_config` (new and old key
+//! spellings), and the `vocabulary_map` with the image-code ↔ token-id mapping.
+
+use any2any_core::backbone::{BackboneConfig, LlamaTextConfig};
+use any2any_core::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The VQGAN configuration (HF `ChameleonVQVAEConfig`, or the taming `ddconfig` names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VqConfig {
+    pub embed_dim: usize,
+    pub num_embeddings: usize,
+    pub latent_channels: usize,
+    pub base_channels: usize,
+    pub channel_multiplier: Vec<usize>,
+    pub num_res_blocks: usize,
+    pub resolution: usize,
+    pub attn_resolutions: Vec<usize>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub double_latent: bool,
+    /// "vanilla" (attention blocks) or anything else (no attention).
+    pub attn_type: String,
+}
+
+impl Default for VqConfig {
+    fn default() -> Self {
+        Self {
+            embed_dim: 256,
+            num_embeddings: 8192,
+            latent_channels: 256,
+            base_channels: 128,
+            channel_multiplier: vec![1, 1, 2, 2, 4],
+            num_res_blocks: 2,
+            resolution: 512,
+            attn_resolutions: vec![],
+            in_channels: 3,
+            out_channels: 3,
+            double_latent: false,
+            attn_type: "vanilla".into(),
+        }
+    }
+}
+
+impl VqConfig {
+    /// Reads a JSON object holding HF names and/or taming names (`ch`, `ch_mult`, `z_channels`,
+    /// `n_embed`, `out_ch`, `double_z`); HF names win when both are present.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let d = Self::default();
+        let bad = |k: &str| Error::invalid("vq_config", format!("`{k}` has the wrong type"));
+        let get = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| v.get(*n))
+                .filter(|x| !x.is_null())
+        };
+        let num = |names: &[&str], def: usize| -> Result<usize> {
+            match get(names) {
+                None => Ok(def),
+                Some(x) => x.as_u64().map(|u| u as usize).ok_or_else(|| bad(names[0])),
+            }
+        };
+        let list = |names: &[&str], def: &Vec<usize>| -> Result<Vec<usize>> {
+            match get(names) {
+                None => Ok(def.clone()),
+                Some(x) => x
+                    .as_array()
+                    .ok_or_else(|| bad(names[0]))?
+                    .iter()
+                    .map(|e| e.as_u64().map(|u| u as usize).ok_or_else(|| bad(names[0])))
+                    .collect(),
+            }
+        };
+        let cfg = Self {
+            embed_dim: num(&["embed_dim"], d.embed_dim)?,
+            num_embeddings: num(&["num_embeddings", "n_embed"], d.num_embeddings)?,
+            latent_channels: num(&["latent_channels", "z_channels"], d.latent_channels)?,
+            base_channels: num(&["base_channels", "ch"], d.base_channels)?,
+            channel_multiplier: list(&["channel_multiplier", "ch_mult"], &d.channel_multiplier)?,
+            num_res_blocks: num(&["num_res_blocks"], d.num_res_blocks)?,
+            resolution: num(&["resolution"], d.resolution)?,
+            attn_resolutions: list(&["attn_resolutions"], &d.attn_resolutions)?,
+            in_channels: num(&["in_channels"], d.in_channels)?,
+            out_channels: num(&["out_channels", "out_ch"], d.out_channels)?,
+            double_latent: match get(&["double_latent", "double_z"]) {
+                None => d.double_latent,
+                Some(x) => x.as_bool().ok_or_else(|| bad("double_latent"))?,
+            },
+            attn_type: match get(&["attn_type"]) {
+                None => d.attn_type,
+                Some(x) => x.as_str().ok_or_else(|| bad("attn_type"))?.to_string(),
+            },
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid("vq_config", m));
+        if self.channel_multiplier.is_empty() || self.num_res_blocks == 0 {
+            return bad("channel_multiplier must be non-empty and num_res_blocks ≥ 1".into());
+        }
+        for (k, v) in [
+            ("embed_dim", self.embed_dim),
+            ("num_embeddings", self.num_embeddings),
+            ("latent_channels", self.latent_channels),
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+        ] {
+            if v == 0 {
+                return bad(format!("{k} must be positive"));
+            }
+        }
+        for &m in &self.channel_multiplier {
+            let c = self.base_channels * m;
+            if c == 0 || !c.is_multiple_of(32) {
+                return bad(format!(
+                    "base_channels {} × channel_multiplier {m} = {c} is not a positive multiple of 32 (GroupNorm groups)",
+                    self.base_channels
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pixels per code along each side.
+    pub fn downsample_factor(&self) -> usize {
+        1 << (self.channel_multiplier.len() - 1)
+    }
+
+    /// Whether the level whose configured resolution is `res` has attention blocks.
+    pub fn attn_at(&self, res: usize) -> bool {
+        self.attn_type == "vanilla" && self.attn_resolutions.contains(&res)
+    }
+}
+
+/// The parts of config.json the backend uses.
+#[derive(Debug, Clone)]
+pub struct ChameleonConfig {
+    pub text: LlamaTextConfig,
+    pub backbone: BackboneConfig,
+    pub vq: VqConfig,
+    pub vocab: VocabMapping,
+}
+
+impl ChameleonConfig {
+    pub fn from_json(v: &serde_json::Value, path: &Path) -> Result<Self> {
+        let cfg_err = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        // Chameleon's defaults differ from Llama's for these two keys.
+        let mut text_v = v.clone();
+        if let Some(o) = text_v.as_object_mut() {
+            o.remove("vocabulary_map");
+            o.remove("vq_config");
+            o.entry("rms_norm_eps").or_insert(serde_json::json!(1e-5));
+            o.entry("vocab_size").or_insert(serde_json::json!(65536));
+            o.entry("max_position_embeddings")
+                .or_insert(serde_json::json!(4096));
+        }
+        let text: LlamaTextConfig =
+            serde_json::from_value(text_v).map_err(|e| cfg_err(e.to_string()))?;
+        let mut backbone = text.to_backbone(&path.display().to_string())?;
+        backbone.qk_norm = true;
+        backbone.swin_norm = v
+            .get("swin_norm")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false);
+        let vq = VqConfig::from_json(v.get("vq_config").unwrap_or(&serde_json::json!({})))
+            .map_err(|e| cfg_err(e.to_string()))?;
+        let map: HashMap<String, u32> =
+            serde_json::from_value(v.get("vocabulary_map").cloned().ok_or_else(|| {
+                cfg_err(
+                    "no `vocabulary_map` (the tokenizer vocab Chameleon stores in config.json)"
+                        .into(),
+                )
+            })?)
+            .map_err(|e| cfg_err(format!("vocabulary_map: {e}")))?;
+        let vocab =
+            VocabMapping::new(&map, backbone.vocab_size).map_err(|e| cfg_err(e.to_string()))?;
+        if let Some(id) = v.get("image_token_id").and_then(|x| x.as_u64()) {
+            if id as u32 != vocab.ids.image {
+                return Err(cfg_err(format!(
+                    "image_token_id {id} differs from vocabulary_map[\"<image>\"] = {}",
+                    vocab.ids.image
+                )));
+            }
+        }
+        Ok(Self {
+            text,
+            backbone,
+            vq,
+            vocab,
+        })
+    }
+}
+
+/// Special token ids, read from the vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    pub bos: u32,
+    pub eos: u32,
+    pub pad: Option<u32>,
+    /// `<racm3:break>`: begin of image.
+    pub boi: u32,
+    /// `<eoss>`: end of image.
+    pub eoi: u32,
+    /// `<reserved08706>`: separator / end of turn.
+    pub sep: u32,
+    /// `<image>`: the processor's placeholder.
+    pub image: u32,
+}
+
+/// Image code ↔ token id, parsed from the `IMGIMG<letters>Z` names (A–J = digits 0–9).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VocabMapping {
+    /// `code_to_id[c]` is the token id of image code `c`.
+    pub code_to_id: Vec<u32>,
+    /// All IMGIMG token ids, sorted.
+    pub image_ids: Vec<u32>,
+    id_to_code: HashMap<u32, u32>,
+    pub ids: SpecialIds,
+}
+
+/// `IMGIMGBAZ` → 10.
+pub fn parse_image_token(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix("IMGIMG")?.strip_suffix('Z')?;
+    if inner.is_empty() {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for c in inner.chars() {
+        if !('A'..='J').contains(&c) {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(c as u32 - 'A' as u32)?;
+    }
+    Some(v)
+}
+
+impl VocabMapping {
+    pub fn new(map: &HashMap<String, u32>, vocab_size: usize) -> Result<Self> {
+        let bad = |m: String| Error::invalid("vocabulary_map", m);
+        let mut pairs: Vec<(u32, u32)> = Vec::new();
+        for (name, &id) in map {
+            if name.starts_with("IMGIMG") {
+                let code = parse_image_token(name)
+                    .ok_or_else(|| bad(format!("cannot parse image token name `{name}`")))?;
+                pairs.push((code, id));
+            }
+        }
+        if pairs.is_empty() {
+            return Err(bad("no IMGIMG…Z image tokens".into()));
+        }
+        pairs.sort_unstable();
+        for (k, &(code, _)) in pairs.iter().enumerate() {
+            if code as usize != k {
+                return Err(bad(format!(
+                    "image codes are not contiguous from 0 (missing code {k})"
+                )));
+            }
+        }
+        let code_to_id: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        let mut image_ids = code_to_id.clone();
+        image_ids.sort_unstable();
+        let id_to_code = pairs.iter().map(|&(c, i)| (i, c)).collect();
+        let need = |s: &str| {
+            map.get(s)
+                .copied()
+                .ok_or_else(|| bad(format!("no `{s}` token")))
+        };
+        let ids = SpecialIds {
+            bos: need("<s>")?,
+            eos: need("</s>")?,
+            pad: map.get("<pad>").copied(),
+            boi: need("<racm3:break>")?,
+            eoi: need("<eoss>")?,
+            sep: need("<reserved08706>")?,
+            image: need("<image>")?,
+        };
+        let all = code_to_id
+            .iter()
+            .chain([&ids.bos, &ids.eos, &ids.boi, &ids.eoi, &ids.sep, &ids.image]);
+        for &id in all {
+            if id as usize >= vocab_size {
+                return Err(bad(format!(
+                    "token id {id} is outside the vocabulary ({vocab_size})"
+                )));
+            }
+        }
+        Ok(Self {
+            code_to_id,
+            image_ids,
+            id_to_code,
+            ids,
+        })
+    }
+
+    pub fn num_codes(&self) -> usize {
+        self.code_to_id.len()
+    }
+
+    /// The image code of a token id, if it is an image token.
+    pub fn code_of(&self, id: u32) -> Option<u32> {
+        self.id_to_code.get(&id).copied()
+    }
+
+    pub fn is_image_token(&self, id: u32) -> bool {
+        self.id_to_code.contains_key(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_token_names() {
+        assert_eq!(parse_image_token("IMGIMGAZ"), Some(0));
+        assert_eq!(parse_image_token("IMGIMGBAZ"), Some(10));
+        assert_eq!(parse_image_token("IMGIMGIBJCZ"), Some(8192));
+        assert_eq!(parse_image_token("IMGIMGZ"), None);
+        assert_eq!(parse_image_token("IMGIMGKZ"), None);
+        assert_eq!(parse_image_token("IMGIMGAB"), None);
+    }
+
+    #[test]
+    fn vq_config_old_and_new_names() {
+        let v = serde_json::json!({"ch": 64, "ch_mult": [1, 2], "z_channels": 4, "n_embed": 16,
+            "embed_dim": 4, "base_channels": 32, "attn_resolutions": [16], "resolution": 32});
+        let c = VqConfig::from_json(&v).unwrap();
+        assert_eq!(c.base_channels, 32);
+        assert_eq!(c.channel_multiplier, vec![1, 2]);
+        assert_eq!(c.latent_channels, 4);
+        assert_eq!(c.num_embeddings, 16);
+        assert!(c.attn_at(16) && !c.attn_at(32));
+        assert!(VqConfig::from_json(&serde_json::json!({"ch": 20, "ch_mult": [1]})).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! The Emu3 model: a Llama decoder over one vocabulary that holds text and VQ codes, and the
+//! MoVQGAN tokenizer that maps images to and from those codes.
+
+use crate::config::{Emu3Config, Emu3Vocab};
+use crate::vq::{Emu3VqDecoder, Emu3VqEncoder};
+use any2any_core::backbone::{BackboneConfig, Decoder, ForwardArgs, MaskKind, RowLayout};
+use any2any_core::candle_core::{DType, Module, Tensor, D};
+use any2any_core::candle_nn::VarBuilder;
+use any2any_core::kv_cache::KvCache;
+use any2any_core::nn::Linear;
+use any2any_core::noise::NoiseSource;
+use any2any_core::sampling::LogitsPipeline;
+use any2any_core::{Error, Result};
+
+/// Every weight of an Emu3 checkpoint.
+pub struct Emu3Model {
+    pub cfg: Emu3Config,
+    pub vocab: Emu3Vocab,
+    pub backbone_cfg: BackboneConfig,
+    pub decoder: Decoder,
+    pub lm_head: Linear,
+    pub vq_encoder: Emu3VqEncoder,
+    pub vq_decoder: Emu3VqDecoder,
+}
+
+/// The result of one constrained image generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageTokens {
+    /// Every new id, markers included (`h·(w+1)` grid ids, then EOF, EOI, EOS).
+    pub new_ids: Vec<u32>,
+    /// VQ codes, row-major `h·w`.
+    pub codes: Vec<u32>,
+}
+
+/// What the layout grammar allows at step `i` of an `h × w` image: a visual token inside a row,
+/// EOL at each row end, then EOF, EOI and EOS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Visual,
+    Fixed(u32),
+}
+
+impl Emu3Vocab {
+    /// The layout of a generated `h × w` grid, one entry per new token.
+    pub fn image_schedule(&self, h: usize, w: usize) -> Vec<Slot> {
+        let mut s = Vec::with_capacity(h * (w + 1) + 3);
+        for _ in 0..h {
+            s.extend(std::iter::repeat_n(Slot::Visual, w));
+            s.push(Slot::Fixed(self.eol));
+        }
+        s.extend([
+            Slot::Fixed(self.eof),
+            Slot::Fixed(self.eoi),
+            Slot::Fixed(self.eos),
+        ]);
+        s
+    }
+}
+
+impl Emu3Model {
+    /// `vb` at the checkpoint root. `save_pretrained` writes the legacy layout
+    /// `text_model.model.*`, `text_model.lm_head.weight`, `vqmodel.*`.
+    pub fn load(vb: VarBuilder, cfg: &Emu3Config) -> Result<Self> {
+        let bb = cfg.text_config.to_backbone("config.json: text_config")?;
+        let decoder = Decoder::load(vb.pp("text_model.model"), &bb)?;
+        let lm_head = Linear::new(any2any_core::backbone::lm_head(
+            vb.pp("text_model.lm_head"),
+            &bb,
+        )?)?;
+        Ok(Self {
+            vocab: Emu3Vocab::from_config(cfg)?,
+            vq_encoder: Emu3VqEncoder::load(vb.pp("vqmodel"), &cfg.vq_config)?,
+            vq_decoder: Emu3VqDecoder::load(vb.pp("vqmodel"), &cfg.vq_config)?,
+            cfg: cfg.clone(),
+            backbone_cfg: bb,
+            decoder,
+            lm_head,
+        })
+    }
+
+    /// Runs `ids` `[rows, len]` after `cache`; returns last-position logits `[rows, vocab]` (f32).
+    pub fn step(&self, ids: &Tensor, layout: &RowLayout, cache: &mut KvCache) -> Result<Tensor> {
+        let x = self.decoder.embed(ids)?;
+        let h = self.decoder.forward(
+            &x,
+            ForwardArgs {
+                layout,
+                mask: &MaskKind::Causal,
+            },
+            cache,
+        )?;
+        let len = h.dim(1)?;
+        let last = h.narrow(1, len - 1, 1)?.squeeze(1)?;
+        Ok(self.lm_head.forward(&last)?.to_dtype(DType::F32)?)
+    }
+
+    /// Last-position logits `[vocab]` of one prompt.
+    pub fn last_logits(&self, ids: &[u32]) -> Result<Tensor> {
+        let mut cache = self.decoder.new_cache(1, ids.len())?;
+        let t = Tensor::new(ids, self.decoder.device())?.unsqueeze(0)?;
+        Ok(self
+            .step(&t, &RowLayout::dense(1), &mut cache)?
+            .squeeze(0)?)
+    }
+
+    /// Codes of normalised pixels `[1, 3, H, W]`, as BPE ids with EOL after each row.
+    pub fn image_ids(&self, pixels: &Tensor) -> Result<Vec<u32>> {
+        let codes = self
+            .vq_encoder
+            .encode(&pixels.to_dtype(self.decoder.dtype())?)?;
+        let (_, h, w) = codes.dims3()?;
+        let codes = codes.flatten_all()?.to_vec1::<u32>()?;
+        let mut out = Vec::with_capacity(h * (w + 1));
+        for row in codes.chunks(w) {
+            for &c in row {
+                out.push(self.vocab.code_to_id(c).ok_or_else(|| {
+                    Error::invalid("vq", format!("code {c} outside the codebook"))
+                })?);
+            }
+            out.push(self.vocab.eol);
+        }
+        Ok(out)
+    }
+
+    /// Replaces the `<image>` placeholders of `ids`, in order, by the ids of `images` (each from
+    /// [`Self::image_ids`]); the placeholder count must equal their total length.
+    pub fn substitute_images(&self, ids: &[u32], images: &[Vec<u32>]) -> Result<Vec<u32>> {
+        let ph = self.vocab.image_placeholder;
+        let n = ids.iter().filter(|&&i| i == ph).count();
+        let total: usize = images.iter().map(Vec::len).sum();
+        if n != total {
+            return Err(Error::invalid(
+                "image",
+                format!("{n} image placeholders in the prompt, {total} image tokens"),
+            ));
+        }
+        let mut it = images.iter().flatten();
+        Ok(ids
+            .iter()
+            .map(|&i| if i == ph { *it.next().unwrap_or(&i) } else { i })
+            .collect())
+    }
+
+    /// Greedy continuation of one prompt, at most `n` new ids, stopping after `stop`.
+    pub fn greedy_text(&self, prompt: &[u32], n: usize, stop: Option<u32>) -> Result<Vec<u32>> {
+        let dev = self.decoder.device();
+        let layout = RowLayout::dense(1);
+        let mut cache = self.decoder.new_cache(1, prompt.len() + n)?;
+        let mut ids = Tensor::new(prompt, dev)?.unsqueeze(0)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let logits = self.step(&ids, &layout, &mut cache)?;
+            let next = logits.argmax(D::Minus1)?.to_vec1::<u32>()?[0];
+            out.push(next);
+            if Some(next) == stop {
+                break;
+            }
+            ids = Tensor::new(&[next], dev)?.unsqueeze(0)?;
+        }
+        Ok(out)
+    }
+
+    /// The additive mask `[1, V]` of one grammar slot.
+    fn slot_mask(&self, slot: Slot) -> Result<Tensor> {
+        let v = self.backbone_cfg.vocab_size;
+        let mut m = vec![f32::NEG_INFINITY; v];
+        let mut allow = |id: u32| -> Result<()> {
+            let cell = m.get_mut(id as usize).ok_or_else(|| {
+                Error::invalid("vocab", format!("token id {id} outside the vocabulary {v}"))
+            })?;
+            *cell = 0.0;
+            Ok(())
+        };
+        match slot {
+            Slot::Visual => {
+                for &id in &self.vocab.visual {
+                    allow(id)?;
+                }
+            }
+            Slot::Fixed(id) => allow(id)?,
+        }
+        Ok(Tensor::from_vec(m, (1, v), self.decoder.device())?)
+    }
+
+    /// Constrained generation of one `h × w` (`grid`) image after `prompt` (which ends with
+    /// `<|image start|>h*w<|image token|>`). With guidance in the pipeline, `negative` is the
+    /// unconditioned stream (its own prompt, fed the same new ids), stacked as rows
+    /// `[cond; neg]`. One uniform is drawn per step, forced steps included. `on_step(i, n)` runs
+    /// before each step (progress, cancellation).
+    pub fn generate_image(
+        &self,
+        prompt: &[u32],
+        negative: Option<&[u32]>,
+        (h, w): (usize, usize),
+        pipe: &LogitsPipeline,
+        noise: &mut dyn NoiseSource,
+        on_step: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<ImageTokens> {
+        let dev = self.decoder.device();
+        let schedule = self.vocab.image_schedule(h, w);
+        let streams = pipe.streams();
+        let prompts: Vec<&[u32]> = match (streams, negative) {
+            (1, _) => vec![prompt],
+            (2, Some(n)) => vec![prompt, n],
+            (2, None) => vec![prompt, &prompt[..0]],
+            (s, _) => {
+                return Err(Error::invalid(
+                    "cfg",
+                    format!("Emu3 uses two guidance streams, not {s}"),
+                ))
+            }
+        };
+        if prompts.iter().any(|p| p.is_empty()) {
+            return Err(Error::invalid(
+                "prompt",
+                "an empty prompt or negative prompt (it needs at least BOS)",
+            ));
+        }
+        let lens: Vec<usize> = prompts.iter().map(|p| p.len()).collect();
+        let max = *lens.iter().max().unwrap_or(&0);
+        let layout = RowLayout::left_padded(&lens);
+        let pad = self.cfg.text_config_pad();
+        let mut flat = Vec::with_capacity(max * prompts.len());
+        for p in &prompts {
+            flat.extend(std::iter::repeat_n(pad, max - p.len()));
+            flat.extend_from_slice(p);
+        }
+        let rows = prompts.len();
+        let mut cache = self.decoder.new_cache(rows, max + schedule.len())?;
+        let mut ids = Tensor::from_vec(flat, (rows, max), dev)?;
+        let mut new_ids = Vec::with_capacity(schedule.len());
+        for (i, &slot) in schedule.iter().enumerate() {
+            on_step(i, schedule.len())?;
+            let logits = self.step(&ids, &layout, &mut cache)?;
+            let mask = self.slot_mask(slot)?;
+            let next = pipe.sample(&logits, Some(&mask), noise)?.to_vec1::<u32>()?[0];
+            new_ids.push(next);
+            ids = Tensor::from_vec(vec![next; rows], (rows, 1), dev)?;
+        }
+        let codes = new_ids
+            .iter()
+            .zip(&schedule)
+            .filter(|(_, s)| **s == Slot::Visual)
+            .map(|(&id, _)| {
+                self.vocab
+                    .id_to_code(id)
+                    .ok_or_else(|| Error::invalid("vq", format!("id {id} is not a visual token")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ImageTokens { new_ids, codes })
+    }
+
+    /// Codes `[h·w]` → pixels `[1, 3, h·f, w·f]` in about `[-1, 1]`.
+    pub fn decode_codes(&self, codes: &[u32], h: usize, w: usize) -> Result<Tensor> {
+        let t = Tensor::new(codes, self.decoder.device())?.unsqueeze(0)?;
+        Ok(self.vq_decoder.decode(&t, h, w)?)
+    }
+}

@@ -1,0 +1,109 @@
+use any2any_core::backbone::{BackboneConfig, PhiConfig};
+use any2any_core::{Error, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// Show-o's diffusers-style `config.json` (`_class_name: "Showo"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ShowoConfig {
+    pub vocab_size: usize,
+    pub llm_vocab_size: usize,
+    pub codebook_size: usize,
+    pub num_vq_tokens: usize,
+    pub mask_token_id: usize,
+    #[serde(default)]
+    pub llm_model_path: Option<String>,
+    #[serde(default)]
+    pub w_clip_vit: bool,
+}
+
+/// Special ids of a Show-o vocabulary: the LLM vocab, then 10 new special tokens
+/// (`<|pad|> <|soi|> <|eoi|> <|sov|> <|eov|> <|t2i|> <|mmu|> <|t2v|> <|v2v|> <|lvg|>`), then the
+/// codebook, then the mask id (last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vocab {
+    pub llm_vocab_size: usize,
+    pub pad: u32,
+    pub soi: u32,
+    pub eoi: u32,
+    pub t2i: u32,
+    pub mmu: u32,
+    pub code_offset: u32,
+    pub codebook_size: usize,
+    pub mask: u32,
+    pub vocab_size: usize,
+}
+
+/// The number of special tokens Show-o adds after the LLM vocabulary (lives in its yaml).
+pub const NUM_NEW_SPECIAL_TOKENS: usize = 10;
+
+impl ShowoConfig {
+    pub fn vocab(&self) -> Vocab {
+        let l = self.llm_vocab_size as u32;
+        Vocab {
+            llm_vocab_size: self.llm_vocab_size,
+            pad: l,
+            soi: l + 1,
+            eoi: l + 2,
+            t2i: l + 5,
+            mmu: l + 6,
+            code_offset: l + NUM_NEW_SPECIAL_TOKENS as u32,
+            codebook_size: self.codebook_size,
+            mask: self.mask_token_id as u32,
+            vocab_size: self.vocab_size,
+        }
+    }
+
+    /// Reads `config.json` and the Phi config next to it (`llm_model_path` when it names a local
+    /// file, else `phi_config.json`, else phi-1_5 defaults); returns the backbone config with
+    /// Show-o's overrides (vocab from config.json, `qk_layernorm` forced on).
+    pub fn load(config: &Path) -> Result<(Self, BackboneConfig)> {
+        let cfg: ShowoConfig = any2any_core::loading::read_json(config)?;
+        let dir = config.parent().unwrap_or(Path::new("."));
+        let mut candidates = Vec::new();
+        if let Some(p) = &cfg.llm_model_path {
+            candidates.push(dir.join(p));
+        }
+        candidates.push(dir.join("phi_config.json"));
+        let phi_path = candidates.into_iter().find(|p| p.is_file());
+        let (phi, what): (PhiConfig, String) = match &phi_path {
+            Some(p) => (
+                any2any_core::loading::read_json(p)?,
+                p.display().to_string(),
+            ),
+            None => (PhiConfig::default(), "phi-1_5 defaults".into()),
+        };
+        cfg.validate(config)?;
+        let mut bb = phi.to_backbone(&what)?;
+        bb.vocab_size = cfg.vocab_size;
+        // Show-o's PhiForCausalLM forces q/k LayerNorm on, whatever the Phi config says.
+        bb.qk_layernorm = true;
+        Ok((cfg, bb))
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let expect = self.llm_vocab_size + NUM_NEW_SPECIAL_TOKENS + self.codebook_size + 1;
+        if self.vocab_size != expect {
+            return Err(bad(format!(
+                "vocab_size {} != llm_vocab_size {} + 10 special + codebook_size {} + 1 mask",
+                self.vocab_size, self.llm_vocab_size, self.codebook_size
+            )));
+        }
+        if self.mask_token_id + 1 != self.vocab_size {
+            return Err(bad(format!(
+                "mask_token_id {} must be the last id (vocab_size - 1)",
+                self.mask_token_id
+            )));
+        }
+        if self.w_clip_vit {
+            return Err(bad(
+                "w_clip_vit (CLIP-ViT understanding features) is not supported".into(),
+            ));
+        }
+        Ok(())
+    }
+}

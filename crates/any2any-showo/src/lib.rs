@@ -1,0 +1,16 @@
+//! Show-o (showlab/Show-o): a Phi decoder with an omni-attention mask that does MaskGIT
+//! text→image over MAGVIT-v2 codes and autoregressive image→text.
+
+pub mod config;
+pub mod maskgit;
+pub mod model;
+pub mod prompt;
+
+pub use config::{ShowoConfig, Vocab};
+pub use maskgit::{t2i_generate, T2iOptions};
+pub use model::ShowoModel;
+
+/// Whether a config.json is a Show-o checkpoint (`_class_name: "Showo"`).
+pub fn matches(cfg: &serde_json::Value) -> bool {
+    cfg.get("_class_name").and_then(|v| v.as_str()) == Some("Showo")
+}

@@ -1,0 +1,58 @@
+use crate::config::ShowoConfig;
+use any2any_core::backbone::{BackboneConfig, Decoder, ForwardArgs, MaskKind, RowLayout};
+use any2any_core::kv_cache::KvCache;
+use any2any_core::Result;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{linear_b, Linear, VarBuilder};
+
+/// The Show-o transformer: a Phi decoder (`showo.model.*`) and a biased LM head
+/// (`showo.lm_head`) over the merged text + special + code + mask vocabulary.
+#[derive(Debug, Clone)]
+pub struct ShowoModel {
+    pub decoder: Decoder,
+    pub lm_head: Linear,
+    pub config: ShowoConfig,
+}
+
+impl ShowoModel {
+    /// `vb` at the checkpoint root (holding `showo.`).
+    pub fn load(vb: VarBuilder, config: ShowoConfig, bb: &BackboneConfig) -> Result<Self> {
+        let vb = vb.pp("showo");
+        let decoder = Decoder::load(vb.pp("model"), bb)?;
+        let lm_head = linear_b(bb.hidden_size, bb.vocab_size, true, vb.pp("lm_head"))?;
+        Ok(Self {
+            decoder,
+            lm_head,
+            config,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.decoder.device()
+    }
+
+    /// Runs `ids` (`[rows, len]`) after what `cache` holds under an explicit mask over absolute
+    /// slots; positions are the plain slot index (pads included, as Show-o does). Returns f32
+    /// logits `[rows, len, vocab]`.
+    pub fn forward_cached(&self, ids: &Tensor, mask: &MaskKind, cache: &mut KvCache) -> Result<Tensor> {
+        let rows = ids.dim(0)?;
+        let layout = RowLayout::dense(rows);
+        let x = self.decoder.embed(ids)?;
+        let h = self.decoder.forward(
+            &x,
+            ForwardArgs {
+                layout: &layout,
+                mask,
+            },
+            cache,
+        )?;
+        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+    }
+
+    /// A whole forward without a kept cache.
+    pub fn forward(&self, ids: &Tensor, mask: &MaskKind) -> Result<Tensor> {
+        let (rows, len) = ids.dims2()?;
+        let mut cache = self.decoder.new_cache(rows, len)?;
+        self.forward_cached(ids, mask, &mut cache)
+    }
+}
