@@ -32,6 +32,11 @@ pub fn families() -> &'static [Family] {
             matches: any2any_emu3::matches,
             load: any2any_emu3::load,
         },
+        Family {
+            name: "showo",
+            matches: any2any_showo::matches,
+            load: any2any_showo::load,
+        },
     ];
     FAMILIES
 }

@@ -1,11 +1,15 @@
 //! Show-o (showlab/Show-o): a Phi decoder with an omni-attention mask that does MaskGIT
 //! text→image over MAGVIT-v2 codes and autoregressive image→text.
 
+pub mod backend;
 pub mod config;
+pub mod magvit;
 pub mod maskgit;
+pub mod mmu;
 pub mod model;
 pub mod prompt;
 
+pub use backend::{load, ShowoBackend};
 pub use config::{ShowoConfig, Vocab};
 pub use maskgit::{t2i_generate, T2iOptions};
 pub use model::ShowoModel;

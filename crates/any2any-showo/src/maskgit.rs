@@ -4,6 +4,7 @@
 use crate::config::Vocab;
 use crate::model::ShowoModel;
 use any2any_core::backbone::MaskKind;
+use any2any_core::kv_cache::KvCache;
 use any2any_core::sampling::draw_inverse_cdf;
 use any2any_core::{Error, NoiseSource, Result};
 use candle_core::{Tensor, D};
@@ -17,6 +18,9 @@ pub struct T2iOptions {
     pub guidance_scale: f64,
     /// Initial Gumbel temperature (annealed and compounding, as the official loop does).
     pub temperature: f64,
+    /// Compute the KV of the text part (everything before `[soi]`, which never sees the image)
+    /// once and re-run only `[soi] image [eoi]` per step; the reference re-runs everything.
+    pub cache_prefix: bool,
 }
 
 /// `cos(ratio · π/2)` evaluated in f32 like `cosine_schedule(torch.tensor(ratio))`.
@@ -56,14 +60,41 @@ pub fn step_logits(
     n: usize,
     guidance_scale: f64,
 ) -> Result<(Tensor, Vec<Tensor>)> {
+    step_logits_from(model, v, rows, mask, n, guidance_scale, None)
+}
+
+/// As [`step_logits`]; with a `cache` holding the KV of the first `cache.len()` slots of every
+/// row, only the rest is run (the cache is truncated back afterwards).
+fn step_logits_from(
+    model: &ShowoModel,
+    v: &Vocab,
+    rows: &[Vec<u32>],
+    mask: &MaskKind,
+    n: usize,
+    guidance_scale: f64,
+    cache: Option<&mut KvCache>,
+) -> Result<(Tensor, Vec<Tensor>)> {
     let len = rows[0].len();
-    let flat: Vec<u32> = rows.iter().flatten().copied().collect();
-    let ids = Tensor::from_vec(flat, (rows.len(), len), model.device())?;
-    let logits = model.forward(&ids, mask)?;
+    let start = cache.as_ref().map_or(0, |c| c.len());
+    let flat: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| r[start..].iter())
+        .copied()
+        .collect();
+    let ids = Tensor::from_vec(flat, (rows.len(), len - start), model.device())?;
+    let logits = match cache {
+        Some(c) => {
+            let out = model.forward_cached(&ids, mask, c)?;
+            c.truncate(start);
+            out
+        }
+        None => model.forward(&ids, mask)?,
+    };
     let k = v.codebook_size;
-    let span = logits
-        .narrow(1, len - n - 1, n)?
-        .narrow(D::Minus1, v.code_offset as usize, k)?;
+    let span =
+        logits
+            .narrow(1, len - start - n - 1, n)?
+            .narrow(D::Minus1, v.code_offset as usize, k)?;
     let per_row: Vec<Tensor> = (0..rows.len())
         .map(|r| span.get(r))
         .collect::<candle_core::Result<_>>()?;
@@ -107,10 +138,31 @@ pub fn t2i_generate(
         rows.push(u.to_vec());
     }
     let mask = crate::prompt::omni_mask_t2i(&v, &rows)?;
+    // text slots end at [soi]; their KV never depends on the image span
+    let mut cache = if opts.cache_prefix {
+        let text = span.start - 1;
+        let mut c = model.decoder.new_cache(rows.len(), len)?;
+        let flat: Vec<u32> = rows
+            .iter()
+            .flat_map(|r| r[..text].iter())
+            .copied()
+            .collect();
+        let ids = Tensor::from_vec(flat, (rows.len(), text), model.device())?;
+        model.forward_cached(&ids, &mask, &mut c)?;
+        Some(c)
+    } else {
+        None
+    };
     // codes (or the mask id) of the image span
     let mut known: Vec<u32> = cond[span.clone()]
         .iter()
-        .map(|&t| if t == v.mask { v.mask } else { t - v.code_offset })
+        .map(|&t| {
+            if t == v.mask {
+                v.mask
+            } else {
+                t - v.code_offset
+            }
+        })
         .collect();
     let mut temperature = opts.temperature;
     let mut trace = Vec::with_capacity(opts.steps);
@@ -120,7 +172,15 @@ pub fn t2i_generate(
             let (head, tail) = rows.split_at_mut(1);
             tail[0][prefix_len..].copy_from_slice(&head[0][prefix_len..]);
         }
-        let (logits, _) = step_logits(model, &v, &rows, &mask, n, opts.guidance_scale)?;
+        let (logits, _) = step_logits_from(
+            model,
+            &v,
+            &rows,
+            &mask,
+            n,
+            opts.guidance_scale,
+            cache.as_mut(),
+        )?;
         let u = noise.uniform(n)?;
         let drawn = draw_inverse_cdf(&logits, &u)?.to_vec1::<u32>()?;
         let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;

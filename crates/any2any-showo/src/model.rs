@@ -34,7 +34,12 @@ impl ShowoModel {
     /// Runs `ids` (`[rows, len]`) after what `cache` holds under an explicit mask over absolute
     /// slots; positions are the plain slot index (pads included, as Show-o does). Returns f32
     /// logits `[rows, len, vocab]`.
-    pub fn forward_cached(&self, ids: &Tensor, mask: &MaskKind, cache: &mut KvCache) -> Result<Tensor> {
+    pub fn forward_cached(
+        &self,
+        ids: &Tensor,
+        mask: &MaskKind,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let rows = ids.dim(0)?;
         let layout = RowLayout::dense(rows);
         let x = self.decoder.embed(ids)?;

@@ -332,3 +332,31 @@ impl PhiConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phi_defaults_are_phi_1_5() {
+        let c = PhiConfig::default().to_backbone("phi").unwrap();
+        assert_eq!(
+            (
+                c.hidden_size,
+                c.num_layers,
+                c.num_heads,
+                c.intermediate_size,
+                c.vocab_size
+            ),
+            (2048, 24, 32, 8192, 51200)
+        );
+        assert_eq!((c.head_dim, c.rotary_dim()), (64, 32));
+        assert!(c.parallel_residual && c.attention_bias && !c.qk_layernorm);
+        assert_eq!(
+            (c.norm, c.mlp, c.naming),
+            (NormKind::Layer, MlpKind::Plain, WeightNaming::Phi)
+        );
+        let bad: PhiConfig = serde_json::from_str(r#"{"hidden_act": "relu"}"#).unwrap();
+        assert!(bad.to_backbone("phi").is_err());
+    }
+}

@@ -221,4 +221,31 @@ mod tests {
         assert_eq!(v[1], vec![0.0, 0.0, 0.0, MASKED]);
         assert_eq!(v[0], vec![0.0, MASKED, MASKED, MASKED]);
     }
+
+    #[test]
+    fn explicit_mask_is_used_verbatim_and_refuses_empty_rows() {
+        let dev = Device::Cpu;
+        // 1 row, 3 slots: slot 0 sees 0 and 2, slot 1 sees 1, slot 2 sees all
+        let vis = vec![true, false, true, false, true, false, true, true, true];
+        let m = MaskKind::Explicit {
+            len: 3,
+            visible: vis,
+        };
+        let t = m
+            .build(&RowLayout::dense(1), 1, 2, DType::F32, &dev)
+            .unwrap()
+            .unwrap();
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v, vec![MASKED, 0.0, MASKED, 0.0, 0.0, 0.0]);
+        let empty = MaskKind::Explicit {
+            len: 2,
+            visible: vec![true, false, false, false],
+        };
+        assert!(empty
+            .build(&RowLayout::dense(1), 0, 2, DType::F32, &dev)
+            .is_err());
+        assert!(m
+            .build(&RowLayout::dense(1), 2, 2, DType::F32, &dev)
+            .is_err());
+    }
 }
