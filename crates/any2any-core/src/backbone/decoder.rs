@@ -1,9 +1,10 @@
 use super::config::{BackboneConfig, MlpKind, NormKind, WeightNaming};
 use super::mask::{MaskKind, RowLayout};
 use crate::kv_cache::KvCache;
+use crate::nn::Linear;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{linear_b, linear_no_bias, Embedding, Linear, VarBuilder};
+use candle_nn::{linear_no_bias, Embedding, VarBuilder};
 
 /// What a forward needs besides the embeddings and the cache.
 #[derive(Debug, Clone, Copy)]
@@ -171,10 +172,10 @@ impl Attention {
             })
         };
         Ok(Self {
-            q_proj: linear_b(c.hidden_size, q, b, vb.pp("q_proj"))?,
-            k_proj: linear_b(c.hidden_size, kv, b, vb.pp("k_proj"))?,
-            v_proj: linear_b(c.hidden_size, kv, b, vb.pp("v_proj"))?,
-            o_proj: linear_b(q, c.hidden_size, b, vb.pp(o_name))?,
+            q_proj: Linear::load(c.hidden_size, q, b, vb.pp("q_proj"))?,
+            k_proj: Linear::load(c.hidden_size, kv, b, vb.pp("k_proj"))?,
+            v_proj: Linear::load(c.hidden_size, kv, b, vb.pp("v_proj"))?,
+            o_proj: Linear::load(q, c.hidden_size, b, vb.pp(o_name))?,
             q_norm: head_norm(qn, c.num_heads)?,
             k_norm: head_norm(kn, c.num_kv_heads)?,
             heads: c.num_heads,
@@ -260,13 +261,13 @@ impl Mlp {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(match c.mlp {
             MlpKind::GatedSilu => Mlp::Gated {
-                gate: linear_b(h, i, b, vb.pp("gate_proj"))?,
-                up: linear_b(h, i, b, vb.pp("up_proj"))?,
-                down: linear_b(i, h, b, vb.pp("down_proj"))?,
+                gate: Linear::load(h, i, b, vb.pp("gate_proj"))?,
+                up: Linear::load(h, i, b, vb.pp("up_proj"))?,
+                down: Linear::load(i, h, b, vb.pp("down_proj"))?,
             },
             MlpKind::Plain => Mlp::Plain {
-                fc1: linear_b(h, i, b, vb.pp("fc1"))?,
-                fc2: linear_b(i, h, b, vb.pp("fc2"))?,
+                fc1: Linear::load(h, i, b, vb.pp("fc1"))?,
+                fc2: Linear::load(i, h, b, vb.pp("fc2"))?,
             },
         })
     }
@@ -458,7 +459,7 @@ impl Decoder {
 }
 
 /// A plain LM head `hidden → vocab` without bias.
-pub fn lm_head(vb: VarBuilder, cfg: &BackboneConfig) -> Result<Linear> {
+pub fn lm_head(vb: VarBuilder, cfg: &BackboneConfig) -> Result<candle_nn::Linear> {
     Ok(linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb)?)
 }
 
