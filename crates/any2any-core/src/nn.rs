@@ -9,36 +9,35 @@ use candle_nn::VarBuilder;
 /// decoding (a 2×512 by 512×1408 product measured 540 µs with `x·W.t()` and 205 µs with the
 /// stored transpose). Elsewhere it is `candle_nn::Linear` unchanged.
 #[derive(Debug, Clone)]
-pub struct Linear {
-    inner: candle_nn::Linear,
-    /// `Wᵀ`, contiguous, on the CPU only.
-    wt: Option<Tensor>,
+pub enum Linear {
+    /// CPU: `Wᵀ` (contiguous, `[in, out]`) and the bias; the original layout is not kept.
+    Transposed { wt: Tensor, bias: Option<Tensor> },
+    /// Other devices: candle's layer.
+    Candle(candle_nn::Linear),
 }
 
 impl Linear {
     pub fn new(l: candle_nn::Linear) -> Result<Self> {
-        let wt = if l.weight().device().is_cpu() {
-            Some(l.weight().t()?.contiguous()?)
-        } else {
-            None
-        };
-        Ok(Self { inner: l, wt })
+        if !l.weight().device().is_cpu() {
+            return Ok(Self::Candle(l));
+        }
+        Ok(Self::Transposed {
+            wt: l.weight().t()?.contiguous()?,
+            bias: l.bias().cloned(),
+        })
     }
 
     /// Loads `weight` (and `bias` when `bias`) under `vb`.
     pub fn load(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         Self::new(candle_nn::linear_b(in_dim, out_dim, bias, vb)?)
     }
-
-    pub fn weight(&self) -> &Tensor {
-        self.inner.weight()
-    }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let Some(wt) = &self.wt else {
-            return self.inner.forward(x);
+        let (wt, bias) = match self {
+            Self::Candle(l) => return l.forward(x),
+            Self::Transposed { wt, bias } => (wt, bias),
         };
         let dims = x.dims();
         let inner = dims[dims.len() - 1];
@@ -48,7 +47,7 @@ impl Module for Linear {
         let last = out.len() - 1;
         out[last] = wt.dim(1)?;
         let y = y.reshape(out)?;
-        match self.inner.bias() {
+        match bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
