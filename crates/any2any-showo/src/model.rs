@@ -1,9 +1,10 @@
 use crate::config::ShowoConfig;
 use any2any_core::backbone::{BackboneConfig, Decoder, ForwardArgs, MaskKind, RowLayout};
 use any2any_core::kv_cache::KvCache;
+use any2any_core::nn::Linear;
 use any2any_core::Result;
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{linear_b, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// The Show-o transformer: a Phi decoder (`showo.model.*`) and a biased LM head
 /// (`showo.lm_head`) over the merged text + special + code + mask vocabulary.
@@ -19,7 +20,7 @@ impl ShowoModel {
     pub fn load(vb: VarBuilder, config: ShowoConfig, bb: &BackboneConfig) -> Result<Self> {
         let vb = vb.pp("showo");
         let decoder = Decoder::load(vb.pp("model"), bb)?;
-        let lm_head = linear_b(bb.hidden_size, bb.vocab_size, true, vb.pp("lm_head"))?;
+        let lm_head = Linear::load(bb.hidden_size, bb.vocab_size, true, vb.pp("lm_head"))?;
         Ok(Self {
             decoder,
             lm_head,
