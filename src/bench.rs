@@ -146,7 +146,7 @@ pub fn workload(name: &str) -> Result<Workload> {
         "show-o" => {
             return Err(Error::invalid(
                 "size",
-                "show-o (Phi-1.5, MaskGIT) is not benchmarked yet: its backbone lands with the Show-o backend",
+                "show-o decodes by MaskGIT (every image token each step), not one token per step: use `cargo bench --bench showo`",
             ))
         }
         other => {
