@@ -269,7 +269,21 @@ fn p_partial() -> f64 {
 impl Default for PhiConfig {
     /// phi-1_5.
     fn default() -> Self {
-        serde_json::from_str("{}").expect("defaults")
+        Self {
+            vocab_size: p_vocab(),
+            hidden_size: p_hidden(),
+            intermediate_size: p_inter(),
+            num_hidden_layers: p_layers(),
+            num_attention_heads: p_heads(),
+            num_key_value_heads: None,
+            hidden_act: p_act(),
+            max_position_embeddings: d_maxpos(),
+            layer_norm_eps: p_eps(),
+            rope_theta: p_theta(),
+            partial_rotary_factor: p_partial(),
+            qk_layernorm: false,
+            tie_word_embeddings: false,
+        }
     }
 }
 
@@ -339,6 +353,8 @@ mod tests {
 
     #[test]
     fn phi_defaults_are_phi_1_5() {
+        let parsed: PhiConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(parsed, PhiConfig::default());
         let c = PhiConfig::default().to_backbone("phi").unwrap();
         assert_eq!(
             (
