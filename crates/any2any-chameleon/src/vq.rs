@@ -5,42 +5,11 @@
 
 use crate::config::VqConfig;
 use any2any_core::codec::taming::{
-    swish, AttnBlock, Downsample, MidBlock, NormConfig, Normalize, ResnetBlock, Shortcut, Upsample,
+    conv2d, swish, AttnBlock, Downsample, Level, MidBlock, NormConfig, Normalize, ResnetBlock,
+    Shortcut, Upsample,
 };
 use candle_core::{bail, DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, VarBuilder};
-
-fn conv(cin: usize, cout: usize, kernel: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding,
-        ..Default::default()
-    };
-    candle_nn::conv2d(cin, cout, kernel, cfg, vb)
-}
-
-/// One resolution level: `block.{i}`, `attn.{i}` (where configured) and an optional resample.
-#[derive(Debug, Clone)]
-struct Level<S> {
-    blocks: Vec<ResnetBlock>,
-    attns: Vec<AttnBlock>,
-    resample: Option<S>,
-}
-
-impl<S: Module> Level<S> {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = xs.clone();
-        for (i, block) in self.blocks.iter().enumerate() {
-            xs = block.forward(&xs)?;
-            if let Some(attn) = self.attns.get(i) {
-                xs = attn.forward(&xs)?;
-            }
-        }
-        match &self.resample {
-            Some(r) => r.forward(&xs),
-            None => Ok(xs),
-        }
-    }
-}
+use candle_nn::{Conv2d, Embedding, VarBuilder};
 
 fn check_vanilla(cfg: &VqConfig) -> Result<()> {
     if cfg.attn_type != "vanilla" {
@@ -75,7 +44,7 @@ impl VqEncoder {
         let norm = NormConfig::default();
         let e = vb.pp("encoder");
         let base = cfg.base_channels;
-        let conv_in = conv(cfg.in_channels, base, 3, 1, e.pp("conv_in"))?;
+        let conv_in = conv2d(cfg.in_channels, base, 3, 1, e.pp("conv_in"))?;
         let levels = cfg.channel_multiplier.len();
         let mut block_in = base;
         let mut curr_res = cfg.resolution;
@@ -112,8 +81,8 @@ impl VqEncoder {
         }
         let mid = MidBlock::load(e.pp("mid"), block_in, norm)?;
         let norm_out = Normalize::load(e.pp("norm_out"), block_in, norm)?;
-        let conv_out = conv(block_in, cfg.latent_channels, 3, 1, e.pp("conv_out"))?;
-        let quant_conv = conv(
+        let conv_out = conv2d(block_in, cfg.latent_channels, 3, 1, e.pp("conv_out"))?;
+        let quant_conv = conv2d(
             cfg.latent_channels,
             cfg.embed_dim,
             1,
@@ -186,7 +155,7 @@ impl VqDecoder {
         let base = cfg.base_channels;
         let mut block_in = base * cfg.channel_multiplier[levels - 1];
         let mut curr_res = cfg.resolution >> (levels - 1);
-        let conv_in = conv(cfg.latent_channels, block_in, 3, 1, d.pp("conv_in"))?;
+        let conv_in = conv2d(cfg.latent_channels, block_in, 3, 1, d.pp("conv_in"))?;
         let mid = MidBlock::load(d.pp("mid"), block_in, norm)?;
         let mut up = Vec::with_capacity(levels);
         for level in (0..levels).rev() {
@@ -220,13 +189,13 @@ impl VqDecoder {
             });
         }
         let norm_out = Normalize::load(d.pp("norm_out"), block_in, norm)?;
-        let conv_out = conv(block_in, cfg.out_channels, 3, 1, d.pp("conv_out"))?;
+        let conv_out = conv2d(block_in, cfg.out_channels, 3, 1, d.pp("conv_out"))?;
         let codebook = candle_nn::embedding(
             cfg.num_embeddings,
             cfg.embed_dim,
             vb.pp("quantize.embedding"),
         )?;
-        let post_quant_conv = conv(
+        let post_quant_conv = conv2d(
             cfg.embed_dim,
             cfg.latent_channels,
             1,

@@ -4,10 +4,11 @@
 //! pixels-to-codes path.
 
 use any2any_core::codec::taming::{
-    swish, AttnBlock, Downsample, MidBlock, NormConfig, Normalize, ResnetBlock, Shortcut, Upsample,
+    conv2d, swish, AttnBlock, Downsample, Level, MidBlock, NormConfig, Normalize, ResnetBlock,
+    Shortcut, Upsample,
 };
 use candle_core::{bail, DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, VarBuilder};
+use candle_nn::{Conv2d, Embedding, VarBuilder};
 use serde::Deserialize;
 
 /// The `vq_config` section of a Janus `config.json` (HF `JanusVQVAEConfig`); missing keys take
@@ -99,39 +100,6 @@ impl JanusVqConfig {
     }
 }
 
-fn conv(cin: usize, cout: usize, kernel: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding,
-        ..Default::default()
-    };
-    candle_nn::conv2d(cin, cout, kernel, cfg, vb)
-}
-
-/// One resolution level: `block.{i}`, `attn.{i}` (lowest resolution only) and the optional
-/// `downsample` / `upsample`.
-#[derive(Debug, Clone)]
-struct Level<S> {
-    blocks: Vec<ResnetBlock>,
-    attns: Vec<AttnBlock>,
-    resample: Option<S>,
-}
-
-impl<S: Module> Level<S> {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = xs.clone();
-        for (i, block) in self.blocks.iter().enumerate() {
-            xs = block.forward(&xs)?;
-            if let Some(attn) = self.attns.get(i) {
-                xs = attn.forward(&xs)?;
-            }
-        }
-        match &self.resample {
-            Some(r) => r.forward(&xs),
-            None => Ok(xs),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Encoder {
     conv_in: Conv2d,
@@ -146,7 +114,7 @@ impl Encoder {
         let norm = NormConfig::default();
         let levels = cfg.channel_multiplier.len();
         let base = cfg.base_channels;
-        let conv_in = conv(cfg.in_channels, base, 3, 1, vb.pp("conv_in"))?;
+        let conv_in = conv2d(cfg.in_channels, base, 3, 1, vb.pp("conv_in"))?;
         let mut block_in = base;
         let mut down = Vec::with_capacity(levels);
         for (level, &mult) in cfg.channel_multiplier.iter().enumerate() {
@@ -186,7 +154,7 @@ impl Encoder {
         } else {
             cfg.latent_channels
         };
-        let conv_out = conv(block_in, out, 3, 1, vb.pp("conv_out"))?;
+        let conv_out = conv2d(block_in, out, 3, 1, vb.pp("conv_out"))?;
         Ok(Self {
             conv_in,
             down,
@@ -224,7 +192,7 @@ impl Decoder {
         let levels = cfg.channel_multiplier.len();
         let base = cfg.base_channels;
         let mut block_in = base * cfg.channel_multiplier[levels - 1];
-        let conv_in = conv(cfg.latent_channels, block_in, 3, 1, vb.pp("conv_in"))?;
+        let conv_in = conv2d(cfg.latent_channels, block_in, 3, 1, vb.pp("conv_in"))?;
         let mid = MidBlock::load(vb.pp("mid"), block_in, norm)?;
         let mut up = Vec::with_capacity(levels);
         for (idx, level) in (0..levels).rev().enumerate() {
@@ -258,7 +226,7 @@ impl Decoder {
             });
         }
         let norm_out = Normalize::load(vb.pp("norm_out"), block_in, norm)?;
-        let conv_out = conv(block_in, cfg.out_channels, 3, 1, vb.pp("conv_out"))?;
+        let conv_out = conv2d(block_in, cfg.out_channels, 3, 1, vb.pp("conv_out"))?;
         Ok(Self {
             conv_in,
             mid,
@@ -310,7 +278,7 @@ impl JanusVq {
         cfg.validate()?;
         let encoder = if with_encoder {
             let encoder = Encoder::load(vb.pp("encoder"), cfg)?;
-            let quant_conv = conv(
+            let quant_conv = conv2d(
                 cfg.latent_channels,
                 cfg.embed_dim,
                 1,
@@ -326,7 +294,7 @@ impl JanusVq {
             cfg.embed_dim,
             vb.pp("quantize").pp("embedding"),
         )?;
-        let post_quant_conv = conv(
+        let post_quant_conv = conv2d(
             cfg.embed_dim,
             cfg.latent_channels,
             1,

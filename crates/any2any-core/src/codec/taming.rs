@@ -290,6 +290,43 @@ impl Module for Upsample {
     }
 }
 
+/// A stride-1 2-D convolution with symmetric zero padding (the VQ models' `conv_in`,
+/// `conv_out`, `quant_conv`, `post_quant_conv`).
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    conv(in_channels, out_channels, kernel, 1, padding, vb)
+}
+
+/// One resolution level of a taming encoder/decoder: `block.{i}`, each followed by `attn.{i}`
+/// where the level has attention, then an optional `downsample` / `upsample`.
+#[derive(Debug, Clone)]
+pub struct Level<S> {
+    pub blocks: Vec<ResnetBlock>,
+    pub attns: Vec<AttnBlock>,
+    pub resample: Option<S>,
+}
+
+impl<S: Module> Module for Level<S> {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        for (i, block) in self.blocks.iter().enumerate() {
+            xs = block.forward(&xs)?;
+            if let Some(attn) = self.attns.get(i) {
+                xs = attn.forward(&xs)?;
+            }
+        }
+        match &self.resample {
+            Some(r) => r.forward(&xs),
+            None => Ok(xs),
+        }
+    }
+}
+
 /// The bottleneck of encoder and decoder: `block_1`, `attn_1`, `block_2` at constant width.
 #[derive(Debug, Clone)]
 pub struct MidBlock {
