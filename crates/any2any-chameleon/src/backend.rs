@@ -644,12 +644,11 @@ impl ChameleonBackend {
 
 impl Backend for ChameleonBackend {
     fn info(&self) -> ModelInfo {
-        let c = &self.cfg.backbone;
         let g = self.default_grid();
         let f = self.cfg.vq.downsample_factor();
-        ModelInfo {
-            family: "chameleon".into(),
-            variant: format!(
+        ModelInfo::of_decoder(
+            "chameleon",
+            format!(
                 "{} (HF transformers Chameleon layout{})",
                 self.name,
                 if self.vq_decoder.is_some() {
@@ -658,17 +657,11 @@ impl Backend for ChameleonBackend {
                     ", no image decoder"
                 }
             ),
-            directions: self.directions().iter().map(ToString::to_string).collect(),
-            parameters: c.num_params(),
-            vocab_size: c.vocab_size,
-            hidden_size: c.hidden_size,
-            layers: c.num_layers,
-            context: c.max_position_embeddings,
-            image_tokens: Some(g),
-            image_size: Some((g.0 * f, g.1 * f)),
-            dtype: format!("{:?}", self.decoder.dtype()),
-            device: format!("{:?}", self.device()),
-        }
+            &self.directions(),
+            &self.decoder,
+            g,
+            f,
+        )
     }
 
     fn directions(&self) -> Vec<Direction> {

@@ -27,6 +27,35 @@ pub struct ModelInfo {
     pub device: String,
 }
 
+impl ModelInfo {
+    /// The info of a model built on the shared decoder; generated images are `grid` codes of
+    /// `px_per_code` pixels each.
+    pub fn of_decoder(
+        family: &str,
+        variant: String,
+        directions: &[Direction],
+        decoder: &crate::backbone::Decoder,
+        grid: (usize, usize),
+        px_per_code: usize,
+    ) -> Self {
+        let c = decoder.config();
+        Self {
+            family: family.into(),
+            variant,
+            directions: directions.iter().map(ToString::to_string).collect(),
+            parameters: c.num_params(),
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            layers: c.num_layers,
+            context: c.max_position_embeddings,
+            image_tokens: Some(grid),
+            image_size: Some((grid.0 * px_per_code, grid.1 * px_per_code)),
+            dtype: format!("{:?}", decoder.dtype()),
+            device: format!("{:?}", decoder.device()),
+        }
+    }
+}
+
 /// One model family.
 pub trait Backend: Send + Sync {
     fn info(&self) -> ModelInfo;

@@ -411,23 +411,16 @@ impl Emu3Backend {
 
 impl Backend for Emu3Backend {
     fn info(&self) -> ModelInfo {
-        let c = &self.model.backbone_cfg;
         let f = self.factor();
         let g = self.image_grid(0).unwrap_or(0);
-        ModelInfo {
-            family: "emu3".into(),
-            variant: format!("{} (HF transformers Emu3 layout)", self.name),
-            directions: self.directions().iter().map(ToString::to_string).collect(),
-            parameters: c.num_params(),
-            vocab_size: c.vocab_size,
-            hidden_size: c.hidden_size,
-            layers: c.num_layers,
-            context: c.max_position_embeddings,
-            image_tokens: Some((g, g)),
-            image_size: Some((g * f, g * f)),
-            dtype: format!("{:?}", self.model.decoder.dtype()),
-            device: format!("{:?}", self.device()),
-        }
+        ModelInfo::of_decoder(
+            "emu3",
+            format!("{} (HF transformers Emu3 layout)", self.name),
+            &self.directions(),
+            &self.model.decoder,
+            (g, g),
+            f,
+        )
     }
 
     fn directions(&self) -> Vec<Direction> {

@@ -542,23 +542,16 @@ fn unsupported_segment(s: &Segment) -> Error {
 
 impl Backend for JanusBackend {
     fn info(&self) -> ModelInfo {
-        let c = &self.model.backbone_cfg;
         let g = self.model.image_grid();
         let f = self.model.vq.downsample_factor();
-        ModelInfo {
-            family: "janus".into(),
-            variant: format!("{} (HF transformers Janus layout)", self.name),
-            directions: self.directions().iter().map(ToString::to_string).collect(),
-            parameters: c.num_params(),
-            vocab_size: c.vocab_size,
-            hidden_size: c.hidden_size,
-            layers: c.num_layers,
-            context: c.max_position_embeddings,
-            image_tokens: Some((g, g)),
-            image_size: Some((g * f, g * f)),
-            dtype: format!("{:?}", self.model.decoder.dtype()),
-            device: format!("{:?}", self.device()),
-        }
+        ModelInfo::of_decoder(
+            "janus",
+            format!("{} (HF transformers Janus layout)", self.name),
+            &self.directions(),
+            &self.model.decoder,
+            (g, g),
+            f,
+        )
     }
 
     fn directions(&self) -> Vec<Direction> {

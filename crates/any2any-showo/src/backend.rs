@@ -255,22 +255,15 @@ impl ShowoBackend {
 
 impl Backend for ShowoBackend {
     fn info(&self) -> ModelInfo {
-        let c = self.model.decoder.config();
         let g = self.grid();
-        ModelInfo {
-            family: "showo".into(),
-            variant: format!("{} (Show-o, Phi + MAGVIT-v2)", self.name),
-            directions: self.directions().iter().map(ToString::to_string).collect(),
-            parameters: c.num_params(),
-            vocab_size: c.vocab_size,
-            hidden_size: c.hidden_size,
-            layers: c.num_layers,
-            context: c.max_position_embeddings,
-            image_tokens: Some((g, g)),
-            image_size: Some((g * 16, g * 16)),
-            dtype: format!("{:?}", self.model.decoder.dtype()),
-            device: format!("{:?}", self.device()),
-        }
+        ModelInfo::of_decoder(
+            "showo",
+            format!("{} (Show-o, Phi + MAGVIT-v2)", self.name),
+            &self.directions(),
+            &self.model.decoder,
+            (g, g),
+            16,
+        )
     }
 
     fn directions(&self) -> Vec<Direction> {
