@@ -51,6 +51,7 @@ fn llama(
         norm: NormKind::Rms,
         mlp: MlpKind::GatedSilu,
         rope_theta: theta,
+        rope_layout: Default::default(),
         partial_rotary_factor: 1.0,
         max_position_embeddings: max_pos,
         attention_bias: false,

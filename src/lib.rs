@@ -21,21 +21,26 @@ pub fn families() -> &'static [Family] {
             name: "janus",
             matches: any2any_janus::matches,
             load: any2any_janus::load,
+            resolve_dir: None,
         },
         Family {
             name: "chameleon",
             matches: any2any_chameleon::matches,
             load: any2any_chameleon::load,
+            // Meta's original Chameleon / Anole release: models/7b/consolidated.pth + tokenizer/
+            resolve_dir: Some(any2any_chameleon::original::resolve_dir),
         },
         Family {
             name: "emu3",
             matches: any2any_emu3::matches,
             load: any2any_emu3::load,
+            resolve_dir: None,
         },
         Family {
             name: "showo",
             matches: any2any_showo::matches,
             load: any2any_showo::load,
+            resolve_dir: None,
         },
     ];
     FAMILIES
@@ -63,8 +68,26 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Loads from a local directory or a hub id; the family is recognised from config.json.
+    /// Loads from a local directory or a hub id; the family is recognised from config.json, or
+    /// for a local directory without one, from a family's own layout (e.g. Meta's original
+    /// Chameleon / Anole release).
     pub fn load(model: &str, opts: LoadOptions) -> Result<Self> {
+        let dir = std::path::Path::new(model);
+        if dir.is_dir() && !dir.join("config.json").is_file() {
+            for fam in families() {
+                let Some(resolve) = fam.resolve_dir else {
+                    continue;
+                };
+                if let Some(files) = resolve(dir)? {
+                    let backend = (fam.load)(&files, &opts)?;
+                    return Ok(Self {
+                        backend,
+                        family: fam.name,
+                        files,
+                    });
+                }
+            }
+        }
         let files = ModelFiles::resolve(model, &opts)?;
         let cfg = files.config_json()?;
         let fam = families()

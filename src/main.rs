@@ -94,6 +94,12 @@ struct GenerateArgs {
     temperature: Option<f32>,
     #[arg(long)]
     top_k: Option<usize>,
+    /// Top-k for image tokens where text and image tokens are sampled in one loop (Lumina-mGPT).
+    #[arg(long)]
+    image_top_k: Option<usize>,
+    /// Generated image size in pixels, WIDTHxHEIGHT (families that take any size: Lumina-mGPT, Emu3).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(usize, usize)>,
     #[arg(long, allow_negative_numbers = true)]
     top_p: Option<f32>,
     #[arg(long)]
@@ -110,6 +116,19 @@ struct GenerateArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// `768x512` → (768, 512).
+fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{s}` is not WIDTHxHEIGHT (e.g. 768x768)"))?;
+    let n = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not WIDTHxHEIGHT (e.g. 768x768)"))
+    };
+    Ok((n(w)?, n(h)?))
 }
 
 #[derive(Args)]
@@ -237,6 +256,8 @@ fn generate(a: GenerateArgs) -> Result<()> {
         cfg: a.cfg,
         max_new_tokens: a.max_new_tokens,
         steps: a.steps,
+        image_top_k: a.image_top_k,
+        size: a.size,
         seed: a.seed,
     };
     params.validate()?;

@@ -121,3 +121,38 @@ fn progress_reports_every_step_in_order() {
     assert_eq!(img, (0..=16).collect::<Vec<_>>());
     assert!(seen.iter().all(|s| s.0 != "image tokens" || s.2 == 16));
 }
+
+#[test]
+fn chameleon_image_prompts_share_one_batched_loop() {
+    // Anole: 3 CFG streams × 2 prompts of different lengths (plain and edit, both from the
+    // parity fixture) run as 6 left-padded rows; greedy codes equal each prompt run alone and
+    // the reference's.
+    let p = parity("chameleon-tiny");
+    let pipe = load_chameleon();
+    let plain = u32s(&p["image_gen_greedy"]["prompt_ids"]);
+    let edit = u32s(&p["image_gen_greedy_edit"]["prompt_ids"]);
+    let greedy = GenerationParams {
+        temperature: Some(0.0),
+        max_new_tokens: Some(16),
+        ..Default::default()
+    };
+    let req = |ids: &Vec<u32>| raw(ids, Modality::Image, &greedy).num_outputs(2);
+    let alone_plain = codes(&pipe.generate(req(&plain).num_outputs(1)).unwrap());
+    assert_eq!(alone_plain, u32s(&p["image_gen_greedy"]["codes"]));
+    let alone_edit = codes(&pipe.generate(req(&edit).num_outputs(1)).unwrap());
+    assert_eq!(alone_edit, u32s(&p["image_gen_greedy_edit"]["codes"]));
+    assert_ne!(alone_plain, alone_edit);
+    let out = pipe
+        .generate_batch(&[req(&plain), req(&edit)], &mut Hooks::new())
+        .unwrap();
+    let got: Vec<Vec<u32>> = out.iter().map(codes).collect();
+    assert_eq!(
+        got,
+        vec![
+            alone_plain.clone(),
+            alone_plain,
+            alone_edit.clone(),
+            alone_edit
+        ]
+    );
+}

@@ -374,3 +374,31 @@ fn pipeline_text_to_image_fits_the_context() {
     assert_eq!(image.dimensions(), (2 * gw as u32, 2 * gh as u32));
     assert!(codes.as_ref().unwrap().iter().all(|&c| c < 16));
 }
+
+#[test]
+fn pipeline_text_to_image_takes_any_aspect_ratio() {
+    // `size` (W×H px) sets the grid: 6×4 px at f = 2 is 2 rows of 3 codes, the "2*3" of the
+    // parity case; the constraint grammar then writes exactly that layout.
+    let pipe = pipeline();
+    let req = |size| {
+        Request::new()
+            .text("a red cat.")
+            .want(Modality::Image)
+            .params(any2any::GenerationParams {
+                size: Some(size),
+                seed: 3,
+                ..Default::default()
+            })
+    };
+    let out = pipe.generate(req((6, 4))).unwrap();
+    let any2any::Generated::Image { image, grid, .. } = &out.segments[0] else {
+        panic!("expected an image");
+    };
+    assert_eq!(*grid, Some((2, 3)));
+    assert_eq!(image.dimensions(), (6, 4));
+    let err = pipe.generate(req((5, 4))).unwrap_err().to_string();
+    assert!(
+        err.contains("size") && err.contains("multiples of 2"),
+        "{err}"
+    );
+}

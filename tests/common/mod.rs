@@ -62,3 +62,18 @@ pub fn load_chameleon() -> any2any::Pipeline {
     )
     .expect("load tiny chameleon")
 }
+
+/// Chameleon text-mode logits: entries HF set to `finfo(f32).min` (image tokens) must be exactly
+/// `f32::MIN`; the rest within 1e-4 abs.
+pub fn check_masked_logits(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len());
+    let mut d = 0f32;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if *w <= -1e38 {
+            assert_eq!(*g, f32::MIN, "entry {i}: HF has finfo.min, got {g}");
+        } else {
+            d = d.max((g - w).abs());
+        }
+    }
+    assert!(d <= 1e-4, "max abs diff {d}");
+}

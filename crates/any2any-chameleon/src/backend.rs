@@ -1,14 +1,14 @@
 //! Chameleon / Anole behind the `Backend` trait: text→text, image→text, text→image (Anole's
 //! 3-stream CFG loop) and interleaved text+image output.
 
-use crate::config::{ChameleonConfig, VqConfig};
+use crate::config::ChameleonConfig;
 use crate::vq::{VqDecoder, VqEncoder};
+use crate::{original, vq_files};
 use any2any_core::backbone::{Decoder, ForwardArgs, MaskKind, RowLayout};
 use any2any_core::backend::{check_direction, Backend, ModelInfo};
 use any2any_core::candle_core::{DType, Device, Module, Tensor};
-use any2any_core::candle_nn::VarBuilder;
 use any2any_core::kv_cache::KvCache;
-use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles, WeightStore};
+use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
 use any2any_core::nn::Linear;
 use any2any_core::noise::NoiseSource;
 use any2any_core::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
@@ -45,7 +45,9 @@ pub struct ChameleonBackend {
     pub cfg: ChameleonConfig,
     pub decoder: Decoder,
     pub lm_head: Linear,
-    pub encoder: VqEncoder,
+    /// The VQGAN encoder (image input), from `model.vqmodel.*` or the VQGAN files next to the
+    /// checkpoint.
+    pub encoder: Option<VqEncoder>,
     /// The taming image decoder, when a decoder file sits next to the checkpoint.
     pub vq_decoder: Option<VqDecoder>,
     pub gen: GenerationConfigJson,
@@ -57,6 +59,13 @@ pub struct ChameleonBackend {
     image_only: Tensor,
     tokenizer: Option<any2any_core::tokenizers::Tokenizer>,
     name: String,
+    /// Which on-disk layout it was loaded from (for `info`).
+    layout: &'static str,
+    /// Lumina-mGPT's image layout, when the checkpoint is one.
+    pub lumina: Option<LuminaLayout>,
+    /// HF's forward sets image-token logits to `finfo.min` in text mode unless the config says
+    /// `mask_image_logits: false` (Lumina-mGPT).
+    mask_image_logits: bool,
 }
 
 fn piece_ids(tok: Option<&any2any_core::tokenizers::Tokenizer>, text: &str) -> Result<Vec<u32>> {
@@ -72,31 +81,8 @@ fn piece_ids(tok: Option<&any2any_core::tokenizers::Tokenizer>, text: &str) -> R
     Ok(enc.get_ids().to_vec())
 }
 
-/// The taming decoder's config: `vqgan_config.json` (`model.params.{ddconfig, embed_dim,
-/// n_embed}`) when present, else config.json's `vq_config`.
-fn decoder_config(dir: &std::path::Path, fallback: &VqConfig) -> Result<VqConfig> {
-    let p = dir.join("vqgan_config.json");
-    if !p.is_file() {
-        return Ok(fallback.clone());
-    }
-    let v: serde_json::Value = any2any_core::loading::read_json(&p)?;
-    let params = v.pointer("/model/params").cloned().unwrap_or(v);
-    let mut merged = params
-        .get("ddconfig")
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({}));
-    if let (Some(m), Some(o)) = (merged.as_object_mut(), params.as_object()) {
-        for k in ["embed_dim", "n_embed"] {
-            if let Some(x) = o.get(k) {
-                m.insert(k.into(), x.clone());
-            }
-        }
-    }
-    VqConfig::from_json(&merged).map_err(|e| Error::Config {
-        path: p.clone(),
-        msg: e.to_string(),
-    })
-}
+pub mod lumina;
+pub use lumina::LuminaLayout;
 
 /// One row's decoding state: its own KV cache.
 struct Stream {
@@ -104,36 +90,53 @@ struct Stream {
 }
 
 impl ChameleonBackend {
+    /// Loads the HF layout (config.json) or Meta's original release (params.json, see
+    /// [`original`]); the VQGAN decoder comes from a file found by [`vq_files::find_vq`].
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
-        let raw = files.config_json()?;
-        let cfg = ChameleonConfig::from_json(&raw, &files.config)?;
-        let gen: GenerationConfigJson = ModelFiles::optional_json(&files.generation_config)?;
-        let tokenizer = files.load_tokenizer()?;
         let dtype = opts.dtype();
         let dev = &opts.device;
         let vb = files.var_builder(dtype, dev)?;
-        let decoder = Decoder::load(vb.pp("model"), &cfg.backbone)?;
-        let lm_head = Linear::new(any2any_core::backbone::lm_head(
-            vb.pp("lm_head"),
-            &cfg.backbone,
-        )?)?;
-        let encoder = VqEncoder::load(vb.pp("model.vqmodel"), &cfg.vq)?;
-        let vq_decoder = match DECODER_FILES
-            .iter()
-            .map(|f| files.dir.join(f))
-            .find(|p| p.is_file())
-        {
-            Some(p) => {
-                let dcfg = decoder_config(&files.dir, &cfg.vq)?;
-                let store = WeightStore::open(std::slice::from_ref(&p))?;
-                let dvb = VarBuilder::from_backend(Box::new(store), dtype, dev.clone());
-                Some(VqDecoder::load(dvb, &dcfg).map_err(|e| Error::WeightFile {
-                    path: p.clone(),
-                    msg: e.to_string(),
-                })?)
-            }
-            None => None,
+        let is_original = original::is_original(files);
+        // Lumina-mGPT (HF layout + its own image layout) and HF's `mask_image_logits` flag.
+        let mut lumina = None;
+        let mut mask_image_logits = true;
+        let (cfg, decoder, lm_head, encoder, vq_decoder) = if is_original {
+            // Raw consolidated.pth: Meta names at the root, unpermuted q/k (interleaved RoPE).
+            let vq = original::load_vq(files, dtype, dev)?;
+            let cfg = original::config(files, &vq.config)?;
+            let decoder = Decoder::load(vb.clone(), &cfg.backbone)?;
+            let head = any2any_core::backbone::lm_head(vb.pp("output"), &cfg.backbone)?;
+            (cfg, decoder, head, vq.encoder, vq.decoder)
+        } else {
+            let raw = files.config_json()?;
+            let cfg = ChameleonConfig::from_json(&raw, &files.config)?;
+            lumina = LuminaLayout::detect(&raw).map_err(|e| Error::Config {
+                path: files.config.clone(),
+                msg: e.to_string(),
+            })?;
+            mask_image_logits = raw
+                .get("mask_image_logits")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(true);
+            let decoder = Decoder::load(vb.pp("model"), &cfg.backbone)?;
+            let head = any2any_core::backbone::lm_head(vb.pp("lm_head"), &cfg.backbone)?;
+            let vq = vq_files::load_vq(&files.dir, Some(&cfg.vq), dtype, dev)?;
+            // The HF conversion keeps the VQ encoder under `model.vqmodel`; a checkpoint without
+            // it (Lumina-mGPT may ship the LM alone) takes the encoder of the VQGAN next to it.
+            let (encoder, vq_decoder) = match vq {
+                Some(v) => (v.encoder, v.decoder),
+                None => (None, None),
+            };
+            let encoder = if vb.contains_tensor("model.vqmodel.encoder.conv_in.weight") {
+                Some(VqEncoder::load(vb.pp("model.vqmodel"), &cfg.vq)?)
+            } else {
+                encoder
+            };
+            (cfg, decoder, head, encoder, vq_decoder)
         };
+        let lm_head = Linear::new(lm_head)?;
+        let gen: GenerationConfigJson = ModelFiles::optional_json(&files.generation_config)?;
+        let tokenizer = files.load_tokenizer()?;
         let proc: serde_json::Value = match &files.preprocessor_config {
             Some(p) => any2any_core::loading::read_json(p)?,
             None => {
@@ -169,6 +172,28 @@ impl ChameleonBackend {
             image_seq_length,
             tokenizer,
             name: files.name.clone(),
+            layout: if is_original {
+                "original Meta layout: consolidated.pth + tokenizer/"
+            } else if lumina.is_some() {
+                "Lumina-mGPT layout (HF transformers Chameleon weights)"
+            } else {
+                "HF transformers Chameleon layout"
+            },
+            lumina,
+            mask_image_logits,
+        })
+    }
+
+    /// The VQGAN encoder, or an error naming where it is looked for.
+    fn vq_encoder(&self) -> Result<&VqEncoder> {
+        self.encoder.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "image",
+                format!(
+                    "image input needs the VQGAN encoder: {} has no `model.vqmodel.encoder.*` and no vqgan.ckpt + vqgan.yaml (or vqgan.safetensors) next to it or in tokenizer/",
+                    self.name
+                ),
+            )
         })
     }
 
@@ -213,7 +238,7 @@ impl ChameleonBackend {
 
     /// Image codes `[h*w]` of one image.
     pub fn encode_image(&self, img: &ImageInput, raw: bool) -> Result<(Vec<u32>, usize, usize)> {
-        let (codes, h, w) = self.encoder.encode(&self.pixels(img, raw)?)?;
+        let (codes, h, w) = self.vq_encoder()?.encode(&self.pixels(img, raw)?)?;
         Ok((codes.squeeze(0)?.to_vec1::<u32>()?, h, w))
     }
 
@@ -349,6 +374,15 @@ impl ChameleonBackend {
             .where_cond(&min, logits)?)
     }
 
+    /// Text-mode logits: HF's image-token mask unless the config turns it off.
+    fn text_logits(&self, logits: &Tensor) -> Result<Tensor> {
+        if self.mask_image_logits {
+            self.mask_image_logits(logits)
+        } else {
+            Ok(logits.clone())
+        }
+    }
+
     fn new_stream(&self, capacity: usize) -> Result<Stream> {
         let cap = capacity.min(self.cfg.backbone.max_position_embeddings);
         Ok(Stream {
@@ -377,6 +411,31 @@ impl ChameleonBackend {
         noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<Vec<u32>> {
+        let mut out = self.generate_image_ids_batch(
+            std::slice::from_ref(&prompt.to_vec()),
+            n,
+            params,
+            noise,
+            hooks,
+        )?;
+        out.pop()
+            .ok_or_else(|| Error::invalid("prompt", "no image was generated"))
+    }
+
+    /// The Anole image loop for several prompts (each ending in BOI) in one batch: `n`
+    /// image-token ids each. All `streams × prompts` rows run as one left-padded batch, stacked
+    /// stream-major (`[full…; image…; uncond…]`) as the guidance mix expects; each row has its
+    /// own positions from 0 and never attends to its padding (as the reference's packed
+    /// variable-length batch). Each step draws one uniform per prompt, in prompt order; the ids
+    /// stay on the device until the end.
+    pub fn generate_image_ids_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        n: usize,
+        params: &any2any_core::GenerationParams,
+        noise: &mut dyn NoiseSource,
+        hooks: &mut Hooks,
+    ) -> Result<Vec<Vec<u32>>> {
         let w_text = params.cfg.unwrap_or(DEFAULT_CFG_TEXT);
         let guidance = (w_text != 1.0).then(|| Self::guidance(w_text));
         let sampling = SamplingParams {
@@ -385,15 +444,17 @@ impl ChameleonBackend {
             top_p: params.top_p.or(Some(DEFAULT_IMAGE_TOP_P)),
         };
         let pipe = LogitsPipeline::new(guidance, sampling);
-        let rows: Vec<Vec<u32>> = if pipe.streams() == 3 {
-            self.cfg_streams(prompt).into()
-        } else {
-            vec![prompt.to_vec()]
-        };
-        // The streams run as one left-padded batch; each row has its own positions from 0 and
-        // never attends to its padding (as the reference's packed variable-length batch).
+        let b = prompts.len();
+        if b == 0 || n == 0 {
+            return Ok(vec![Vec::new(); b]);
+        }
+        let streams = pipe.streams();
+        let per_prompt: Vec<[Vec<u32>; 3]> = prompts.iter().map(|p| self.cfg_streams(p)).collect();
+        let rows: Vec<&Vec<u32>> = (0..streams)
+            .flat_map(|s| per_prompt.iter().map(move |p| &p[s]))
+            .collect();
         let k = rows.len();
-        let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
+        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
         let max = lens.iter().copied().max().unwrap_or(0);
         let ctx = self.cfg.backbone.max_position_embeddings;
         if max + n > ctx {
@@ -422,23 +483,24 @@ impl ChameleonBackend {
         let mut logits = self
             .lm_head
             .forward(&h.narrow(1, max - 1, 1)?.squeeze(1)?)?;
-        let mut out = Vec::with_capacity(n);
+        let mut drawn = Vec::with_capacity(n);
         for step in 0..n {
             hooks.step("image tokens", step, n)?;
+            // [B] ids, fed to every stream of their prompt.
             let next = pipe.sample(&logits, Some(&self.image_only), noise)?;
-            let id = next.to_vec1::<u32>()?[0];
-            out.push(id);
+            drawn.push(next.clone());
             if step + 1 == n {
                 break;
             }
-            let x = self
-                .decoder
-                .embed(&Tensor::from_vec(vec![id; k], (k, 1), self.device())?)?;
+            let fed = Tensor::cat(&vec![&next; streams], 0)?.unsqueeze(1)?;
+            let x = self.decoder.embed(&fed)?;
             let h = self.decoder.forward(&x, args, &mut cache)?;
             logits = self.lm_head.forward(&h.squeeze(1)?)?;
         }
         hooks.step("image tokens", n, n)?;
-        Ok(out)
+        // [n, B] → per prompt.
+        let ids = Tensor::stack(&drawn, 0)?.t()?.to_vec2::<u32>()?;
+        Ok(ids)
     }
 
     /// Default image grid: the VQ resolution over the downsample factor.
@@ -487,6 +549,47 @@ impl ChameleonBackend {
         Ok(Generated::Text { ids, text })
     }
 
+    /// Text→image for requests that share their parameters: every output of every request is
+    /// one prompt of one batched Anole loop (noise from the first request's seed).
+    fn generate_images(&self, reqs: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        let t0 = Instant::now();
+        let Some(first) = reqs.first() else {
+            return Ok(Vec::new());
+        };
+        let p = &first.params;
+        let grid = self.grid_for(p.max_new_tokens)?;
+        let boi = self.cfg.vocab.ids.boi;
+        let mut prompts = Vec::new();
+        for r in reqs {
+            let (ids, images) = self.render(r)?;
+            let mut prompt = self.effective_ids(&ids, &images, r.raw)?;
+            if prompt.last() != Some(&boi) {
+                prompt.push(boi);
+            }
+            prompts.extend(std::iter::repeat_n(prompt, r.num_outputs));
+        }
+        let mut noise = hooks.take_noise(p.seed);
+        let n = grid.0 * grid.1;
+        let ids = self.generate_image_ids_batch(&prompts, n, p, noise.as_mut(), hooks)?;
+        let decode_s = t0.elapsed().as_secs_f64();
+        ids.iter()
+            .map(|out| {
+                let t2 = Instant::now();
+                let img = self.image_output(out, grid)?;
+                Ok(Output {
+                    segments: vec![img],
+                    timings: Timings {
+                        prefill_s: 0.0,
+                        decode_s,
+                        steps: out.len(),
+                        image_decode_s: t2.elapsed().as_secs_f64(),
+                        total_s: t0.elapsed().as_secs_f64(),
+                    },
+                })
+            })
+            .collect()
+    }
+
     /// One output of one request.
     fn generate_one(
         &self,
@@ -494,36 +597,14 @@ impl ChameleonBackend {
         noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<Output> {
+        if self.lumina.is_some() {
+            return self.generate_lumina(req, noise, hooks);
+        }
         let t0 = Instant::now();
         let (ids, images) = self.render(req)?;
         let prompt = self.effective_ids(&ids, &images, req.raw)?;
         let p = &req.params;
         let s = self.cfg.vocab.ids;
-        if req.want == Modality::Image {
-            if self.vq_decoder.is_none() {
-                return Err(self.no_decoder());
-            }
-            let grid = self.grid_for(p.max_new_tokens)?;
-            let mut prompt = prompt;
-            if prompt.last() != Some(&s.boi) {
-                prompt.push(s.boi);
-            }
-            let t1 = Instant::now();
-            let out = self.generate_image_ids(&prompt, grid.0 * grid.1, p, noise, hooks)?;
-            let decode_s = t1.elapsed().as_secs_f64();
-            let t2 = Instant::now();
-            let img = self.image_output(&out, grid)?;
-            return Ok(Output {
-                segments: vec![img],
-                timings: Timings {
-                    prefill_s: 0.0,
-                    decode_s,
-                    steps: out.len(),
-                    image_decode_s: t2.elapsed().as_secs_f64(),
-                    total_s: t0.elapsed().as_secs_f64(),
-                },
-            });
-        }
         // Text (possibly interleaved): text tokens until EOS or the budget; a BOI (emitted by the
         // model, or ending the prompt) starts an image of the default grid, closed by EOI.
         let ctx = self.cfg.backbone.max_position_embeddings;
@@ -550,7 +631,7 @@ impl ChameleonBackend {
         let pipe = LogitsPipeline::new(None, sampling);
         let mut st = self.new_stream(prompt.len() + max_new)?;
         let mut seq = prompt.clone();
-        let mut logits = self.mask_image_logits(&self.feed(&mut st, &prompt)?)?;
+        let mut logits = self.text_logits(&self.feed(&mut st, &prompt)?)?;
         let prefill_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut segments = Vec::new();
@@ -594,7 +675,7 @@ impl ChameleonBackend {
                     });
                 }
                 st = self.new_stream(seq.len() + max_new - steps)?;
-                logits = self.mask_image_logits(&self.feed(&mut st, &seq)?)?;
+                logits = self.text_logits(&self.feed(&mut st, &seq)?)?;
                 continue;
             }
             hooks.step("text tokens", steps, max_new)?;
@@ -613,7 +694,7 @@ impl ChameleonBackend {
             if id == s.eos || steps == max_new {
                 break;
             }
-            logits = self.mask_image_logits(&self.feed(&mut st, &[id])?)?;
+            logits = self.text_logits(&self.feed(&mut st, &[id])?)?;
         }
         if !text.is_empty() || segments.is_empty() {
             segments.push(self.text_output(text)?);
@@ -634,8 +715,11 @@ impl ChameleonBackend {
         Error::invalid(
             "model",
             format!(
-                "image output needs the taming VQGAN decoder, which HF Chameleon checkpoints do not ship: put one of {} (keys decoder.*, post_quant_conv.*, quantize.embedding.weight; config in vqgan_config.json) next to {}",
+                "image output needs the taming VQGAN decoder, which HF Chameleon checkpoints do not ship: put the original release's {} + {} or one of {} (keys decoder.*, post_quant_conv.*, quantize.embedding.weight; config in {}) next to {} or in its tokenizer/ subdirectory",
+                vq_files::VQGAN_CKPT,
+                vq_files::VQGAN_YAML,
                 DECODER_FILES.join(" / "),
+                vq_files::VQGAN_CONFIG_JSON,
                 self.name
             ),
         )
@@ -649,8 +733,9 @@ impl Backend for ChameleonBackend {
         ModelInfo::of_decoder(
             "chameleon",
             format!(
-                "{} (HF transformers Chameleon layout{})",
+                "{} ({}{})",
                 self.name,
+                self.layout,
                 if self.vq_decoder.is_some() {
                     ", with taming VQGAN decoder"
                 } else {
@@ -682,11 +767,27 @@ impl Backend for ChameleonBackend {
             check_direction(self, "chameleon", r)?;
         }
         let mut out = Vec::new();
-        for r in requests {
+        let mut i = 0;
+        while i < requests.len() {
+            let r = &requests[i];
+            if r.want == Modality::Image && self.lumina.is_none() {
+                // Consecutive image requests with the same parameters share one batched loop.
+                let mut j = i + 1;
+                while j < requests.len()
+                    && requests[j].want == Modality::Image
+                    && requests[j].params == r.params
+                {
+                    j += 1;
+                }
+                out.extend(self.generate_images(&requests[i..j], hooks)?);
+                i = j;
+                continue;
+            }
             let mut noise = hooks.take_noise(r.params.seed);
             for _ in 0..r.num_outputs {
                 out.push(self.generate_one(r, noise.as_mut(), hooks)?);
             }
+            i += 1;
         }
         Ok(out)
     }
@@ -695,10 +796,18 @@ impl Backend for ChameleonBackend {
         if ids.is_empty() {
             return Err(Error::invalid("raw-ids", "no token ids given"));
         }
-        let imgs: Vec<&ImageInput> = images.iter().collect();
-        let ids = self.effective_ids(ids, &imgs, true)?;
+        let ids = if self.lumina.is_some() {
+            // Each `<image>` token stands for the image's whole Lumina block.
+            let mut req = Request::new().raw_ids(ids.to_vec());
+            req.segments
+                .extend(images.iter().cloned().map(Segment::Image));
+            self.lumina_prompt(&req)?
+        } else {
+            let imgs: Vec<&ImageInput> = images.iter().collect();
+            self.effective_ids(ids, &imgs, true)?
+        };
         let mut st = self.new_stream(ids.len())?;
-        let l = self.mask_image_logits(&self.feed(&mut st, &ids)?)?;
+        let l = self.text_logits(&self.feed(&mut st, &ids)?)?;
         Ok(l.squeeze(0)?.to_device(&Device::Cpu)?)
     }
 

@@ -96,6 +96,81 @@ impl VqConfig {
         Ok(cfg)
     }
 
+    /// The taming `model.params` of an original `vqgan.yaml` (as JSON): `embed_dim`, `n_embed` and
+    /// `ddconfig.{ch, ch_mult, z_channels, num_res_blocks, resolution, attn_resolutions,
+    /// in_channels, out_ch}` are required (taming's `Encoder`/`Decoder` have no default for them
+    /// except `ch_mult`); `ch_mult` defaults to taming's `[1, 2, 4, 8]`, `double_z` to taming's
+    /// `true`, `attn_type` to "vanilla" (`use_linear_attn: true` means "linear"). The error names
+    /// the missing or mistyped field by its path under `model.params`.
+    pub fn from_taming(params: &serde_json::Value) -> std::result::Result<Self, String> {
+        let field = |obj: &serde_json::Value, k: &str| obj.get(k).filter(|v| !v.is_null()).cloned();
+        let need = |obj: &serde_json::Value, path: &str, k: &str| {
+            field(obj, k).ok_or_else(|| format!("missing `{path}.{k}`"))
+        };
+        let num = |v: serde_json::Value, path: &str, k: &str| {
+            v.as_u64()
+                .map(|u| u as usize)
+                .ok_or_else(|| format!("`{path}.{k}` must be a non-negative integer, got {v}"))
+        };
+        let list = |v: serde_json::Value,
+                    path: &str,
+                    k: &str|
+         -> std::result::Result<Vec<usize>, String> {
+            let bad = || format!("`{path}.{k}` must be a list of non-negative integers, got {v}");
+            v.as_array()
+                .ok_or_else(bad)?
+                .iter()
+                .map(|e| e.as_u64().map(|u| u as usize).ok_or_else(bad))
+                .collect()
+        };
+        let boolean = |v: serde_json::Value, path: &str, k: &str| {
+            v.as_bool()
+                .ok_or_else(|| format!("`{path}.{k}` must be true or false, got {v}"))
+        };
+        let p = "model.params";
+        if !params.is_object() {
+            return Err(format!("`{p}` must be a mapping"));
+        }
+        let dd = need(params, p, "ddconfig")?;
+        let d = "model.params.ddconfig";
+        if !dd.is_object() {
+            return Err(format!("`{d}` must be a mapping"));
+        }
+        let linear = match field(&dd, "use_linear_attn") {
+            Some(v) => boolean(v, d, "use_linear_attn")?,
+            None => false,
+        };
+        let cfg = Self {
+            embed_dim: num(need(params, p, "embed_dim")?, p, "embed_dim")?,
+            num_embeddings: num(need(params, p, "n_embed")?, p, "n_embed")?,
+            latent_channels: num(need(&dd, d, "z_channels")?, d, "z_channels")?,
+            base_channels: num(need(&dd, d, "ch")?, d, "ch")?,
+            channel_multiplier: match field(&dd, "ch_mult") {
+                Some(v) => list(v, d, "ch_mult")?,
+                None => vec![1, 2, 4, 8],
+            },
+            num_res_blocks: num(need(&dd, d, "num_res_blocks")?, d, "num_res_blocks")?,
+            resolution: num(need(&dd, d, "resolution")?, d, "resolution")?,
+            attn_resolutions: list(need(&dd, d, "attn_resolutions")?, d, "attn_resolutions")?,
+            in_channels: num(need(&dd, d, "in_channels")?, d, "in_channels")?,
+            out_channels: num(need(&dd, d, "out_ch")?, d, "out_ch")?,
+            double_latent: match field(&dd, "double_z") {
+                Some(v) => boolean(v, d, "double_z")?,
+                None => true,
+            },
+            attn_type: match field(&dd, "attn_type") {
+                Some(v) => v
+                    .as_str()
+                    .ok_or_else(|| format!("`{d}.attn_type` must be a string, got {v}"))?
+                    .to_string(),
+                None if linear => "linear".into(),
+                None => "vanilla".into(),
+            },
+        };
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid("vq_config", m));
         if self.channel_multiplier.is_empty() || self.num_res_blocks == 0 {

@@ -63,6 +63,12 @@ pub trait Backend: Send + Sync {
     /// Directions this model supports.
     fn directions(&self) -> Vec<Direction>;
 
+    /// Image edits (`ImageInput::edit`) this model carries out; requests holding another are
+    /// refused by [`crate::edit::check_edits`]. None by default.
+    fn image_edits(&self) -> Vec<crate::edit::EditKind> {
+        Vec::new()
+    }
+
     /// Generates for several prompts at once (rows batched in one forward where the family can).
     /// Returns `num_outputs` outputs per request, request-major.
     fn generate_batch(&self, requests: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>>;
@@ -116,7 +122,15 @@ pub struct Family {
     /// `model_type` values (or other markers) of config.json this family loads.
     pub matches: fn(&serde_json::Value) -> bool,
     pub load: fn(&ModelFiles, &LoadOptions) -> Result<Box<dyn Backend>>,
+    /// A family's own on-disk layout without config.json (e.g. Meta's original release):
+    /// `Ok(None)` when a local directory does not look like it, `Ok(Some(files))` (`files.config`
+    /// then names that layout's config file) when it does, and an error naming what is missing
+    /// when it looks like it but is incomplete.
+    pub resolve_dir: Option<ResolveDir>,
 }
+
+/// See [`Family::resolve_dir`].
+pub type ResolveDir = fn(&std::path::Path) -> Result<Option<ModelFiles>>;
 
 /// The `model_type` of a config, or `architectures[0]`, or `_class_name`, for messages.
 pub fn config_kind(cfg: &serde_json::Value) -> String {

@@ -331,6 +331,15 @@ pub struct WeightStore {
 
 impl WeightStore {
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        Self::open_with_key(paths, None)
+    }
+
+    /// Like [`WeightStore::open`], but every PyTorch pickle is read from the dict entry `key` of
+    /// its top-level object (e.g. `"state_dict"` of a PyTorch Lightning `.ckpt`, whose other
+    /// entries, optimizer states and training metadata, are never read). Safetensors files ignore
+    /// `key`. A pickle without that entry, or with no tensor under it, is a
+    /// [`Error::WeightFile`] naming the file and the key.
+    pub fn open_with_key(paths: &[PathBuf], key: Option<&str>) -> Result<Self> {
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for (i, p) in paths.iter().enumerate() {
@@ -349,9 +358,20 @@ impl WeightStore {
                 names = st.tensors().into_iter().map(|(n, _)| n).collect();
                 Source::Safetensors(st)
             } else {
-                let pth = candle_core::pickle::PthTensors::new(p, None)
-                    .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
+                let pth = candle_core::pickle::PthTensors::new(p, key).map_err(|e| {
+                    let e = e.to_string();
+                    match key {
+                        // candle's message when the top-level dict lacks the key
+                        Some(k) if e.contains(&format!("key {k} not found")) => bad(format!(
+                            "no `{k}` entry in the checkpoint's top-level dict (expected e.g. a PyTorch Lightning checkpoint)"
+                        )),
+                        _ => bad(format!("not a readable PyTorch checkpoint: {e}")),
+                    }
+                })?;
                 names = pth.tensor_infos().keys().cloned().collect();
+                if let (Some(k), true) = (key, names.is_empty()) {
+                    return Err(bad(format!("the `{k}` entry holds no tensors")));
+                }
                 Source::Pth(pth)
             };
             for n in names {

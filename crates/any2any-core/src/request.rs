@@ -16,6 +16,12 @@ pub struct GenerationParams {
     pub max_new_tokens: Option<usize>,
     /// Denoising / unmasking steps for the iterative families.
     pub steps: Option<usize>,
+    /// Top-k for image tokens where one loop samples text and image tokens with different
+    /// top-k (Lumina-mGPT); `top_k` then applies to text tokens.
+    pub image_top_k: Option<usize>,
+    /// Size of a generated image in pixels, `(width, height)`, for families that take any size
+    /// (Lumina-mGPT, Emu3); `None` is the family's default.
+    pub size: Option<(usize, usize)>,
     pub seed: u64,
 }
 
@@ -53,6 +59,17 @@ impl GenerationParams {
         }
         if self.steps == Some(0) {
             return Err(Error::invalid("steps", "0 (must be ≥ 1)"));
+        }
+        if self.image_top_k == Some(0) {
+            return Err(Error::invalid("image-top-k", "0 (must be ≥ 1)"));
+        }
+        if let Some((w, h)) = self.size {
+            if w == 0 || h == 0 {
+                return Err(Error::invalid(
+                    "size",
+                    format!("{w}x{h} (width and height must be ≥ 1)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -140,6 +157,19 @@ impl Request {
         }
         if self.num_outputs == 0 {
             return Err(Error::invalid("num-outputs", "0 (must be ≥ 1)"));
+        }
+        for img in self.images() {
+            img.validate()?;
+            if let (Some(e), Modality::Text) = (&img.edit, self.want) {
+                let arg = match e {
+                    crate::edit::ImageEdit::Inpaint { .. } => "mask",
+                    crate::edit::ImageEdit::Extend(_) => "extend",
+                };
+                return Err(Error::invalid(
+                    arg,
+                    "an image edit produces an image: ask for an image (--to image)",
+                ));
+            }
         }
         self.params.validate()
     }

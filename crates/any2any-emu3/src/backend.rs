@@ -314,16 +314,29 @@ impl Emu3Backend {
         } else {
             body.len().max(neg_body.len()) + 1
         };
-        let g = if req.raw {
-            0
-        } else {
-            self.image_grid(longest + 8)?
+        let (gh, gw) = match (req.raw, p.size) {
+            (true, _) => (0, 0),
+            // Any aspect ratio: `--size W×H` in pixels, multiples of the VQ factor.
+            (false, Some((w, h))) => {
+                let f = self.factor();
+                if !w.is_multiple_of(f) || !h.is_multiple_of(f) {
+                    return Err(Error::invalid(
+                        "size",
+                        format!("{w}x{h}: Emu3 image sizes are multiples of {f} px"),
+                    ));
+                }
+                (h / f, w / f)
+            }
+            (false, None) => {
+                let g = self.image_grid(longest + 8)?;
+                (g, g)
+            }
         };
         let head = |b: &[u32]| -> Result<Vec<u32>> {
             let mut ids = vec![v.bos];
             ids.extend_from_slice(b);
             ids.push(v.boi);
-            ids.extend(self.tokens(&format!("{g}*{g}"))?);
+            ids.extend(self.tokens(&format!("{gh}*{gw}"))?);
             ids.push(v.img_token);
             Ok(ids)
         };
@@ -335,7 +348,7 @@ impl Emu3Backend {
             let last = body.last().copied().unwrap_or(v.img_token);
             (body.clone(), vec![last], (gh, gw))
         } else {
-            (head(&body)?, head(&neg_body)?, (g, g))
+            (head(&body)?, head(&neg_body)?, (gh, gw))
         };
         let ctx = self.model.backbone_cfg.max_position_embeddings;
         let need = cond.len().max(neg.len()) + gh * (gw + 1) + 3;

@@ -9,7 +9,7 @@
 use crate::config::Emu3VqConfig;
 use any2any_core::candle_core::{DType, Module, Result, Tensor, D};
 use any2any_core::candle_nn::{self, Conv2d, Conv2dConfig, VarBuilder};
-use any2any_core::codec::taming::{Downsample, NormConfig, Normalize};
+use any2any_core::codec::taming::{spatial_attention, Downsample, NormConfig, Normalize};
 use any2any_core::nn::Linear;
 
 fn conv2d(cin: usize, cout: usize, k: usize, pad: usize, vb: VarBuilder) -> Result<Conv2d> {
@@ -296,24 +296,12 @@ impl Attn {
         let (b, c, h, w) = x.dims4()?;
         let n = self.norm.forward(x, zq)?;
         let s = n.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
-        let hd = c / self.heads;
-        let split = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, h * w, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        // scores and softmax in f32 whatever the weights' dtype
-        let dtype = x.dtype();
-        let q = split(self.q.forward(&s)?.to_dtype(DType::F32)?)?;
-        let k = split(self.k.forward(&s)?.to_dtype(DType::F32)?)?;
-        let v = split(self.v.forward(&s)?.to_dtype(DType::F32)?)?;
-        let att = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let o = att
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, h * w, c))?
-            .to_dtype(dtype)?;
+        let o = spatial_attention(
+            &self.q.forward(&s)?,
+            &self.k.forward(&s)?,
+            &self.v.forward(&s)?,
+            self.heads,
+        )?;
         let o = self.out.forward(&o)?;
         let o = o.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?;
         x + o

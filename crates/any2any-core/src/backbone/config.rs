@@ -91,6 +91,22 @@ pub enum WeightNaming {
     /// `self_attn.dense`, `mlp.fc1/fc2`, `final_layernorm`, q/k norm
     /// `self_attn.{q,k}_layernorm` (HF Phi).
     Phi,
+    /// Meta's original `consolidated.pth` names (Llama / Chameleon releases): `tok_embeddings`,
+    /// `layers.N.attention.{wq,wk,wv,wo}`, q/k norm `attention.{q,k}_normalization`,
+    /// `layers.N.feed_forward.{w1,w2,w3}` (gate, down, up), `layers.N.{attention_norm,ffn_norm}`,
+    /// `norm` (the LM head is `output`, outside the decoder).
+    Meta,
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RopeLayout {
+    /// Dimension `i` pairs with `i + d/2` (HF `rotate_half`; HF converters permute q/k for it).
+    #[default]
+    HalfSplit,
+    /// Adjacent dimensions `(2i, 2i+1)` form a pair (Meta's original complex-number RoPE, used
+    /// with unpermuted `wq`/`wk` from a raw `consolidated.pth`).
+    Interleaved,
 }
 
 /// Runtime configuration of the shared decoder.
@@ -107,6 +123,8 @@ pub struct BackboneConfig {
     pub norm: NormKind,
     pub mlp: MlpKind,
     pub rope_theta: f64,
+    /// Which dimensions RoPE rotates together (must match how q/k weights are laid out).
+    pub rope_layout: RopeLayout,
     /// Fraction of head_dim that is rotated (1.0 for Llama, 0.5 for Phi).
     pub partial_rotary_factor: f64,
     pub max_position_embeddings: usize,
@@ -174,6 +192,7 @@ impl LlamaTextConfig {
             norm: NormKind::Rms,
             mlp: MlpKind::GatedSilu,
             rope_theta: self.rope_theta(),
+            rope_layout: RopeLayout::HalfSplit,
             partial_rotary_factor: 1.0,
             max_position_embeddings: self.max_position_embeddings,
             attention_bias: self.attention_bias,
@@ -334,6 +353,7 @@ impl PhiConfig {
             norm: NormKind::Layer,
             mlp: MlpKind::Plain,
             rope_theta: self.rope_theta,
+            rope_layout: RopeLayout::HalfSplit,
             partial_rotary_factor: self.partial_rotary_factor,
             max_position_embeddings: self.max_position_embeddings,
             attention_bias: true,

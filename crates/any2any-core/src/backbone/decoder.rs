@@ -1,4 +1,4 @@
-use super::config::{BackboneConfig, MlpKind, NormKind, WeightNaming};
+use super::config::{BackboneConfig, MlpKind, NormKind, RopeLayout, WeightNaming};
 use super::mask::{MaskKind, RowLayout};
 use crate::kv_cache::KvCache;
 use crate::nn::Linear;
@@ -11,6 +11,74 @@ use candle_nn::{linear_no_bias, Embedding, VarBuilder};
 pub struct ForwardArgs<'a> {
     pub layout: &'a RowLayout,
     pub mask: &'a MaskKind,
+}
+
+/// Tensor names of one checkpoint convention, relative to the decoder prefix / a layer.
+struct Names {
+    embed: &'static str,
+    attn: &'static str,
+    q: &'static str,
+    k: &'static str,
+    v: &'static str,
+    o: &'static str,
+    q_norm: &'static str,
+    k_norm: &'static str,
+    mlp: &'static str,
+    gate: &'static str,
+    up: &'static str,
+    down: &'static str,
+    ln1: &'static str,
+    ln2: &'static str,
+    final_norm: &'static str,
+}
+
+impl Names {
+    fn of(naming: WeightNaming) -> Self {
+        let llama = Names {
+            embed: "embed_tokens",
+            attn: "self_attn",
+            q: "q_proj",
+            k: "k_proj",
+            v: "v_proj",
+            o: "o_proj",
+            q_norm: "q_norm",
+            k_norm: "k_norm",
+            mlp: "mlp",
+            gate: "gate_proj",
+            up: "up_proj",
+            down: "down_proj",
+            ln1: "input_layernorm",
+            ln2: "post_attention_layernorm",
+            final_norm: "norm",
+        };
+        match naming {
+            WeightNaming::Llama => llama,
+            WeightNaming::Phi => Names {
+                o: "dense",
+                q_norm: "q_layernorm",
+                k_norm: "k_layernorm",
+                final_norm: "final_layernorm",
+                ..llama
+            },
+            WeightNaming::Meta => Names {
+                embed: "tok_embeddings",
+                attn: "attention",
+                q: "wq",
+                k: "wk",
+                v: "wv",
+                o: "wo",
+                q_norm: "q_normalization",
+                k_norm: "k_normalization",
+                mlp: "feed_forward",
+                gate: "w1",
+                up: "w3",
+                down: "w2",
+                ln1: "attention_norm",
+                ln2: "ffn_norm",
+                final_norm: "norm",
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +115,8 @@ struct HeadNorm {
 }
 
 impl HeadNorm {
-    /// Accepts `[heads, head_dim]` or `[1|mp, head_dim]` (broadcast, as Lumina stores it).
+    /// Accepts `[heads, head_dim]`, `[1|mp, head_dim]` (broadcast, as Lumina stores it) or
+    /// `[head_dim]` (one LayerNorm shared by all heads, as Meta's `consolidated.pth` stores it).
     fn load(vb: VarBuilder, heads: usize, head_dim: usize) -> Result<Self> {
         let get = |name: &str| -> Result<Tensor> {
             if !vb.contains_tensor(name) {
@@ -55,6 +124,10 @@ impl HeadNorm {
                 return Ok(vb.get((heads, head_dim), name)?);
             }
             let t = vb.get_unchecked(name)?;
+            let t = match t.dims() {
+                [d] if *d == head_dim => t.unsqueeze(0)?,
+                _ => t,
+            };
             match t.dims() {
                 [h, d] if *d == head_dim && (*h == heads || heads.is_multiple_of(*h)) => {
                     let rep = heads / h;
@@ -113,6 +186,7 @@ struct Attention {
     kv_heads: usize,
     head_dim: usize,
     rot: usize,
+    rope_layout: RopeLayout,
 }
 
 #[derive(Debug, Clone)]
@@ -156,12 +230,7 @@ impl Attention {
         let q = c.num_heads * c.head_dim;
         let kv = c.num_kv_heads * c.head_dim;
         let b = c.attention_bias;
-        let phi = c.naming == WeightNaming::Phi;
-        let (o_name, qn, kn) = if phi {
-            ("dense", "q_layernorm", "k_layernorm")
-        } else {
-            ("o_proj", "q_norm", "k_norm")
-        };
+        let n = Names::of(c.naming);
         let head_norm = |name: &str, heads: usize| -> Result<Option<HeadNorm>> {
             Ok(if c.qk_layernorm {
                 Some(HeadNorm::load_shared(vb.pp(name), c.head_dim, c.norm_eps)?)
@@ -172,27 +241,32 @@ impl Attention {
             })
         };
         Ok(Self {
-            q_proj: Linear::load(c.hidden_size, q, b, vb.pp("q_proj"))?,
-            k_proj: Linear::load(c.hidden_size, kv, b, vb.pp("k_proj"))?,
-            v_proj: Linear::load(c.hidden_size, kv, b, vb.pp("v_proj"))?,
-            o_proj: Linear::load(q, c.hidden_size, b, vb.pp(o_name))?,
-            q_norm: head_norm(qn, c.num_heads)?,
-            k_norm: head_norm(kn, c.num_kv_heads)?,
+            q_proj: Linear::load(c.hidden_size, q, b, vb.pp(n.q))?,
+            k_proj: Linear::load(c.hidden_size, kv, b, vb.pp(n.k))?,
+            v_proj: Linear::load(c.hidden_size, kv, b, vb.pp(n.v))?,
+            o_proj: Linear::load(q, c.hidden_size, b, vb.pp(n.o))?,
+            q_norm: head_norm(n.q_norm, c.num_heads)?,
+            k_norm: head_norm(n.k_norm, c.num_kv_heads)?,
             heads: c.num_heads,
             kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
             rot: c.rotary_dim(),
+            rope_layout: c.rope_layout,
         })
     }
 
+    /// RoPE on the first `rot` dims of each head; both layouts share the `[len, rot/2]` tables.
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let apply = |x: &Tensor| match self.rope_layout {
+            RopeLayout::HalfSplit => candle_nn::rotary_emb::rope(x, cos, sin),
+            RopeLayout::Interleaved => candle_nn::rotary_emb::rope_i(x, cos, sin),
+        };
         if self.rot == self.head_dim {
-            return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?);
+            return Ok(apply(&x.contiguous()?)?);
         }
         let r = x.narrow(D::Minus1, 0, self.rot)?.contiguous()?;
         let pass = x.narrow(D::Minus1, self.rot, self.head_dim - self.rot)?;
-        let r = candle_nn::rotary_emb::rope(&r, cos, sin)?;
-        Ok(Tensor::cat(&[&r, &pass], D::Minus1)?)
+        Ok(Tensor::cat(&[&apply(&r)?, &pass], D::Minus1)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -259,11 +333,12 @@ impl Mlp {
     fn load(vb: VarBuilder, c: &BackboneConfig) -> Result<Self> {
         let b = c.mlp_bias;
         let (h, i) = (c.hidden_size, c.intermediate_size);
+        let n = Names::of(c.naming);
         Ok(match c.mlp {
             MlpKind::GatedSilu => Mlp::Gated {
-                gate: Linear::load(h, i, b, vb.pp("gate_proj"))?,
-                up: Linear::load(h, i, b, vb.pp("up_proj"))?,
-                down: Linear::load(i, h, b, vb.pp("down_proj"))?,
+                gate: Linear::load(h, i, b, vb.pp(n.gate))?,
+                up: Linear::load(h, i, b, vb.pp(n.up))?,
+                down: Linear::load(i, h, b, vb.pp(n.down))?,
             },
             MlpKind::Plain => Mlp::Plain {
                 fc1: Linear::load(h, i, b, vb.pp("fc1"))?,
@@ -298,24 +373,20 @@ impl Decoder {
                 "parallel_residual and swin_norm are exclusive",
             ));
         }
-        let embed = candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+        let n = Names::of(cfg.naming);
+        let embed = candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp(n.embed))?;
         let blocks = (0..cfg.num_layers)
             .map(|i| {
                 let vb = vb.pp(format!("layers.{i}"));
                 Ok(Block {
-                    attn: Attention::load(vb.pp("self_attn"), cfg)?,
-                    mlp: Mlp::load(vb.pp("mlp"), cfg)?,
-                    ln1: Norm::load(
-                        vb.pp("input_layernorm"),
-                        cfg.hidden_size,
-                        cfg.norm,
-                        cfg.norm_eps,
-                    )?,
+                    attn: Attention::load(vb.pp(n.attn), cfg)?,
+                    mlp: Mlp::load(vb.pp(n.mlp), cfg)?,
+                    ln1: Norm::load(vb.pp(n.ln1), cfg.hidden_size, cfg.norm, cfg.norm_eps)?,
                     ln2: if cfg.parallel_residual {
                         None
                     } else {
                         Some(Norm::load(
-                            vb.pp("post_attention_layernorm"),
+                            vb.pp(n.ln2),
                             cfg.hidden_size,
                             cfg.norm,
                             cfg.norm_eps,
@@ -325,11 +396,7 @@ impl Decoder {
                 })
             })
             .collect::<Result<_>>()?;
-        let norm_name = match cfg.naming {
-            WeightNaming::Llama => "norm",
-            WeightNaming::Phi => "final_layernorm",
-        };
-        let norm = Norm::load(vb.pp(norm_name), cfg.hidden_size, cfg.norm, cfg.norm_eps)?;
+        let norm = Norm::load(vb.pp(n.final_norm), cfg.hidden_size, cfg.norm, cfg.norm_eps)?;
         let (cos, sin) = rope_tables(cfg, vb.dtype(), vb.device())?;
         Ok(Self {
             embed,
@@ -475,4 +542,154 @@ fn rope_tables(cfg: &BackboneConfig, dtype: DType, device: &Device) -> Result<(T
         .reshape((n, 1))?;
     let freqs = pos.broadcast_mul(&inv)?;
     Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::config::{LlamaTextConfig, RopeLayout};
+    use std::collections::HashMap;
+
+    fn config() -> BackboneConfig {
+        let text: LlamaTextConfig = serde_json::from_value(serde_json::json!({
+            "vocab_size": 16, "hidden_size": 32, "intermediate_size": 48,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 64, "rms_norm_eps": 1e-5
+        }))
+        .unwrap();
+        let mut c = text.to_backbone("test").unwrap();
+        c.qk_norm = true;
+        c
+    }
+
+    /// HF's converter permutation of `wq`/`wk` rows for rotate-half: per head, the interleaved
+    /// pairs (2i, 2i+1) become (i, i + d/2).
+    fn permute_rows(w: &Tensor, heads: usize) -> Tensor {
+        let (out, inp) = w.dims2().unwrap();
+        w.reshape((heads, out / heads / 2, 2, inp))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((out, inp))
+            .unwrap()
+    }
+
+    fn permute_norm(v: &Tensor, heads: usize) -> Tensor {
+        let d = v.dim(0).unwrap();
+        v.reshape((d / 2, 2))
+            .unwrap()
+            .t()
+            .unwrap()
+            .reshape((1, d))
+            .unwrap()
+            .broadcast_as((heads, d))
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    }
+
+    /// A raw Meta-layout decoder (unpermuted q/k, one `[head_dim]` q/k LayerNorm, interleaved
+    /// RoPE) equals the HF-layout decoder built from the converter's permutation of the same
+    /// weights (rotate-half RoPE).
+    #[test]
+    fn meta_interleaved_equals_hf_permuted() {
+        let dev = Device::Cpu;
+        let c = config();
+        let (h, hd, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
+        let r = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, &dev).unwrap();
+        let mut meta = HashMap::new();
+        let mut hf = HashMap::new();
+        let emb = r(&[c.vocab_size, h]);
+        meta.insert("tok_embeddings.weight".to_string(), emb.clone());
+        hf.insert("embed_tokens.weight".to_string(), emb);
+        let norm = (r(&[h]) + 1.0).unwrap();
+        meta.insert("norm.weight".into(), norm.clone());
+        hf.insert("norm.weight".into(), norm);
+        for l in 0..c.num_layers {
+            let m = |n: &str| format!("layers.{l}.{n}");
+            let wq = r(&[c.num_heads * hd, h]);
+            let wk = r(&[c.num_kv_heads * hd, h]);
+            hf.insert(m("self_attn.q_proj.weight"), permute_rows(&wq, c.num_heads));
+            hf.insert(
+                m("self_attn.k_proj.weight"),
+                permute_rows(&wk, c.num_kv_heads),
+            );
+            meta.insert(m("attention.wq.weight"), wq);
+            meta.insert(m("attention.wk.weight"), wk);
+            for (raw, ours, heads) in [
+                ("q_normalization", "q_norm", c.num_heads),
+                ("k_normalization", "k_norm", c.num_kv_heads),
+            ] {
+                for (p, off) in [("weight", 1.0), ("bias", 0.0)] {
+                    let v = (r(&[hd]) + off).unwrap();
+                    hf.insert(m(&format!("self_attn.{ours}.{p}")), permute_norm(&v, heads));
+                    meta.insert(m(&format!("attention.{raw}.{p}")), v);
+                }
+            }
+            for (raw, ours, shape) in [
+                ("attention.wv", "self_attn.v_proj", [c.num_kv_heads * hd, h]),
+                ("attention.wo", "self_attn.o_proj", [h, c.num_heads * hd]),
+                ("feed_forward.w1", "mlp.gate_proj", [i, h]),
+                ("feed_forward.w2", "mlp.down_proj", [h, i]),
+                ("feed_forward.w3", "mlp.up_proj", [i, h]),
+            ] {
+                let w = r(&shape);
+                meta.insert(m(&format!("{raw}.weight")), w.clone());
+                hf.insert(m(&format!("{ours}.weight")), w);
+            }
+            for (raw, ours) in [
+                ("attention_norm", "input_layernorm"),
+                ("ffn_norm", "post_attention_layernorm"),
+            ] {
+                let w = (r(&[h]) + 1.0).unwrap();
+                meta.insert(m(&format!("{raw}.weight")), w.clone());
+                hf.insert(m(&format!("{ours}.weight")), w);
+            }
+        }
+        let mut mc = c.clone();
+        mc.naming = WeightNaming::Meta;
+        mc.rope_layout = RopeLayout::Interleaved;
+        let dm = Decoder::load(VarBuilder::from_tensors(meta, DType::F32, &dev), &mc).unwrap();
+        let dh = Decoder::load(VarBuilder::from_tensors(hf.clone(), DType::F32, &dev), &c).unwrap();
+        let ids = Tensor::new(&[[1u32, 5, 9, 3, 14, 2, 7]], &dev).unwrap();
+        let layout = RowLayout::dense(1);
+        let args = ForwardArgs {
+            layout: &layout,
+            mask: &MaskKind::Causal,
+        };
+        let run = |d: &Decoder| {
+            let mut cache = d.new_cache(1, 8).unwrap();
+            let x = d.embed(&ids).unwrap();
+            let a = d
+                .forward(&x.narrow(1, 0, 5).unwrap(), args, &mut cache)
+                .unwrap();
+            let b = d
+                .forward(&x.narrow(1, 5, 2).unwrap(), args, &mut cache)
+                .unwrap();
+            Tensor::cat(&[a, b], 1).unwrap()
+        };
+        let (ym, yh) = (run(&dm), run(&dh));
+        let diff = (ym - &yh)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "max abs diff {diff}");
+        // and the layout matters: interleaved RoPE on the HF (permuted) weights differs
+        let mut wrong = c.clone();
+        wrong.rope_layout = RopeLayout::Interleaved;
+        let dw = Decoder::load(VarBuilder::from_tensors(hf, DType::F32, &dev), &wrong).unwrap();
+        let d2 = (run(&dw) - &yh)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d2 > 1e-3, "rope layout had no effect ({d2})");
+    }
 }

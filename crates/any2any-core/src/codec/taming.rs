@@ -208,7 +208,6 @@ pub struct AttnBlock {
     k: Conv2d,
     v: Conv2d,
     proj_out: Conv2d,
-    scale: f64,
 }
 
 impl AttnBlock {
@@ -219,7 +218,6 @@ impl AttnBlock {
             k: conv(channels, channels, 1, 1, 0, vb.pp("k"))?,
             v: conv(channels, channels, 1, 1, 0, vb.pp("v"))?,
             proj_out: conv(channels, channels, 1, 1, 0, vb.pp("proj_out"))?,
-            scale: (channels as f64).powf(-0.5),
         })
     }
 }
@@ -227,22 +225,42 @@ impl AttnBlock {
 impl Module for AttnBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
-        let dtype = xs.dtype();
         let normed = self.norm.forward(xs)?;
-        let q = self.q.forward(&normed)?.reshape((b, c, h * w))?;
-        let k = self.k.forward(&normed)?.reshape((b, c, h * w))?;
-        let v = self.v.forward(&normed)?.reshape((b, c, h * w))?;
-        let q = q.to_dtype(DType::F32)?.transpose(1, 2)?.contiguous()?;
-        let k = k.to_dtype(DType::F32)?.contiguous()?;
-        // [B, HW(query), HW(key)]
-        let weights = (q.matmul(&k)? * self.scale)?;
-        let weights = candle_nn::ops::softmax_last_dim(&weights)?;
-        let v = v.to_dtype(DType::F32)?.contiguous()?;
-        // out[b, c, i] = sum_j v[b, c, j] * weights[b, i, j]
-        let out = v.matmul(&weights.transpose(1, 2)?.contiguous()?)?;
-        let out = out.to_dtype(dtype)?.reshape((b, c, h, w))?;
+        let tokens = |t: Tensor| t.reshape((b, c, h * w))?.transpose(1, 2);
+        let q = tokens(self.q.forward(&normed)?)?;
+        let k = tokens(self.k.forward(&normed)?)?;
+        let v = tokens(self.v.forward(&normed)?)?;
+        let out = spatial_attention(&q, &k, &v, 1)?
+            .transpose(1, 2)?
+            .reshape((b, c, h, w))?;
         xs + self.proj_out.forward(&out)?
     }
+}
+
+/// Self-attention over the `H·W` positions of an image, the one mechanism of every VQ codec's
+/// attention block: `q`, `k`, `v` are `[B, HW, C]` projections, split into `heads` heads of
+/// `C / heads` channels, scores scaled by `(C / heads)^-0.5`; scores and softmax run in f32
+/// whatever the weights' dtype. Returns `[B, HW, C]` in the input dtype.
+pub fn spatial_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, n, c) = q.dims3()?;
+    if heads == 0 || !c.is_multiple_of(heads) {
+        bail!("attention: {c} channels do not split into {heads} heads");
+    }
+    let hd = c / heads;
+    let dtype = q.dtype();
+    let split = |t: &Tensor| -> Result<Tensor> {
+        t.to_dtype(DType::F32)?
+            .reshape((b, n, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+    let att = (q.matmul(&k.t()?.contiguous()?)? * (hd as f64).powf(-0.5))?;
+    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    att.matmul(&v)?
+        .transpose(1, 2)?
+        .reshape((b, n, c))?
+        .to_dtype(dtype)
 }
 
 /// Halves the resolution: zero-pad one row/column at the bottom/right, then a 3×3 stride-2 conv

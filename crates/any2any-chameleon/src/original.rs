@@ -1,0 +1,405 @@
+//! Meta's original Chameleon release layout, which GAIR/Anole-7b-v0.1 ships too:
+//!
+//! ```text
+//! <root>/models/7b/params.json            model hyper-parameters (+ optional consolidate_params.json)
+//! <root>/models/7b/consolidated.pth       raw weights: Meta names, wq/wk NOT permuted for rotate-half
+//! <root>/tokenizer/text_tokenizer.json    the tokenizer (its vocab holds IMGIMG…Z, <racm3:break>, …)
+//! <root>/tokenizer/vqgan.ckpt, vqgan.yaml the VQGAN (PyTorch Lightning checkpoint + taming config)
+//! ```
+//!
+//! The user may name `<root>` or `<root>/models/7b`. The weights load into the shared decoder with
+//! [`WeightNaming::Meta`] and [`RopeLayout::Interleaved`] (adjacent-pair RoPE on the unpermuted
+//! q/k, and the q/k LayerNorm on the same unpermuted layout); the LM head is `output`.
+
+use crate::config::{ChameleonConfig, VocabMapping, VqConfig};
+use crate::vq_files::{self, LoadedVq, VQGAN_CKPT, VQGAN_YAML};
+use any2any_core::backbone::{LlamaTextConfig, RopeLayout, WeightNaming};
+use any2any_core::candle_core::{DType, Device};
+use any2any_core::loading::read_json;
+use any2any_core::{Error, ModelFiles, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const PARAMS_JSON: &str = "params.json";
+/// Merged over params.json by the reference loader (`model_parallel_size` of the consolidated
+/// checkpoint).
+pub const CONSOLIDATE_PARAMS_JSON: &str = "consolidate_params.json";
+pub const CONSOLIDATED_PTH: &str = "consolidated.pth";
+pub const TOKENIZER_DIR: &str = "tokenizer";
+pub const TEXT_TOKENIZER_JSON: &str = "text_tokenizer.json";
+/// The reserved token the HF converter renames to `<image>` (the prompt's image placeholder).
+pub const IMAGE_PLACEHOLDER_RESERVED: &str = "<reserved08707>";
+
+/// Whether `files` describe the original layout (as [`resolve_dir`] builds them).
+pub fn is_original(files: &ModelFiles) -> bool {
+    files.config.file_name().is_some_and(|n| n == PARAMS_JSON)
+}
+
+/// `consolidated.NN.pth` shards in `dir`, sorted.
+fn shards(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("consolidated."))
+                .and_then(|n| n.strip_suffix(".pth"))
+                .is_some_and(|mid| !mid.is_empty() && mid.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn looks_like_model_dir(dir: &Path) -> bool {
+    dir.join(PARAMS_JSON).is_file()
+        || dir.join(CONSOLIDATED_PTH).is_file()
+        || !shards(dir).is_empty()
+}
+
+/// The single weights file of a model directory: `consolidated.pth`, or a lone
+/// `consolidated.00.pth`. Model-parallel shards are not merged.
+pub fn weights_file(model_dir: &Path) -> Result<PathBuf> {
+    let single = model_dir.join(CONSOLIDATED_PTH);
+    if single.is_file() {
+        return Ok(single);
+    }
+    let s = shards(model_dir);
+    match s.len() {
+        0 => Err(Error::MissingFile {
+            dir: model_dir.display().to_string(),
+            what: "Chameleon weights".into(),
+            looked_for: format!("{CONSOLIDATED_PTH} or consolidated.00.pth"),
+        }),
+        1 => Ok(s[0].clone()),
+        n => Err(Error::Config {
+            path: model_dir.to_path_buf(),
+            msg: format!(
+                "a model-parallel checkpoint sharded into {n} files (consolidated.00.pth … consolidated.{:02}.pth) is not supported: merge the shards into one consolidated.pth, or convert the release with transformers' convert_chameleon_weights_to_hf.py and load the HF directory",
+                n - 1
+            ),
+        }),
+    }
+}
+
+/// Family hook: recognises `<root>` (with `models/<size>/` and `tokenizer/`) or `<root>/models/<size>`
+/// (with `../../tokenizer/`). `Ok(None)` when `dir` has nothing of that layout.
+pub fn resolve_dir(dir: &Path) -> Result<Option<ModelFiles>> {
+    let models = dir.join("models");
+    let own_tokenizer = dir.join(TOKENIZER_DIR).join(TEXT_TOKENIZER_JSON);
+    let model_dir = if looks_like_model_dir(dir) {
+        dir.to_path_buf()
+    } else if models.is_dir() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&models)
+            .map_err(|source| Error::Io {
+                path: models.clone(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir() && looks_like_model_dir(p))
+            .collect();
+        found.sort();
+        match found.len() {
+            0 => {
+                return Err(Error::MissingFile {
+                    dir: models.display().to_string(),
+                    what: "Chameleon model directory (original layout)".into(),
+                    looked_for: format!("models/<size>/{PARAMS_JSON} + {CONSOLIDATED_PTH}"),
+                })
+            }
+            1 => found.remove(0),
+            _ => {
+                let names: Vec<String> = found
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
+                return Err(Error::invalid(
+                    "model",
+                    format!(
+                        "{} holds several models ({}): pass one of them, e.g. {}",
+                        models.display(),
+                        names.join(", "),
+                        found[0].display()
+                    ),
+                ));
+            }
+        }
+    } else if own_tokenizer.is_file() {
+        return Err(Error::MissingFile {
+            dir: dir.display().to_string(),
+            what: "Chameleon model next to tokenizer/ (original layout)".into(),
+            looked_for: format!("models/<size>/{PARAMS_JSON} + {CONSOLIDATED_PTH}"),
+        });
+    } else {
+        return Ok(None);
+    };
+    let params = model_dir.join(PARAMS_JSON);
+    if !params.is_file() {
+        return Err(Error::MissingFile {
+            dir: model_dir.display().to_string(),
+            what: "Chameleon model parameters (original layout)".into(),
+            looked_for: PARAMS_JSON.into(),
+        });
+    }
+    let weights = weights_file(&model_dir)?;
+    let mut tok_dirs = vec![dir.join(TOKENIZER_DIR), model_dir.join(TOKENIZER_DIR)];
+    if let Some(up) = model_dir.parent() {
+        tok_dirs.push(up.join(TOKENIZER_DIR));
+        if let Some(up2) = up.parent() {
+            tok_dirs.push(up2.join(TOKENIZER_DIR));
+        }
+    }
+    let tokenizer = tok_dirs
+        .iter()
+        .map(|d| d.join(TEXT_TOKENIZER_JSON))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::MissingFile {
+            dir: dir.display().to_string(),
+            what: "Chameleon text tokenizer (original layout)".into(),
+            looked_for: format!(
+                "{TOKENIZER_DIR}/{TEXT_TOKENIZER_JSON} next to models/ (../../{TOKENIZER_DIR} from models/<size>)"
+            ),
+        })?;
+    let opt = |name: &str| Some(model_dir.join(name)).filter(|p| p.is_file());
+    Ok(Some(ModelFiles {
+        name: dir.display().to_string(),
+        generation_config: opt("generation_config.json"),
+        preprocessor_config: opt("preprocessor_config.json"),
+        dir: model_dir,
+        config: params,
+        weights: vec![weights],
+        tokenizer: Some(tokenizer),
+    }))
+}
+
+/// The directory of `text_tokenizer.json` (where the release keeps the VQGAN too).
+fn tokenizer_dir(files: &ModelFiles) -> Option<PathBuf> {
+    files
+        .tokenizer
+        .as_ref()
+        .and_then(|t| t.parent())
+        .map(Path::to_path_buf)
+}
+
+/// The VQGAN of an original-layout checkpoint (`tokenizer/vqgan.ckpt` + `vqgan.yaml`, or a
+/// safetensors conversion next to the weights); its encoder is required (image input).
+pub fn load_vq(files: &ModelFiles, dtype: DType, device: &Device) -> Result<LoadedVq> {
+    let mut dirs = vq_files::search_dirs(&files.dir);
+    if let Some(t) = tokenizer_dir(files) {
+        if !dirs.contains(&t) {
+            dirs.push(t);
+        }
+    }
+    let found = vq_files::find_vq(&dirs).ok_or_else(|| Error::MissingFile {
+        dir: files.name.clone(),
+        what: "Chameleon VQGAN (original layout)".into(),
+        looked_for: format!(
+            "{TOKENIZER_DIR}/{VQGAN_CKPT} + {TOKENIZER_DIR}/{VQGAN_YAML} (in {})",
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })?;
+    let vq = vq_files::load_vq_files(&found, None, dtype, device)?;
+    if vq.encoder.is_none() {
+        return Err(Error::WeightFile {
+            path: found.weights.clone(),
+            msg: "no VQGAN encoder (`encoder.*`) in this file; the original-layout loader needs it (vqgan.ckpt has it)".into(),
+        });
+    }
+    Ok(vq)
+}
+
+/// `params.json` merged as the reference loader does: top level, then its `model` object, then
+/// `consolidate_params.json`.
+fn merged_params(files: &ModelFiles) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let v: serde_json::Value = read_json(&files.config)?;
+    let top = v.as_object().ok_or_else(|| Error::Config {
+        path: files.config.clone(),
+        msg: "expected a JSON object".into(),
+    })?;
+    let mut m = top.clone();
+    if let Some(inner) = top.get("model").and_then(|x| x.as_object()) {
+        m.extend(inner.clone());
+    }
+    let cp = files.dir.join(CONSOLIDATE_PARAMS_JSON);
+    if cp.is_file() {
+        let c: serde_json::Value = read_json(&cp)?;
+        if let Some(o) = c.as_object() {
+            m.extend(o.clone());
+        }
+    }
+    m.remove("model");
+    Ok(m)
+}
+
+/// The text vocabulary of `text_tokenizer.json`: `model.vocab` plus `added_tokens`; `<image>` is
+/// `<reserved08707>` when the file has no `<image>` (as the HF converter renames it).
+pub fn read_vocab(path: &Path) -> Result<HashMap<String, u32>> {
+    let v: serde_json::Value = read_json(path)?;
+    let bad = |msg: &str| Error::Config {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    };
+    let vocab = v
+        .pointer("/model/vocab")
+        .and_then(|x| x.as_object())
+        .ok_or_else(|| bad("missing `model.vocab` (a tokenizers JSON with a BPE vocab)"))?;
+    let mut map = HashMap::with_capacity(vocab.len() + 64);
+    for (k, id) in vocab {
+        let id = id
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| bad(&format!("`model.vocab[{k:?}]` is not a token id")))?;
+        map.insert(k.clone(), id);
+    }
+    for t in v
+        .get("added_tokens")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(c), Some(id)) = (
+            t.get("content").and_then(|x| x.as_str()),
+            t.get("id").and_then(|x| x.as_u64()),
+        ) {
+            if let Ok(id) = u32::try_from(id) {
+                map.insert(c.to_string(), id);
+            }
+        }
+    }
+    if !map.contains_key("<image>") {
+        if let Some(&id) = map.get(IMAGE_PLACEHOLDER_RESERVED) {
+            map.insert("<image>".into(), id);
+        }
+    }
+    Ok(map)
+}
+
+/// The reference FFN width: `int(8·dim/3)`, times `ffn_dim_multiplier` (truncated), rounded up to
+/// a multiple of `multiple_of`.
+pub fn ffn_hidden_size(dim: usize, multiple_of: usize, ffn_dim_multiplier: Option<f64>) -> usize {
+    let mut h = 8 * dim / 3;
+    if let Some(m) = ffn_dim_multiplier {
+        h = (m * h as f64) as usize;
+    }
+    multiple_of * h.div_ceil(multiple_of)
+}
+
+/// The model config of an original-layout checkpoint: params.json for the text model, the
+/// tokenizer's vocab for image tokens and special ids, `vq` for the image grid.
+pub fn config(files: &ModelFiles, vq: &VqConfig) -> Result<ChameleonConfig> {
+    let path = &files.config;
+    let p = merged_params(files)?;
+    let cfg_err = |msg: String| Error::Config {
+        path: path.clone(),
+        msg,
+    };
+    let get = |k: &str| p.get(k).filter(|v| !v.is_null());
+    let need_num = |k: &str| -> Result<usize> {
+        let v = get(k).ok_or_else(|| cfg_err(format!("missing `{k}`")))?;
+        v.as_u64()
+            .filter(|&u| u > 0)
+            .map(|u| u as usize)
+            .ok_or_else(|| cfg_err(format!("`{k}` must be a positive integer, got {v}")))
+    };
+    let opt_num = |k: &str, d: usize| -> Result<usize> {
+        match get(k) {
+            None => Ok(d),
+            Some(_) => need_num(k),
+        }
+    };
+    let opt_f64 = |k: &str| -> Result<Option<f64>> {
+        match get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| cfg_err(format!("`{k}` must be a number, got {v}"))),
+        }
+    };
+    let opt_bool = |k: &str| -> Result<bool> {
+        match get(k) {
+            None => Ok(false),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| cfg_err(format!("`{k}` must be true or false, got {v}"))),
+        }
+    };
+    let dim = need_num("dim")?;
+    let n_layers = need_num("n_layers")?;
+    let n_heads = need_num("n_heads")?;
+    let vocab_size = need_num("vocab_size")?;
+    let n_kv_heads = opt_num("n_kv_heads", n_heads)?;
+    let multiple_of = opt_num("multiple_of", 256)?;
+    let mp = opt_num("model_parallel_size", 1)?;
+    let norm_eps = opt_f64("norm_eps")?.unwrap_or(1e-5);
+    let rope_theta = opt_f64("rope_theta")?.unwrap_or(10000.0);
+    let ffn_mult = opt_f64("ffn_dim_multiplier")?;
+    let qk_norm = opt_bool("qk_normalization")?;
+    let swin_norm = opt_bool("swin_norm")?;
+    if mp != 1 {
+        return Err(cfg_err(format!(
+            "model_parallel_size {mp}: only consolidated (model_parallel_size 1) checkpoints are supported"
+        )));
+    }
+    if !dim.is_multiple_of(n_heads) {
+        return Err(cfg_err(format!(
+            "dim {dim} is not a multiple of n_heads {n_heads}"
+        )));
+    }
+    let text = LlamaTextConfig {
+        vocab_size,
+        hidden_size: dim,
+        intermediate_size: ffn_hidden_size(dim, multiple_of, ffn_mult),
+        num_hidden_layers: n_layers,
+        num_attention_heads: n_heads,
+        num_key_value_heads: Some(n_kv_heads),
+        head_dim: None,
+        rms_norm_eps: norm_eps,
+        rope_theta: Some(rope_theta),
+        rope_parameters: None,
+        // transformers' converter: 4096 for θ ≤ 10000 (Chameleon v1), else 16384
+        max_position_embeddings: if rope_theta > 10000.0 { 16384 } else { 4096 },
+        attention_bias: false,
+        mlp_bias: false,
+        tie_word_embeddings: false,
+        hidden_act: "silu".into(),
+    };
+    let mut backbone = text.to_backbone(&path.display().to_string())?;
+    backbone.qk_norm = qk_norm;
+    backbone.swin_norm = swin_norm;
+    backbone.naming = WeightNaming::Meta;
+    backbone.rope_layout = RopeLayout::Interleaved;
+    let tok = files.tokenizer.as_ref().ok_or_else(|| Error::MissingFile {
+        dir: files.name.clone(),
+        what: "Chameleon text tokenizer (original layout)".into(),
+        looked_for: format!("{TOKENIZER_DIR}/{TEXT_TOKENIZER_JSON}"),
+    })?;
+    let map = read_vocab(tok)?;
+    let vocab = VocabMapping::new(&map, vocab_size).map_err(|e| Error::Config {
+        path: tok.clone(),
+        msg: e.to_string(),
+    })?;
+    Ok(ChameleonConfig {
+        text,
+        backbone,
+        vq: vq.clone(),
+        vocab,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ffn_width_matches_the_reference() {
+        // Chameleon-7B: dim 4096, multiple_of 256, no multiplier → 11008
+        assert_eq!(ffn_hidden_size(4096, 256, None), 11008);
+        assert_eq!(ffn_hidden_size(32, 64, Some(0.75)), 64);
+    }
+}
