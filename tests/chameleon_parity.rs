@@ -427,3 +427,50 @@ fn rendered_prompts_match_the_hf_processor() {
         other => panic!("expected one image, got {other:?}"),
     }
 }
+
+#[test]
+fn decoder_inside_the_checkpoint_loads_like_the_taming_file() {
+    // An Anole HF dir that keeps the image decoder in the checkpoint (`model.vqmodel.decoder.*`,
+    // taming layout): the tiny model with the decoder file merged in decodes like the parity case.
+    use any2any::candle_core::{safetensors, Device};
+    let src = chameleon_dir();
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "processor_config.json",
+    ] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut model = safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let dec = safetensors::load(src.join("vqgan_decoder.safetensors"), &Device::Cpu).unwrap();
+    let mut added = 0;
+    for (k, v) in dec {
+        if k.starts_with("decoder.") {
+            model.insert(format!("model.vqmodel.{k}"), v);
+            added += 1;
+        }
+    }
+    assert!(added > 10);
+    safetensors::save(&model, dir.path().join("model.safetensors")).unwrap();
+    let pipe =
+        any2any::Pipeline::load(dir.path().to_str().unwrap(), LoadOptions::default()).unwrap();
+    let p = parity("chameleon-tiny");
+    let c = &p["decode_nonsquare"];
+    let img = pipe
+        .decode_codes(
+            &u32s(&c["codes"]),
+            c["height"].as_u64().unwrap() as usize,
+            c["width"].as_u64().unwrap() as usize,
+        )
+        .unwrap();
+    let want = u32s(&c["pixels"]);
+    let worst = img
+        .as_raw()
+        .iter()
+        .zip(&want)
+        .map(|(&a, &b)| (a as u32).abs_diff(b))
+        .max();
+    assert!(worst <= Some(1), "{worst:?}");
+}

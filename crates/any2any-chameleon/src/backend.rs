@@ -132,6 +132,20 @@ impl ChameleonBackend {
             } else {
                 encoder
             };
+            // Anole HF conversions that keep the image decoder store it in the checkpoint, in the
+            // taming layout under `model.vqmodel.decoder.*` (a mismatched level order fails on the
+            // first shape check, never silently).
+            let vq_decoder = match vq_decoder {
+                None if vb.contains_tensor("model.vqmodel.decoder.conv_in.weight") => Some(
+                    VqDecoder::load(vb.pp("model.vqmodel"), &cfg.vq).map_err(|e| {
+                        Error::WeightFile {
+                            path: files.dir.clone(),
+                            msg: format!("model.vqmodel.decoder: {e}"),
+                        }
+                    })?,
+                ),
+                d => d,
+            };
             (cfg, decoder, head, encoder, vq_decoder)
         };
         let lm_head = Linear::new(lm_head)?;

@@ -59,9 +59,15 @@ pub struct LoadedVq {
     pub files: VqFiles,
 }
 
-/// Where a VQGAN is looked for next to a checkpoint directory: the directory, then `tokenizer/`.
+/// Where a VQGAN is looked for next to a checkpoint directory: the directory, then `tokenizer/`,
+/// then `original_tokenizers/`.
 pub fn search_dirs(dir: &Path) -> Vec<PathBuf> {
-    vec![dir.to_path_buf(), dir.join("tokenizer")]
+    // `original_tokenizers/` is where Alpha-VLLM/Chameleon_7B_mGPT (Lumina-mGPT's VQGAN) keeps it.
+    vec![
+        dir.to_path_buf(),
+        dir.join("tokenizer"),
+        dir.join("original_tokenizers"),
+    ]
 }
 
 /// The first VQGAN in `dirs` (in order; within one directory the safetensors files of
