@@ -110,9 +110,11 @@ impl ChameleonBackend {
         } else {
             let raw = files.config_json()?;
             let cfg = ChameleonConfig::from_json(&raw, &files.config)?;
-            lumina = LuminaLayout::detect(&raw).map_err(|e| Error::Config {
-                path: files.config.clone(),
-                msg: e.to_string(),
+            lumina = LuminaLayout::detect(&raw, &files.name, cfg.vq.resolution).map_err(|e| {
+                Error::Config {
+                    path: files.config.clone(),
+                    msg: e.to_string(),
+                }
             })?;
             mask_image_logits = raw
                 .get("mask_image_logits")
@@ -742,8 +744,11 @@ impl ChameleonBackend {
 
 impl Backend for ChameleonBackend {
     fn info(&self) -> ModelInfo {
-        let g = self.default_grid();
         let f = self.cfg.vq.downsample_factor();
+        let g = match &self.lumina {
+            Some(l) => (l.target_size / f, l.target_size / f),
+            None => self.default_grid(),
+        };
         ModelInfo::of_decoder(
             "chameleon",
             format!(

@@ -43,11 +43,20 @@ pub struct LuminaLayout {
     /// `size_ids[n]` is the id of `<reserved{8800+n}>`.
     size_ids: Vec<u32>,
     size_of: HashMap<u32, usize>,
+    /// The square side the checkpoint was trained at (`target_size` of the reference's item
+    /// processor: 512, 768 or 1024): the default output size and the crop list of image inputs.
+    pub target_size: usize,
 }
 
 impl LuminaLayout {
     /// `Some` for a Lumina-mGPT config (`architectures` names the XLLMX class), `None` otherwise.
-    pub fn detect(config: &serde_json::Value) -> Result<Option<Self>> {
+    /// The target size is config.json's `target_size` when present, else the `-512`/`-768`/
+    /// `-1024` suffix of the checkpoint's name (`Lumina-mGPT-7B-768`), else `default_size`.
+    pub fn detect(
+        config: &serde_json::Value,
+        name: &str,
+        default_size: usize,
+    ) -> Result<Option<Self>> {
         let lumina = config
             .get("architectures")
             .and_then(|a| a.as_array())
@@ -84,10 +93,15 @@ impl LuminaLayout {
             ));
         }
         let size_of = size_ids.iter().enumerate().map(|(n, &i)| (i, n)).collect();
+        let target_size = match config.get("target_size").and_then(|v| v.as_u64()) {
+            Some(t) => t as usize,
+            None => target_from_name(name).unwrap_or(default_size),
+        };
         Ok(Some(Self {
             newline,
             size_ids,
             size_of,
+            target_size,
         }))
     }
 
@@ -116,6 +130,14 @@ impl LuminaLayout {
     pub fn units_of(&self, id: u32) -> Option<usize> {
         self.size_of.get(&id).copied().filter(|&n| n > 0)
     }
+}
+
+/// `…-768` (or `-768-Omni`, `_768/`) → 768 for the sizes Lumina-mGPT was released at.
+fn target_from_name(name: &str) -> Option<usize> {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter_map(|part| part.parse::<usize>().ok())
+        .filter(|n| [512, 768, 1024].contains(n))
+        .next_back()
 }
 
 /// Where the loop stands inside an open image.
@@ -161,7 +183,8 @@ impl ChameleonBackend {
     /// The size units `(h, w)` of a requested pixel size (default: the VQ resolution, square).
     pub fn lumina_units(&self, size: Option<(usize, usize)>) -> Result<(usize, usize)> {
         let u = self.unit_px();
-        let (w, h) = size.unwrap_or((self.cfg.vq.resolution, self.cfg.vq.resolution));
+        let t = self.lumina()?.target_size;
+        let (w, h) = size.unwrap_or((t, t));
         if !w.is_multiple_of(u) || !h.is_multiple_of(u) || w == 0 || h == 0 {
             return Err(Error::invalid(
                 "size",
@@ -180,7 +203,7 @@ impl ChameleonBackend {
     pub fn lumina_image_block(&self, img: &ImageInput) -> Result<Vec<u32>> {
         let lt = self.lumina()?;
         let u = self.unit_px();
-        let target = self.cfg.vq.resolution;
+        let target = lt.target_size;
         let n = (target / u).pow(2).max(1);
         let (w0, h0) = (img.width() as f64, img.height() as f64);
         let fit = |&(cw, ch): &(usize, usize)| {
@@ -597,6 +620,14 @@ impl ChameleonBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_size_from_the_checkpoint_name() {
+        assert_eq!(target_from_name("Alpha-VLLM/Lumina-mGPT-7B-768"), Some(768));
+        assert_eq!(target_from_name("/models/Lumina-mGPT-7B-1024"), Some(1024));
+        assert_eq!(target_from_name("Lumina-mGPT-7B-768-Omni"), Some(768));
+        assert_eq!(target_from_name("tests/fixtures/lumina-tiny"), None);
+    }
 
     #[test]
     fn crop_sizes_match_the_reference_list() {
