@@ -126,9 +126,7 @@ impl Pipeline {
 
     /// One request with progress, cancellation or replayed noise.
     pub fn generate_with(&self, req: Request, hooks: &mut Hooks) -> Result<Output> {
-        let outs = self
-            .backend
-            .generate_batch(std::slice::from_ref(&req), hooks)?;
+        let outs = self.generate_batch(std::slice::from_ref(&req), hooks)?;
         let mut merged = Output::default();
         for o in outs {
             merged.timings = o.timings;
@@ -138,7 +136,12 @@ impl Pipeline {
     }
 
     /// Several (different) prompts batched; `num_outputs` outputs per request, request-major.
+    /// A request holding an image edit (mask, extend) the family does not carry out is refused
+    /// with [`Error::Unsupported`] before anything runs.
     pub fn generate_batch(&self, reqs: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        for r in reqs {
+            any2any_core::edit::check_edits(self.backend.as_ref(), self.family, r)?;
+        }
         self.backend.generate_batch(reqs, hooks)
     }
 

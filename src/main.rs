@@ -2,11 +2,12 @@
 
 mod bench;
 
+use any2any::edit::load_mask;
 use any2any::imageops::{load_image, save_image, write_atomic};
 use any2any::loading::{parse_device, parse_dtype};
 use any2any::{
-    CancelToken, Error, Generated, GenerationParams, Hooks, ImageInput, LoadOptions, Modality,
-    Output, Pipeline, Request, Result,
+    CancelToken, Error, ExtendDirection, Generated, GenerationParams, Hooks, ImageInput,
+    LoadOptions, Modality, Output, Pipeline, Request, Result,
 };
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Generate text or images from a prompt (and images).
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Write the last position's logits of a raw prompt as float32 .npy, shape [vocab].
     Logits(LogitsArgs),
     /// Decode image codes to a PNG.
@@ -78,6 +79,16 @@ struct GenerateArgs {
     /// Input image(s), in order.
     #[arg(long)]
     image: Vec<PathBuf>,
+    /// Inpainting: a mask image the size of the (single) --image; white = regenerate.
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    /// Extrapolation: grow the (single) --image in these directions, in order
+    /// (comma-separated: left, right, up, down).
+    #[arg(long)]
+    extend: Option<String>,
+    /// Extrapolation seam offset (default 0; Show-o: 0 ≤ N < code grid / 2).
+    #[arg(long)]
+    extend_offset: Option<usize>,
     /// What to produce.
     #[arg(long, value_parser = ["text", "image"])]
     to: String,
@@ -198,7 +209,7 @@ struct InspectArgs {
 fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Generate(a) => generate(a),
+        Cmd::Generate(a) => generate(*a),
         Cmd::Logits(a) => logits(a),
         Cmd::Decode(a) => decode(a),
         Cmd::Inspect(a) => inspect(a),
@@ -271,11 +282,12 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if let Some(p) = &a.json {
         check_out_dir("json", p)?;
     }
-    let images = a
+    let mut images = a
         .image
         .iter()
         .map(|p| load_image(p))
         .collect::<Result<Vec<ImageInput>>>()?;
+    apply_edit(&a, &mut images)?;
     let mut reqs = Vec::new();
     match (&a.raw_ids, a.prompt.is_empty()) {
         (Some(ids), _) => {
@@ -337,6 +349,43 @@ fn generate(a: GenerateArgs) -> Result<()> {
     bar.finish_and_clear();
     let outs = outs?;
     write_outputs(&outs, out_path.as_deref(), a.json.as_deref())
+}
+
+/// Attaches `--mask` / `--extend` to the single `--image` (typed errors naming the flag).
+fn apply_edit(a: &GenerateArgs, images: &mut [ImageInput]) -> Result<()> {
+    if a.extend_offset.is_some() && a.extend.is_none() {
+        return Err(Error::invalid(
+            "extend-offset",
+            "only applies with --extend",
+        ));
+    }
+    let flag = match (&a.mask, &a.extend) {
+        (None, None) => return Ok(()),
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "mask",
+                "--mask (inpainting) and --extend (extrapolation) are separate edits; give one",
+            ))
+        }
+        (Some(_), None) => "mask",
+        (None, Some(_)) => "extend",
+    };
+    let [img] = images else {
+        return Err(Error::invalid(
+            flag,
+            format!("needs exactly one --image to edit, got {}", images.len()),
+        ));
+    };
+    let edited = match (&a.mask, &a.extend) {
+        (Some(m), _) => img.clone().with_mask(load_mask(m)?)?,
+        (None, Some(dirs)) => img.clone().extend(
+            &ExtendDirection::parse_list(dirs)?,
+            a.extend_offset.unwrap_or(0),
+        )?,
+        (None, None) => return Ok(()),
+    };
+    *img = edited;
+    Ok(())
 }
 
 /// Writes every output; on an error, removes the files this call already wrote, so a failed run

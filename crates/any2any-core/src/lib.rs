@@ -5,6 +5,7 @@
 pub mod backbone;
 pub mod backend;
 pub mod codec;
+pub mod edit;
 pub mod error;
 pub mod imageops;
 pub mod kv_cache;
@@ -17,6 +18,7 @@ pub mod sampling;
 pub mod stream;
 
 pub use backend::{Backend, Family, ModelInfo};
+pub use edit::{EditKind, Extend, ExtendDirection, ImageEdit};
 pub use error::{Error, Result};
 pub use loading::{LoadOptions, ModelFiles};
 pub use noise::{NoiseSource, ReplayNoise, SeededNoise};

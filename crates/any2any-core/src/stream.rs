@@ -57,15 +57,63 @@ impl std::fmt::Display for Direction {
     }
 }
 
-/// An image given as pixels (RGB, 8 bit).
+/// An image given as pixels (RGB, 8 bit), optionally with an edit to make to it (inpaint a
+/// masked region, extend past its borders); the request then asks for the edited image.
+///
+/// ```
+/// use any2any_core::{edit::ExtendDirection, ImageInput};
+/// let px = image::RgbImage::new(64, 48);
+/// // regenerate the 32×16 block at (8, 8); white = regenerate
+/// let inpaint = ImageInput::new(px.clone()).with_mask_rect(8, 8, 32, 16)?;
+/// // grow to the right, then again to the right
+/// let wider = ImageInput::new(px).extend(&[ExtendDirection::Right; 2], 0)?;
+/// # Ok::<(), any2any_core::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ImageInput {
     pub pixels: image::RgbImage,
+    /// What to change (None: use the image as it is).
+    pub edit: Option<crate::edit::ImageEdit>,
 }
 
 impl ImageInput {
     pub fn new(pixels: image::RgbImage) -> Self {
-        Self { pixels }
+        Self { pixels, edit: None }
+    }
+    /// Inpainting: regenerate the white part of `mask` (same size as the image; 8-bit grey, e.g.
+    /// from [`crate::edit::load_mask`]). Refuses a mask of another size or an all-black one.
+    pub fn with_mask(mut self, mask: image::GrayImage) -> crate::Result<Self> {
+        let e = crate::edit::ImageEdit::Inpaint { mask };
+        e.validate(self.width(), self.height())?;
+        self.edit = Some(e);
+        Ok(self)
+    }
+    /// Inpainting of the pixel rectangle at `(x, y)` of size `w × h` (must lie inside the image).
+    pub fn with_mask_rect(self, x: u32, y: u32, w: u32, h: u32) -> crate::Result<Self> {
+        let m = crate::edit::rect_mask(self.width(), self.height(), x, y, w, h)?;
+        self.with_mask(m)
+    }
+    /// Extrapolation: grow the image in `directions`, in order; `offset` moves the seam (its
+    /// valid range is the family's, e.g. Show-o: `0 ≤ offset < grid/2`).
+    pub fn extend(
+        mut self,
+        directions: &[crate::edit::ExtendDirection],
+        offset: usize,
+    ) -> crate::Result<Self> {
+        let e = crate::edit::ImageEdit::Extend(crate::edit::Extend {
+            directions: directions.to_vec(),
+            offset,
+        });
+        e.validate(self.width(), self.height())?;
+        self.edit = Some(e);
+        Ok(self)
+    }
+    /// Checks the edit against the image (mask size, empty mask, no direction).
+    pub fn validate(&self) -> crate::Result<()> {
+        match &self.edit {
+            Some(e) => e.validate(self.width(), self.height()),
+            None => Ok(()),
+        }
     }
     pub fn width(&self) -> u32 {
         self.pixels.width()

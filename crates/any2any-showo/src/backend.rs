@@ -1,19 +1,33 @@
 //! The [`Backend`] over Show-o: text→image (MaskGIT with CFG, `--steps` = MaskGIT steps,
 //! `--cfg` w = 1 + s), image→text (greedy MMU; temperature/top-k are ignored, as Show-o's
-//! `top_k=1` path), image→image = inpainting through the same loop: the input's codes stay and
-//! only positions given as `Segment::ImageCodes` entries ≥ codebook_size are regenerated (a
-//! plain `Segment::Image` has every code known, so each step re-samples one position, as the
-//! official rule `mask_len = max(1, …)` does; no CLI region option yet).
+//! `top_k=1` path), and image→image as the official `inference_t2i.py` modes:
+//!
+//! - **inpainting**: an image with a mask ([`ImageInput::with_mask`]): the white region is
+//!   regenerated (see [`crate::edit::code_mask`]); or `Segment::ImageCodes` entries ≥
+//!   codebook_size;
+//! - **extrapolation**: an image with an [`Extend`](any2any_core::Extend) (directions in order,
+//!   offset): one MaskGIT pass per direction; the request's text is used for every direction, or,
+//!   when it holds exactly one text segment (`Text` / `TextIds`) per direction, segment i
+//!   conditions direction i;
+//! - a plain image (no edit) keeps every code (the loop re-samples nothing).
+//!
+//! Images go through the official `image_transform` (shorter side to the resolution with PIL
+//! bicubic, centre crop). Requests of one `generate_batch` share one MaskGIT loop per pass where
+//! their prompt lengths and step counts agree (each image with its own mask, guidance,
+//! temperature and noise; the codes are those of a lone run); progress is reported per step.
 use crate::config::ShowoConfig;
+use crate::edit::{check_extend, code_mask, extend_merge, extend_window, CodeGrid};
 use crate::magvit::{Magvit, MagvitConfig};
-use crate::maskgit::{t2i_generate, T2iOptions};
+use crate::maskgit::{t2i_generate_batch, MaskgitRow};
 use crate::model::ShowoModel;
 use crate::prompt;
 use any2any_core::backend::check_direction;
+use any2any_core::edit::resize_shortest_center_crop;
 use any2any_core::{image, tokenizers};
 use any2any_core::{
-    Backend, Direction, Error, Generated, Hooks, ImageInput, LoadOptions, Modality, ModelFiles,
-    ModelInfo, Output, Request, Result, Segment,
+    Backend, Direction, EditKind, Error, ExtendDirection, Generated, Hooks, ImageEdit, ImageInput,
+    LoadOptions, Modality, ModelFiles, ModelInfo, NoiseSource, Output, ReplayNoise, Request,
+    Result, Segment,
 };
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -24,6 +38,8 @@ pub const MAX_SEQ_LENGTH: usize = 128;
 /// Show-o's default guidance scale s (w = 1 + s).
 pub const DEFAULT_GUIDANCE_SCALE: f64 = 1.75;
 pub const DEFAULT_STEPS: usize = 18;
+/// Most uniforms pre-drawn for one request (1 GiB of f32): a step draws 2 per image code.
+const MAX_PREDRAWN: usize = 1 << 28;
 
 pub struct ShowoBackend {
     model: ShowoModel,
@@ -75,9 +91,61 @@ pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Backend>> 
     }))
 }
 
+/// The text of each Text / TextIds segment of a request, in order.
+type Texts = Vec<Vec<u32>>;
+
+/// The MaskGIT passes one output of an image request goes through.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// One pass over `tokens` (N codes, or the mask id where a code is generated).
+    Single { text: Vec<u32>, tokens: Vec<u32> },
+    /// Extrapolation: one pass per direction, text `texts[i]` for direction i.
+    Extend {
+        texts: Texts,
+        dirs: Vec<ExtendDirection>,
+        offset: usize,
+        grid: CodeGrid,
+    },
+}
+
+/// One output of one image request, moving through its passes.
+struct Job {
+    req: usize,
+    plan: Plan,
+    next_pass: usize,
+    steps: usize,
+    guidance_scale: f64,
+    temperature: f64,
+    noise: ReplayNoise,
+    /// The final code grid once every pass ran.
+    result: Option<CodeGrid>,
+}
+
+impl Job {
+    fn passes(&self) -> usize {
+        match &self.plan {
+            Plan::Single { .. } => 1,
+            Plan::Extend { dirs, .. } => dirs.len(),
+        }
+    }
+
+    /// The text of pass `i`.
+    fn text(&self, i: usize) -> &[u32] {
+        match &self.plan {
+            Plan::Single { text, .. } => text,
+            Plan::Extend { texts, .. } => &texts[i.min(texts.len().saturating_sub(1))],
+        }
+    }
+}
+
 impl ShowoBackend {
     fn grid(&self) -> usize {
         (self.model.config.num_vq_tokens as f64).sqrt() as usize
+    }
+
+    /// The pixel resolution images are brought to (`grid · 16`).
+    fn resolution(&self) -> u32 {
+        (self.grid() * 16) as u32
     }
 
     fn device(&self) -> &Device {
@@ -92,23 +160,26 @@ impl ShowoBackend {
         })
     }
 
-    fn text_ids(&self, req: &Request) -> Result<Vec<u32>> {
-        let mut ids = Vec::new();
+    fn encode_text(&self, t: &str) -> Result<Vec<u32>> {
+        let tok = self.tokenizer.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "prompt",
+                "this checkpoint has no tokenizer.json; pass --raw-ids",
+            )
+        })?;
+        let enc = tok
+            .encode(t, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The ids of each text segment, in order; refuses segment kinds Show-o does not take.
+    fn texts(&self, req: &Request) -> Result<Texts> {
+        let mut out = Vec::new();
         for s in &req.segments {
             match s {
-                Segment::TextIds(t) => ids.extend_from_slice(t),
-                Segment::Text(t) => {
-                    let tok = self.tokenizer.as_ref().ok_or_else(|| {
-                        Error::invalid(
-                            "prompt",
-                            "this checkpoint has no tokenizer.json; pass --raw-ids",
-                        )
-                    })?;
-                    let enc = tok
-                        .encode(t.as_str(), false)
-                        .map_err(|e| Error::Tokenizer(e.to_string()))?;
-                    ids.extend_from_slice(enc.get_ids());
-                }
+                Segment::TextIds(t) => out.push(t.clone()),
+                Segment::Text(t) => out.push(self.encode_text(t)?),
                 Segment::Image(_) | Segment::ImageCodes { .. } => {}
                 other => {
                     return Err(Error::invalid(
@@ -118,32 +189,43 @@ impl ShowoBackend {
                 }
             }
         }
-        Ok(ids)
+        Ok(out)
+    }
+
+    fn text_ids(&self, req: &Request) -> Result<Vec<u32>> {
+        Ok(self.texts(req)?.concat())
+    }
+
+    /// The single image-ish segment of a request (Show-o takes at most one).
+    fn image_segment<'r>(&self, req: &'r Request) -> Result<Option<&'r Segment>> {
+        let imgs: Vec<&Segment> = req
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Image(_) | Segment::ImageCodes { .. }))
+            .collect();
+        match imgs.len() {
+            0 => Ok(None),
+            1 => Ok(Some(imgs[0])),
+            k => Err(Error::invalid(
+                "image",
+                format!("Show-o takes one image per prompt, got {k}"),
+            )),
+        }
     }
 
     fn image_codes(&self, req: &Request) -> Result<Option<Vec<u32>>> {
-        for s in &req.segments {
-            match s {
-                Segment::ImageCodes { codes, .. } => return Ok(Some(codes.clone())),
-                Segment::Image(img) => return Ok(Some(self.encode_image(img)?)),
-                _ => {}
-            }
+        match self.image_segment(req)? {
+            Some(Segment::ImageCodes { codes, .. }) => Ok(Some(codes.clone())),
+            Some(Segment::Image(img)) => Ok(Some(self.encode_image(img)?)),
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
+    /// The official `image_transform` (shorter side to the resolution with PIL bicubic, centre
+    /// crop, `(x/255 − 0.5)/0.5`) and MAGVIT-v2 codes, row-major over the grid.
     fn encode_image(&self, img: &ImageInput) -> Result<Vec<u32>> {
-        let size = (self.grid() * 16) as u32;
-        let px = if img.width() == size && img.height() == size {
-            img.pixels.clone()
-        } else {
-            image::imageops::resize(
-                &img.pixels,
-                size,
-                size,
-                image::imageops::FilterType::CatmullRom,
-            )
-        };
+        let size = self.resolution();
+        let px = resize_shortest_center_crop(&img.pixels, size)?;
         let s = size as usize;
         let v: Vec<f32> = px
             .into_raw()
@@ -156,70 +238,294 @@ impl ShowoBackend {
         Ok(self.magvit()?.encode(&x)?.get(0)?.to_vec1::<u32>()?)
     }
 
-    fn generate_image(&self, req: &Request, hooks: &mut Hooks) -> Result<Vec<Output>> {
-        let t0 = Instant::now();
+    /// The plan of one image request (identical for each of its outputs).
+    fn plan(&self, req: &Request) -> Result<Plan> {
         let v = self.model.config.vocab();
         let n = self.model.config.num_vq_tokens;
-        let text = self.text_ids(req)?;
-        let msl = MAX_SEQ_LENGTH.max(text.len() + 2);
-        let mut cond = prompt::t2i_prompt(&v, &text, self.bos, msl, n)?;
-        let uncond = prompt::t2i_prompt(&v, &[], self.bos, msl, n)?;
-        if let Some(codes) = self.image_codes(req)? {
-            // image→image: given codes stay, mask-id codes (≥ codebook) are regenerated
-            if codes.len() != n {
+        let g = self.grid();
+        let texts = self.texts(req)?;
+        let mask_id = v.mask;
+        let known = |codes: &[u32]| -> Vec<u32> {
+            codes
+                .iter()
+                .map(|&c| {
+                    if (c as usize) < v.codebook_size {
+                        c
+                    } else {
+                        mask_id
+                    }
+                })
+                .collect()
+        };
+        let single = |tokens: Vec<u32>| Plan::Single {
+            text: texts.concat(),
+            tokens,
+        };
+        Ok(match self.image_segment(req)? {
+            None => single(vec![mask_id; n]),
+            Some(Segment::ImageCodes { codes, .. }) => {
+                // given codes stay, mask-id codes (≥ codebook) are regenerated
+                if codes.len() != n {
+                    return Err(Error::invalid(
+                        "image",
+                        format!("{} codes, the model takes {n}", codes.len()),
+                    ));
+                }
+                single(known(codes))
+            }
+            Some(Segment::Image(img)) => match &img.edit {
+                None => single(known(&self.encode_image(img)?)),
+                Some(ImageEdit::Inpaint { mask }) => {
+                    let (regen, _) = code_mask(mask, self.resolution(), g)?;
+                    if !regen.iter().any(|&b| b) {
+                        return Err(Error::invalid(
+                            "mask",
+                            format!(
+                                "the white region covers none of the {g}×{g} code cells after \
+                                 resizing (a cell is regenerated when the bicubic-downsampled \
+                                 mask is ≥ 0.5 there); draw a larger region"
+                            ),
+                        ));
+                    }
+                    let mut tokens = known(&self.encode_image(img)?);
+                    for (t, r) in tokens.iter_mut().zip(&regen) {
+                        if *r {
+                            *t = mask_id;
+                        }
+                    }
+                    single(tokens)
+                }
+                Some(ImageEdit::Extend(e)) => {
+                    check_extend(&e.directions, e.offset, g)?;
+                    let k = e.directions.len();
+                    let texts = match texts.len() {
+                        0 => vec![Vec::new(); k],
+                        1 => vec![texts[0].clone(); k],
+                        m if m == k => texts,
+                        m => {
+                            return Err(Error::invalid(
+                                "prompt",
+                                format!(
+                                    "{m} text segments for {k} extend directions: give one \
+                                     text (used for every direction) or one per direction"
+                                ),
+                            ))
+                        }
+                    };
+                    let codes = self.encode_image(img)?;
+                    Plan::Extend {
+                        texts,
+                        dirs: e.directions.clone(),
+                        offset: e.offset,
+                        grid: CodeGrid::new(g, g, codes)?,
+                    }
+                }
+            },
+            Some(other) => {
                 return Err(Error::invalid(
                     "image",
-                    format!("{} codes, the model takes {n}", codes.len()),
-                ));
+                    format!("unexpected {} segment", other.kind()),
+                ))
             }
-            let start = cond.len() - n - 1;
-            for (i, &c) in codes.iter().enumerate() {
-                cond[start + i] = if (c as usize) < v.codebook_size {
-                    c + v.code_offset
-                } else {
-                    v.mask
-                };
+        })
+    }
+
+    /// `max_seq_length` of a t2i prompt for `text` (Show-o's 128, more for a longer text).
+    fn msl(text: &[u32]) -> usize {
+        MAX_SEQ_LENGTH.max(text.len() + 2)
+    }
+
+    /// The image tokens (N entries) and the grid a job's next pass works on.
+    fn pass_tokens(&self, job: &Job) -> Result<Vec<u32>> {
+        let v = self.model.config.vocab();
+        Ok(match &job.plan {
+            Plan::Single { tokens, .. } => tokens.clone(),
+            Plan::Extend {
+                dirs, offset, grid, ..
+            } => extend_window(grid, dirs[job.next_pass], *offset, self.grid(), v.mask)?.codes,
+        })
+    }
+
+    /// The cond and uncond rows of a pass over `tokens` (codes or the mask id).
+    fn pass_rows(&self, text: &[u32], tokens: &[u32]) -> Result<(Vec<u32>, Vec<u32>)> {
+        let v = self.model.config.vocab();
+        let n = self.model.config.num_vq_tokens;
+        let msl = Self::msl(text);
+        let mut cond = prompt::t2i_prompt(&v, text, self.bos, msl, n)?;
+        let mut uncond = prompt::t2i_prompt(&v, &[], self.bos, msl, n)?;
+        let start = cond.len() - n - 1;
+        for (i, &t) in tokens.iter().enumerate() {
+            let id = if t == v.mask {
+                v.mask
+            } else {
+                t + v.code_offset
+            };
+            cond[start + i] = id;
+            uncond[start + i] = id;
+        }
+        Ok((cond, uncond))
+    }
+
+    /// Applies a pass's codes to a job: the final grid, or the grown grid and the next pass.
+    fn finish_pass(&self, job: &mut Job, codes: Vec<u32>) -> Result<()> {
+        let g = self.grid();
+        let pass = job.next_pass;
+        job.next_pass += 1;
+        let done = job.next_pass == job.passes();
+        match &mut job.plan {
+            Plan::Single { .. } => job.result = Some(CodeGrid::new(g, g, codes)?),
+            Plan::Extend {
+                dirs, offset, grid, ..
+            } => {
+                let gen = CodeGrid::new(g, g, codes)?;
+                *grid = extend_merge(grid, &gen, dirs[pass], *offset, g)?;
+                if done {
+                    job.result = Some(grid.clone());
+                }
             }
         }
-        let s = req
-            .params
-            .cfg
-            .map_or(DEFAULT_GUIDANCE_SCALE, |w| w as f64 - 1.0);
-        let opts = T2iOptions {
-            steps: req.params.steps.unwrap_or(DEFAULT_STEPS),
-            guidance_scale: s,
-            temperature: req.params.temperature.map_or(1.0, |t| t as f64),
-            cache_prefix: true,
-        };
-        let mut noise = hooks.take_noise(req.params.seed);
-        let mut outs = Vec::new();
-        for _ in 0..req.num_outputs {
-            hooks.step("image", 0, opts.steps)?;
-            let (codes, _) = t2i_generate(
-                &self.model,
-                &cond,
-                Some(&uncond),
-                msl + 1,
-                &opts,
-                noise.as_mut(),
-            )?;
+        Ok(())
+    }
+
+    /// Every image request of a batch: plans, pre-drawn noise per output, then the passes in
+    /// rounds (pass r of every job), each round's jobs grouped into shared MaskGIT loops by
+    /// (prompt length, steps). Returns the outputs per request (request index, outputs).
+    fn generate_images(
+        &self,
+        reqs: &[(usize, &Request)],
+        hooks: &mut Hooks,
+    ) -> Result<Vec<(usize, Vec<Output>)>> {
+        let t0 = Instant::now();
+        let n = self.model.config.num_vq_tokens;
+        let mut jobs: Vec<Job> = Vec::new();
+        for &(ri, req) in reqs {
+            let plan = self.plan(req)?;
+            let steps = req.params.steps.unwrap_or(DEFAULT_STEPS);
+            let s = req
+                .params
+                .cfg
+                .map_or(DEFAULT_GUIDANCE_SCALE, |w| w as f64 - 1.0);
+            let temperature = req.params.temperature.map_or(1.0, |t| t as f64);
+            let passes = match &plan {
+                Plan::Single { .. } => 1,
+                Plan::Extend { dirs, .. } => dirs.len(),
+            };
+            // each step draws N multinomial and N Gumbel uniforms; a lone run draws the
+            // outputs one after the other from one source, so split the same stream
+            let per_out = passes
+                .checked_mul(steps)
+                .and_then(|x| x.checked_mul(2 * n))
+                .filter(|&x| x.saturating_mul(req.num_outputs) <= MAX_PREDRAWN)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "steps",
+                        format!(
+                            "{steps} steps × {passes} passes × {} outputs need more than {} \
+                             random draws",
+                            req.num_outputs, MAX_PREDRAWN
+                        ),
+                    )
+                })?;
+            let mut src = hooks.take_noise(req.params.seed);
+            for _ in 0..req.num_outputs {
+                jobs.push(Job {
+                    req: ri,
+                    plan: plan.clone(),
+                    next_pass: 0,
+                    steps,
+                    guidance_scale: s,
+                    temperature,
+                    noise: ReplayNoise::uniforms(src.uniform(per_out)?),
+                    result: None,
+                });
+            }
+        }
+        // the whole schedule up front, for the progress total
+        let rounds = jobs.iter().map(Job::passes).max().unwrap_or(0);
+        let key = |j: &Job, r: usize| (Self::msl(j.text(r)), j.steps);
+        let mut schedule: Vec<Vec<Vec<usize>>> = Vec::with_capacity(rounds);
+        for r in 0..rounds {
+            let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+            for (i, j) in jobs.iter().enumerate().filter(|(_, j)| j.passes() > r) {
+                let k = key(j, r);
+                match groups.iter_mut().find(|(gk, _)| *gk == k) {
+                    Some((_, g)) => g.push(i),
+                    None => groups.push((k, vec![i])),
+                }
+            }
+            schedule.push(groups.into_iter().map(|(_, g)| g).collect());
+        }
+        let total: usize = schedule.iter().flatten().map(|g| jobs[g[0]].steps).sum();
+        let mut done = 0;
+        for (r, groups) in schedule.iter().enumerate() {
+            for group in groups {
+                let mut rows = Vec::with_capacity(group.len());
+                for &i in group {
+                    let j = &jobs[i];
+                    let text = j.text(r).to_vec();
+                    let (cond, uncond) = self.pass_rows(&text, &self.pass_tokens(j)?)?;
+                    rows.push((cond, uncond, Self::msl(&text) + 1));
+                }
+                let specs: Vec<MaskgitRow> = rows
+                    .iter()
+                    .zip(group)
+                    .map(|((c, u, p), &i)| MaskgitRow {
+                        cond: c,
+                        uncond: Some(u),
+                        prefix_len: *p,
+                        guidance_scale: jobs[i].guidance_scale,
+                        temperature: jobs[i].temperature,
+                    })
+                    .collect();
+                let steps = jobs[group[0]].steps;
+                let mut noises: Vec<&mut dyn NoiseSource> = jobs
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| group.contains(i))
+                    .map(|(_, j)| &mut j.noise as &mut dyn NoiseSource)
+                    .collect();
+                let out = t2i_generate_batch(
+                    &self.model,
+                    &specs,
+                    steps,
+                    true,
+                    &mut noises,
+                    &mut |i, _| hooks.step("image", done + i, total),
+                )?;
+                done += steps;
+                for (&i, (codes, _)) in group.iter().zip(out) {
+                    self.finish_pass(&mut jobs[i], codes)?;
+                }
+            }
+        }
+        hooks.step("image", total, total)?;
+        let loop_s = t0.elapsed().as_secs_f64();
+        let mut outs: Vec<(usize, Vec<Output>)> = Vec::new();
+        for j in jobs {
+            let steps = j.steps * j.passes();
+            let grid = j
+                .result
+                .ok_or_else(|| Error::invalid("image", "a MaskGIT pass did not run"))?;
             let t1 = Instant::now();
-            let g = self.grid();
-            let image = self.decode_codes(&codes, g, g)?;
-            outs.push(Output {
+            let image = self.decode_codes(&grid.codes, grid.h, grid.w)?;
+            let out = Output {
                 segments: vec![Generated::Image {
                     image,
-                    codes: Some(codes),
-                    grid: Some((g, g)),
+                    codes: Some(grid.codes),
+                    grid: Some((grid.h, grid.w)),
                 }],
                 timings: any2any_core::Timings {
-                    decode_s: t1.duration_since(t0).as_secs_f64(),
-                    steps: opts.steps,
+                    decode_s: loop_s,
+                    steps,
                     image_decode_s: t1.elapsed().as_secs_f64(),
                     total_s: t0.elapsed().as_secs_f64(),
                     ..Default::default()
                 },
-            });
+            };
+            match outs.last_mut() {
+                Some((r, v)) if *r == j.req => v.push(out),
+                _ => outs.push((j.req, vec![out])),
+            }
         }
         Ok(outs)
     }
@@ -274,17 +580,33 @@ impl Backend for ShowoBackend {
         ]
     }
 
+    fn image_edits(&self) -> Vec<EditKind> {
+        vec![EditKind::Inpaint, EditKind::Extend]
+    }
+
     fn generate_batch(&self, requests: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
-        let mut out = Vec::new();
         for r in requests {
             r.validate()?;
             check_direction(self, "showo", r)?;
-            out.extend(match r.want {
-                Modality::Image => self.generate_image(r, hooks)?,
-                Modality::Text => self.generate_text(r)?,
-            });
+            any2any_core::edit::check_edits(self, "showo", r)?;
         }
-        Ok(out)
+        let images: Vec<(usize, &Request)> = requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.want == Modality::Image)
+            .collect();
+        let mut per_req: Vec<Vec<Output>> = vec![Vec::new(); requests.len()];
+        for (i, r) in requests.iter().enumerate() {
+            if r.want == Modality::Text {
+                per_req[i] = self.generate_text(r)?;
+            }
+        }
+        if !images.is_empty() {
+            for (i, outs) in self.generate_images(&images, hooks)? {
+                per_req[i] = outs;
+            }
+        }
+        Ok(per_req.into_iter().flatten().collect())
     }
 
     fn last_logits(&self, ids: &[u32], images: &[ImageInput]) -> Result<Tensor> {

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod edit;
 pub mod magvit;
 pub mod maskgit;
 pub mod mmu;
@@ -11,7 +12,7 @@ pub mod prompt;
 
 pub use backend::{load, ShowoBackend};
 pub use config::{ShowoConfig, Vocab};
-pub use maskgit::{t2i_generate, T2iOptions};
+pub use maskgit::{t2i_generate, t2i_generate_batch, MaskgitRow, T2iOptions};
 pub use model::ShowoModel;
 
 /// Whether a config.json is a Show-o checkpoint (`_class_name: "Showo"`).

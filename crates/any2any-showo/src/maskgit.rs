@@ -106,10 +106,27 @@ fn step_logits_from(
     Ok((out, per_row))
 }
 
+/// One image of a batched MaskGIT loop: its prompt row, its unconditional row and settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MaskgitRow<'a> {
+    /// `… [soi] img×N [eoi]`; image slots hold `code + code_offset` (kept) or the mask id
+    /// (regenerated).
+    pub cond: &'a [u32],
+    /// The unconditional row (same length; its slots from `prefix_len` on follow cond's); used
+    /// when `guidance_scale > 0`.
+    pub uncond: Option<&'a [u32]>,
+    /// Slots before `[soi]` that differ between cond and uncond (`max_seq_length + 1`).
+    pub prefix_len: usize,
+    /// Show-o's `guidance_scale` s: logits = (1+s)·cond − s·uncond; 0 runs no uncond row.
+    pub guidance_scale: f64,
+    /// Initial Gumbel temperature (annealed and compounding, as the official loop does).
+    pub temperature: f64,
+}
+
 /// Runs the MaskGIT loop on one prompt row (`cond`, ending `[soi] [mask]*N [eoi]`) and, when
 /// `guidance_scale > 0`, its unconditional row `uncond` (same length; its prefix up to
 /// `prefix_len` is kept and its image span follows cond's). Returns the last step's sampled
-/// codes (all `N` filled) and the per-step trace.
+/// codes (all `N` filled, clamped to the codebook) and the per-step trace.
 pub fn t2i_generate(
     model: &ShowoModel,
     cond: &[u32],
@@ -118,113 +135,232 @@ pub fn t2i_generate(
     opts: &T2iOptions,
     noise: &mut dyn NoiseSource,
 ) -> Result<(Vec<u32>, Vec<StepTrace>)> {
+    let row = MaskgitRow {
+        cond,
+        uncond,
+        prefix_len,
+        guidance_scale: opts.guidance_scale,
+        temperature: opts.temperature,
+    };
+    let mut out = t2i_generate_batch(
+        model,
+        &[row],
+        opts.steps,
+        opts.cache_prefix,
+        &mut [noise],
+        &mut |_, _| Ok(()),
+    )?;
+    out.pop()
+        .ok_or_else(|| Error::invalid("t2i", "no row was generated"))
+}
+
+/// Per-image state of a batched loop.
+struct RowState {
+    /// Index of the cond row (and the uncond row right after it when `cfg`).
+    row: usize,
+    cfg: bool,
+    prefix_len: usize,
+    guidance_scale: f64,
+    temperature: f64,
+    /// Codes (or the mask id) of the image span.
+    known: Vec<u32>,
+    sampled: Vec<u32>,
+    trace: Vec<StepTrace>,
+}
+
+/// The MaskGIT loop over several images at once: every row of `rows` (all of one length and one
+/// step count) runs in one forward per step, each with its own mask, guidance, temperature and
+/// noise source (`noises[i]` feeds `rows[i]`, drawn in the same order as a lone run, so each
+/// image gets exactly the codes it gets alone). `on_step(step, steps)` runs before each step
+/// (progress and cancellation). Returns, per row, the final codes and the trace.
+pub fn t2i_generate_batch(
+    model: &ShowoModel,
+    rows: &[MaskgitRow<'_>],
+    steps: usize,
+    cache_prefix: bool,
+    noises: &mut [&mut dyn NoiseSource],
+    on_step: &mut dyn FnMut(usize, usize) -> Result<()>,
+) -> Result<Vec<(Vec<u32>, Vec<StepTrace>)>> {
     let v = model.config.vocab();
     let n = model.config.num_vq_tokens;
-    let len = cond.len();
-    if len < n + 2 || opts.steps == 0 {
+    let len = rows.first().map_or(0, |r| r.cond.len());
+    if rows.is_empty() || len < n + 2 || steps == 0 || noises.len() != rows.len() {
         return Err(Error::invalid(
             "t2i",
-            format!("prompt of {len} ids for {n} codes, {} steps", opts.steps),
+            format!(
+                "{} prompts of {len} ids for {n} codes, {steps} steps, {} noise sources",
+                rows.len(),
+                noises.len()
+            ),
         ));
     }
     let span = len - n - 1..len - 1;
-    let use_cfg = opts.guidance_scale > 0.0 && uncond.is_some();
-    let mut rows = vec![cond.to_vec()];
-    if use_cfg {
-        let u = uncond.unwrap_or_default();
-        if u.len() != len || prefix_len > span.start {
-            return Err(Error::invalid("t2i", "uncond row does not match cond"));
+    let mut ids: Vec<Vec<u32>> = Vec::new();
+    let mut states = Vec::with_capacity(rows.len());
+    for r in rows {
+        if r.cond.len() != len {
+            return Err(Error::invalid("t2i", "prompt rows of different lengths"));
         }
-        rows.push(u.to_vec());
-    }
-    let mask = crate::prompt::omni_mask_t2i(&v, &rows)?;
-    // text slots end at [soi]; their KV never depends on the image span
-    let mut cache = if opts.cache_prefix {
-        let text = span.start - 1;
-        let mut c = model.decoder.new_cache(rows.len(), len)?;
-        let flat: Vec<u32> = rows
+        let cfg = r.guidance_scale > 0.0 && r.uncond.is_some();
+        let row = ids.len();
+        ids.push(r.cond.to_vec());
+        if cfg {
+            let u = r.uncond.unwrap_or_default();
+            if u.len() != len || r.prefix_len > span.start {
+                return Err(Error::invalid("t2i", "uncond row does not match cond"));
+            }
+            ids.push(u.to_vec());
+        }
+        let known = r.cond[span.clone()]
             .iter()
-            .flat_map(|r| r[..text].iter())
-            .copied()
-            .collect();
-        let ids = Tensor::from_vec(flat, (rows.len(), text), model.device())?;
-        model.forward_cached(&ids, &mask, &mut c)?;
+            .map(|&t| match t.checked_sub(v.code_offset) {
+                Some(c) if t != v.mask && (c as usize) < v.codebook_size => Ok(c),
+                _ if t == v.mask => Ok(v.mask),
+                _ => Err(Error::invalid(
+                    "t2i",
+                    format!("image slot holds {t}, neither a code nor the mask id"),
+                )),
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        states.push(RowState {
+            row,
+            cfg,
+            prefix_len: r.prefix_len,
+            guidance_scale: r.guidance_scale,
+            temperature: r.temperature,
+            known,
+            sampled: vec![0u32; n],
+            trace: Vec::with_capacity(steps),
+        });
+    }
+    let mask = crate::prompt::omni_mask_t2i(&v, &ids)?;
+    // text slots end at [soi]; their KV never depends on the image span
+    let mut cache = if cache_prefix {
+        let text = span.start - 1;
+        let mut c = model.decoder.new_cache(ids.len(), len)?;
+        let flat: Vec<u32> = ids.iter().flat_map(|r| r[..text].iter()).copied().collect();
+        let x = Tensor::from_vec(flat, (ids.len(), text), model.device())?;
+        model.forward_cached(&x, &mask, &mut c)?;
         Some(c)
     } else {
         None
     };
-    // codes (or the mask id) of the image span
-    let mut known: Vec<u32> = cond[span.clone()]
-        .iter()
-        .map(|&t| {
-            if t == v.mask {
-                v.mask
-            } else {
-                t - v.code_offset
-            }
-        })
-        .collect();
-    let mut temperature = opts.temperature;
-    let mut trace = Vec::with_capacity(opts.steps);
-    let mut sampled = vec![0u32; n];
-    for step in 0..opts.steps {
-        if use_cfg {
-            let (head, tail) = rows.split_at_mut(1);
-            tail[0][prefix_len..].copy_from_slice(&head[0][prefix_len..]);
-        }
-        let (logits, _) = step_logits_from(
-            model,
-            &v,
-            &rows,
-            &mask,
-            n,
-            opts.guidance_scale,
-            cache.as_mut(),
-        )?;
-        let u = noise.uniform(n)?;
-        let drawn = draw_inverse_cdf(&logits, &u)?.to_vec1::<u32>()?;
-        let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-        let unknown: Vec<bool> = known.iter().map(|&c| c == v.mask).collect();
-        for i in 0..n {
-            sampled[i] = if unknown[i] { drawn[i] } else { known[i] };
-        }
-        let ratio = (step + 1) as f64 / opts.steps as f64;
-        let n_unknown = unknown.iter().filter(|&&b| b).count();
-        let ml = mask_len(step, opts.steps, n, n_unknown);
-        temperature *= 1.0 - ratio;
-        let g = noise.uniform(n)?;
-        let conf: Vec<f32> = (0..n)
-            .map(|i| {
-                let p = if unknown[i] {
-                    probs[i][sampled[i] as usize]
-                } else {
-                    f32::MAX
-                };
-                let gumbel = -official_log(-official_log(g[i]));
-                official_log(p) + (temperature as f32) * gumbel
-            })
-            .collect();
-        let mut sorted = conf.clone();
-        sorted.sort_by(|a, b| a.total_cmp(b));
-        let cut = sorted[ml.min(n - 1)];
-        let mut remasked = Vec::new();
-        for i in 0..n {
-            if conf[i] < cut {
-                known[i] = v.mask;
-                rows[0][span.start + i] = v.mask;
-                remasked.push(i);
-            } else {
-                known[i] = sampled[i];
-                rows[0][span.start + i] = sampled[i] + v.code_offset;
+    for step in 0..steps {
+        on_step(step, steps)?;
+        for st in &states {
+            if st.cfg {
+                let (head, tail) = ids.split_at_mut(st.row + 1);
+                tail[0][st.prefix_len..].copy_from_slice(&head[st.row][st.prefix_len..]);
             }
         }
-        trace.push(StepTrace {
-            drawn,
-            sampled: sampled.clone(),
-            mask_len: ml,
-            remasked,
-        });
+        let span_logits = image_span_logits(model, &v, &ids, &mask, n, cache.as_mut())?;
+        for (st, noise) in states.iter_mut().zip(noises.iter_mut()) {
+            let cond = span_logits.get(st.row)?;
+            let logits = if st.cfg {
+                let unc = span_logits.get(st.row + 1)?;
+                ((cond * (1.0 + st.guidance_scale))? - (unc * st.guidance_scale)?)?
+            } else {
+                cond
+            };
+            let row = &mut ids[st.row];
+            one_step(&v, st, &logits, step, steps, &mut **noise, row, span.start)?;
+        }
     }
     let k = v.codebook_size as u32;
-    Ok((sampled.iter().map(|&c| c.min(k - 1)).collect(), trace))
+    Ok(states
+        .into_iter()
+        .map(|st| (st.sampled.iter().map(|&c| c.min(k - 1)).collect(), st.trace))
+        .collect())
+}
+
+/// The `[rows, N, K]` code logits of the image span of one forward over `ids` (after what
+/// `cache` holds; the cache is truncated back afterwards).
+fn image_span_logits(
+    model: &ShowoModel,
+    v: &Vocab,
+    ids: &[Vec<u32>],
+    mask: &MaskKind,
+    n: usize,
+    cache: Option<&mut KvCache>,
+) -> Result<Tensor> {
+    let len = ids[0].len();
+    let start = cache.as_ref().map_or(0, |c| c.len());
+    let flat: Vec<u32> = ids
+        .iter()
+        .flat_map(|r| r[start..].iter())
+        .copied()
+        .collect();
+    let x = Tensor::from_vec(flat, (ids.len(), len - start), model.device())?;
+    let logits = match cache {
+        Some(c) => {
+            let out = model.forward_cached(&x, mask, c)?;
+            c.truncate(start);
+            out
+        }
+        None => model.forward(&x, mask)?,
+    };
+    Ok(logits.narrow(1, len - start - n - 1, n)?.narrow(
+        D::Minus1,
+        v.code_offset as usize,
+        v.codebook_size,
+    )?)
+}
+
+/// Sampling, schedule and re-masking of one image after one forward (`logits` `[N, K]`).
+#[allow(clippy::too_many_arguments)]
+fn one_step(
+    v: &Vocab,
+    st: &mut RowState,
+    logits: &Tensor,
+    step: usize,
+    steps: usize,
+    noise: &mut dyn NoiseSource,
+    row: &mut [u32],
+    span_start: usize,
+) -> Result<()> {
+    let n = st.known.len();
+    let u = noise.uniform(n)?;
+    let drawn = draw_inverse_cdf(logits, &u)?.to_vec1::<u32>()?;
+    let probs = candle_nn::ops::softmax_last_dim(logits)?.to_vec2::<f32>()?;
+    let unknown: Vec<bool> = st.known.iter().map(|&c| c == v.mask).collect();
+    for i in 0..n {
+        st.sampled[i] = if unknown[i] { drawn[i] } else { st.known[i] };
+    }
+    let ratio = (step + 1) as f64 / steps as f64;
+    let n_unknown = unknown.iter().filter(|&&b| b).count();
+    let ml = mask_len(step, steps, n, n_unknown);
+    st.temperature *= 1.0 - ratio;
+    let g = noise.uniform(n)?;
+    let conf: Vec<f32> = (0..n)
+        .map(|i| {
+            let p = if unknown[i] {
+                probs[i][st.sampled[i] as usize]
+            } else {
+                f32::MAX
+            };
+            let gumbel = -official_log(-official_log(g[i]));
+            official_log(p) + (st.temperature as f32) * gumbel
+        })
+        .collect();
+    let mut sorted = conf.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let cut = sorted[ml.min(n - 1)];
+    let mut remasked = Vec::new();
+    for i in 0..n {
+        if conf[i] < cut {
+            st.known[i] = v.mask;
+            row[span_start + i] = v.mask;
+            remasked.push(i);
+        } else {
+            st.known[i] = st.sampled[i];
+            row[span_start + i] = st.sampled[i] + v.code_offset;
+        }
+    }
+    st.trace.push(StepTrace {
+        drawn,
+        sampled: st.sampled.clone(),
+        mask_len: ml,
+        remasked,
+    });
+    Ok(())
 }

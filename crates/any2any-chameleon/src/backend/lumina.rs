@@ -136,8 +136,7 @@ impl LuminaLayout {
 fn target_from_name(name: &str) -> Option<usize> {
     name.split(|c: char| !c.is_ascii_alphanumeric())
         .filter_map(|part| part.parse::<usize>().ok())
-        .filter(|n| [512, 768, 1024].contains(n))
-        .next_back()
+        .rfind(|n| [512, 768, 1024].contains(n))
 }
 
 /// Where the loop stands inside an open image.
