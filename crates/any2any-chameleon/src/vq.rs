@@ -4,12 +4,29 @@
 //! level with 0 = full resolution.
 
 use crate::config::VqConfig;
-use any2any_core::codec::taming::{
-    conv2d, swish, AttnBlock, Downsample, Level, MidBlock, NormConfig, Normalize, ResnetBlock,
-    Shortcut, Upsample,
-};
+use any2any_core::codec::taming::{conv2d, Decoder, Encoder, NormConfig, TamingConfig, UpOrder};
 use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Embedding, VarBuilder};
+
+/// The taming shape of the VQGAN: attention at the levels whose configured resolution
+/// (`resolution / 2^L`) is in `attn_resolutions`; `up.L` numbered by level.
+fn taming(cfg: &VqConfig) -> TamingConfig {
+    let levels = cfg.channel_multiplier.len();
+    TamingConfig {
+        in_channels: cfg.in_channels,
+        out_channels: cfg.out_channels,
+        base_channels: cfg.base_channels,
+        channel_multiplier: cfg.channel_multiplier.clone(),
+        num_res_blocks: cfg.num_res_blocks,
+        latent_channels: cfg.latent_channels,
+        double_latent: cfg.double_latent,
+        attn_levels: (0..levels)
+            .map(|l| cfg.attn_at(cfg.resolution >> l))
+            .collect(),
+        up_order: UpOrder::ByLevel,
+        norm: NormConfig::default(),
+    }
+}
 
 fn check_vanilla(cfg: &VqConfig) -> Result<()> {
     if cfg.attn_type != "vanilla" {
@@ -24,11 +41,7 @@ fn check_vanilla(cfg: &VqConfig) -> Result<()> {
 /// HF `ChameleonVQVAEEncoder` + `quant_conv` + the codebook: pixels → codes.
 #[derive(Debug, Clone)]
 pub struct VqEncoder {
-    conv_in: Conv2d,
-    down: Vec<Level<Downsample>>,
-    mid: MidBlock,
-    norm_out: Normalize,
-    conv_out: Conv2d,
+    encoder: Encoder,
     quant_conv: Conv2d,
     codebook: Tensor,
     dtype: DType,
@@ -41,47 +54,7 @@ impl VqEncoder {
         if cfg.double_latent {
             bail!("vq_config.double_latent = true is not supported");
         }
-        let norm = NormConfig::default();
-        let e = vb.pp("encoder");
-        let base = cfg.base_channels;
-        let conv_in = conv2d(cfg.in_channels, base, 3, 1, e.pp("conv_in"))?;
-        let levels = cfg.channel_multiplier.len();
-        let mut block_in = base;
-        let mut curr_res = cfg.resolution;
-        let mut down = Vec::with_capacity(levels);
-        for (level, &mult) in cfg.channel_multiplier.iter().enumerate() {
-            let vbl = e.pp("down").pp(level);
-            let block_out = base * mult;
-            let mut blocks = Vec::new();
-            let mut attns = Vec::new();
-            for i in 0..cfg.num_res_blocks {
-                blocks.push(ResnetBlock::load(
-                    vbl.pp("block").pp(i),
-                    block_in,
-                    block_out,
-                    norm,
-                    Shortcut::Nin,
-                )?);
-                block_in = block_out;
-                if cfg.attn_at(curr_res) {
-                    attns.push(AttnBlock::load(vbl.pp("attn").pp(i), block_in, norm)?);
-                }
-            }
-            let resample = if level + 1 == levels {
-                None
-            } else {
-                curr_res /= 2;
-                Some(Downsample::load(vbl.pp("downsample"), block_in)?)
-            };
-            down.push(Level {
-                blocks,
-                attns,
-                resample,
-            });
-        }
-        let mid = MidBlock::load(e.pp("mid"), block_in, norm)?;
-        let norm_out = Normalize::load(e.pp("norm_out"), block_in, norm)?;
-        let conv_out = conv2d(block_in, cfg.latent_channels, 3, 1, e.pp("conv_out"))?;
+        let encoder = Encoder::load(vb.pp("encoder"), &taming(cfg))?;
         let quant_conv = conv2d(
             cfg.latent_channels,
             cfg.embed_dim,
@@ -93,11 +66,7 @@ impl VqEncoder {
             .pp("quantize.embedding")
             .get((cfg.num_embeddings, cfg.embed_dim), "weight")?;
         Ok(Self {
-            conv_in,
-            down,
-            mid,
-            norm_out,
-            conv_out,
+            encoder,
             quant_conv,
             codebook,
             dtype: vb.dtype(),
@@ -107,13 +76,8 @@ impl VqEncoder {
     /// Pixels `[B, 3, H, W]` (model range) → codes `[B, h*w]` u32 (row-major) with `h`, `w`.
     /// Nearest codebook row by squared Euclidean distance (no L2 normalisation).
     pub fn encode(&self, pixels: &Tensor) -> Result<(Tensor, usize, usize)> {
-        let mut xs = self.conv_in.forward(&pixels.to_dtype(self.dtype)?)?;
-        for level in &self.down {
-            xs = level.forward(&xs)?;
-        }
-        let xs = self.mid.forward(&xs)?;
-        let xs = swish(&self.norm_out.forward(&xs)?)?;
-        let z = self.quant_conv.forward(&self.conv_out.forward(&xs)?)?;
+        let xs = self.encoder.forward(&pixels.to_dtype(self.dtype)?)?;
+        let z = self.quant_conv.forward(&xs)?;
         let (b, d, h, w) = z.dims4()?;
         let z = z
             .to_dtype(DType::F32)?
@@ -134,12 +98,7 @@ impl VqEncoder {
 pub struct VqDecoder {
     codebook: Embedding,
     post_quant_conv: Conv2d,
-    conv_in: Conv2d,
-    mid: MidBlock,
-    /// Run order: lowest resolution first (taming `up.{L-1}` … `up.0`).
-    up: Vec<Level<Upsample>>,
-    norm_out: Normalize,
-    conv_out: Conv2d,
+    decoder: Decoder,
     cfg: VqConfig,
     dtype: DType,
 }
@@ -149,47 +108,7 @@ impl VqDecoder {
     /// `quantize.embedding.weight`).
     pub fn load(vb: VarBuilder, cfg: &VqConfig) -> Result<Self> {
         check_vanilla(cfg)?;
-        let norm = NormConfig::default();
-        let d = vb.pp("decoder");
-        let levels = cfg.channel_multiplier.len();
-        let base = cfg.base_channels;
-        let mut block_in = base * cfg.channel_multiplier[levels - 1];
-        let mut curr_res = cfg.resolution >> (levels - 1);
-        let conv_in = conv2d(cfg.latent_channels, block_in, 3, 1, d.pp("conv_in"))?;
-        let mid = MidBlock::load(d.pp("mid"), block_in, norm)?;
-        let mut up = Vec::with_capacity(levels);
-        for level in (0..levels).rev() {
-            let vbl = d.pp("up").pp(level);
-            let block_out = base * cfg.channel_multiplier[level];
-            let mut blocks = Vec::new();
-            let mut attns = Vec::new();
-            for i in 0..cfg.num_res_blocks + 1 {
-                blocks.push(ResnetBlock::load(
-                    vbl.pp("block").pp(i),
-                    block_in,
-                    block_out,
-                    norm,
-                    Shortcut::Nin,
-                )?);
-                block_in = block_out;
-                if cfg.attn_at(curr_res) {
-                    attns.push(AttnBlock::load(vbl.pp("attn").pp(i), block_in, norm)?);
-                }
-            }
-            let resample = if level == 0 {
-                None
-            } else {
-                curr_res *= 2;
-                Some(Upsample::load(vbl.pp("upsample"), block_in)?)
-            };
-            up.push(Level {
-                blocks,
-                attns,
-                resample,
-            });
-        }
-        let norm_out = Normalize::load(d.pp("norm_out"), block_in, norm)?;
-        let conv_out = conv2d(block_in, cfg.out_channels, 3, 1, d.pp("conv_out"))?;
+        let decoder = Decoder::load(vb.pp("decoder"), &taming(cfg))?;
         let codebook = candle_nn::embedding(
             cfg.num_embeddings,
             cfg.embed_dim,
@@ -205,11 +124,7 @@ impl VqDecoder {
         Ok(Self {
             codebook,
             post_quant_conv,
-            conv_in,
-            mid,
-            up,
-            norm_out,
-            conv_out,
+            decoder,
             cfg: cfg.clone(),
             dtype: vb.dtype(),
         })
@@ -236,12 +151,7 @@ impl VqDecoder {
             .contiguous()?
             .to_dtype(self.dtype)?;
         let z = self.post_quant_conv.forward(&z)?;
-        let mut xs = self.mid.forward(&self.conv_in.forward(&z)?)?;
-        for level in &self.up {
-            xs = level.forward(&xs)?;
-        }
-        let xs = swish(&self.norm_out.forward(&xs)?)?;
-        self.conv_out.forward(&xs)?.to_dtype(DType::F32)
+        self.decoder.forward(&z)?.to_dtype(DType::F32)
     }
 
     pub fn downsample_factor(&self) -> usize {

@@ -3,10 +3,7 @@
 //! Generation only needs [`JanusVq::decode_codes`]; [`JanusVq::encode`] is the matching
 //! pixels-to-codes path.
 
-use any2any_core::codec::taming::{
-    conv2d, swish, AttnBlock, Downsample, Level, MidBlock, NormConfig, Normalize, ResnetBlock,
-    Shortcut, Upsample,
-};
+use any2any_core::codec::taming::{conv2d, Decoder, Encoder, NormConfig, TamingConfig, UpOrder};
 use candle_core::{bail, DType, Module, Result, Tensor, D};
 use candle_nn::{Conv2d, Embedding, VarBuilder};
 use serde::Deserialize;
@@ -100,150 +97,23 @@ impl JanusVqConfig {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Encoder {
-    conv_in: Conv2d,
-    down: Vec<Level<Downsample>>,
-    mid: MidBlock,
-    norm_out: Normalize,
-    conv_out: Conv2d,
-}
-
-impl Encoder {
-    fn load(vb: VarBuilder, cfg: &JanusVqConfig) -> Result<Self> {
-        let norm = NormConfig::default();
-        let levels = cfg.channel_multiplier.len();
-        let base = cfg.base_channels;
-        let conv_in = conv2d(cfg.in_channels, base, 3, 1, vb.pp("conv_in"))?;
-        let mut block_in = base;
-        let mut down = Vec::with_capacity(levels);
-        for (level, &mult) in cfg.channel_multiplier.iter().enumerate() {
-            let vbl = vb.pp("down").pp(level);
-            let block_out = base * mult;
-            let lowest = level == levels - 1;
-            let mut blocks = Vec::with_capacity(cfg.num_res_blocks);
-            let mut attns = Vec::new();
-            for i in 0..cfg.num_res_blocks {
-                blocks.push(ResnetBlock::load(
-                    vbl.pp("block").pp(i),
-                    block_in,
-                    block_out,
-                    norm,
-                    Shortcut::Nin,
-                )?);
-                block_in = block_out;
-                if lowest {
-                    attns.push(AttnBlock::load(vbl.pp("attn").pp(i), block_in, norm)?);
-                }
-            }
-            let resample = if lowest {
-                None
-            } else {
-                Some(Downsample::load(vbl.pp("downsample"), block_in)?)
-            };
-            down.push(Level {
-                blocks,
-                attns,
-                resample,
-            });
+impl JanusVqConfig {
+    /// The taming shape: attention only at the lowest resolution; HF numbers `up.0` as the
+    /// lowest resolution.
+    pub fn taming(&self) -> TamingConfig {
+        let levels = self.channel_multiplier.len();
+        TamingConfig {
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            base_channels: self.base_channels,
+            channel_multiplier: self.channel_multiplier.clone(),
+            num_res_blocks: self.num_res_blocks,
+            latent_channels: self.latent_channels,
+            double_latent: self.double_latent,
+            attn_levels: (0..levels).map(|l| l + 1 == levels).collect(),
+            up_order: UpOrder::RunOrder,
+            norm: NormConfig::default(),
         }
-        let mid = MidBlock::load(vb.pp("mid"), block_in, norm)?;
-        let norm_out = Normalize::load(vb.pp("norm_out"), block_in, norm)?;
-        let out = if cfg.double_latent {
-            2 * cfg.latent_channels
-        } else {
-            cfg.latent_channels
-        };
-        let conv_out = conv2d(block_in, out, 3, 1, vb.pp("conv_out"))?;
-        Ok(Self {
-            conv_in,
-            down,
-            mid,
-            norm_out,
-            conv_out,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = self.conv_in.forward(xs)?;
-        for level in &self.down {
-            xs = level.forward(&xs)?;
-        }
-        let xs = self.mid.forward(&xs)?;
-        let xs = swish(&self.norm_out.forward(&xs)?)?;
-        self.conv_out.forward(&xs)
-    }
-}
-
-/// `up.0` is the lowest resolution (HF appends the levels in reverse); it is the only level with
-/// attention, and every level but the last (`up.{L-1}`, full resolution) ends in an upsample.
-#[derive(Debug, Clone)]
-struct Decoder {
-    conv_in: Conv2d,
-    mid: MidBlock,
-    up: Vec<Level<Upsample>>,
-    norm_out: Normalize,
-    conv_out: Conv2d,
-}
-
-impl Decoder {
-    fn load(vb: VarBuilder, cfg: &JanusVqConfig) -> Result<Self> {
-        let norm = NormConfig::default();
-        let levels = cfg.channel_multiplier.len();
-        let base = cfg.base_channels;
-        let mut block_in = base * cfg.channel_multiplier[levels - 1];
-        let conv_in = conv2d(cfg.latent_channels, block_in, 3, 1, vb.pp("conv_in"))?;
-        let mid = MidBlock::load(vb.pp("mid"), block_in, norm)?;
-        let mut up = Vec::with_capacity(levels);
-        for (idx, level) in (0..levels).rev().enumerate() {
-            let vbl = vb.pp("up").pp(idx);
-            let block_out = base * cfg.channel_multiplier[level];
-            let lowest = level == levels - 1;
-            let mut blocks = Vec::with_capacity(cfg.num_res_blocks + 1);
-            let mut attns = Vec::new();
-            for i in 0..cfg.num_res_blocks + 1 {
-                blocks.push(ResnetBlock::load(
-                    vbl.pp("block").pp(i),
-                    block_in,
-                    block_out,
-                    norm,
-                    Shortcut::Nin,
-                )?);
-                block_in = block_out;
-                if lowest {
-                    attns.push(AttnBlock::load(vbl.pp("attn").pp(i), block_in, norm)?);
-                }
-            }
-            let resample = if level == 0 {
-                None
-            } else {
-                Some(Upsample::load(vbl.pp("upsample"), block_in)?)
-            };
-            up.push(Level {
-                blocks,
-                attns,
-                resample,
-            });
-        }
-        let norm_out = Normalize::load(vb.pp("norm_out"), block_in, norm)?;
-        let conv_out = conv2d(block_in, cfg.out_channels, 3, 1, vb.pp("conv_out"))?;
-        Ok(Self {
-            conv_in,
-            mid,
-            up,
-            norm_out,
-            conv_out,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = self.conv_in.forward(xs)?;
-        let mut xs = self.mid.forward(&xs)?;
-        for level in &self.up {
-            xs = level.forward(&xs)?;
-        }
-        let xs = swish(&self.norm_out.forward(&xs)?)?;
-        self.conv_out.forward(&xs)
     }
 }
 
@@ -277,7 +147,7 @@ impl JanusVq {
     ) -> Result<Self> {
         cfg.validate()?;
         let encoder = if with_encoder {
-            let encoder = Encoder::load(vb.pp("encoder"), cfg)?;
+            let encoder = Encoder::load(vb.pp("encoder"), &cfg.taming())?;
             let quant_conv = conv2d(
                 cfg.latent_channels,
                 cfg.embed_dim,
@@ -301,7 +171,7 @@ impl JanusVq {
             0,
             vb.pp("post_quant_conv"),
         )?;
-        let decoder = Decoder::load(vb.pp("decoder"), cfg)?;
+        let decoder = Decoder::load(vb.pp("decoder"), &cfg.taming())?;
         Ok(Self {
             encoder,
             codebook,

@@ -491,3 +491,196 @@ mod tests {
         Ok(())
     }
 }
+
+/// How a decoder numbers its `up.i` levels in the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpOrder {
+    /// taming / original checkpoints: `up.L` is resolution level `L`, 0 = full resolution.
+    ByLevel,
+    /// HF Janus: `up.0` is the lowest resolution (levels appended in run order).
+    RunOrder,
+}
+
+/// The shape of a taming encoder/decoder pair (the `ddconfig` of a VQGAN).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TamingConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub base_channels: usize,
+    pub channel_multiplier: Vec<usize>,
+    pub num_res_blocks: usize,
+    /// `z_channels`; the encoder writes twice as many with `double_latent`.
+    pub latent_channels: usize,
+    pub double_latent: bool,
+    /// Whether resolution level `L` (0 = full resolution) has attention blocks.
+    pub attn_levels: Vec<bool>,
+    pub up_order: UpOrder,
+    pub norm: NormConfig,
+}
+
+impl TamingConfig {
+    fn levels(&self) -> Result<usize> {
+        let n = self.channel_multiplier.len();
+        if n == 0 || self.attn_levels.len() != n {
+            bail!(
+                "taming config: {n} channel multipliers and {} attention flags",
+                self.attn_levels.len()
+            );
+        }
+        Ok(n)
+    }
+}
+
+/// The taming encoder: `conv_in`, `down.L` (blocks, attention, downsample), `mid`, `norm_out`,
+/// swish, `conv_out`.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    conv_in: Conv2d,
+    down: Vec<Level<Downsample>>,
+    mid: MidBlock,
+    norm_out: Normalize,
+    conv_out: Conv2d,
+}
+
+impl Encoder {
+    /// `vb` at the encoder's prefix (`…encoder`).
+    pub fn load(vb: VarBuilder, cfg: &TamingConfig) -> Result<Self> {
+        let levels = cfg.levels()?;
+        let norm = cfg.norm;
+        let base = cfg.base_channels;
+        let conv_in = conv2d(cfg.in_channels, base, 3, 1, vb.pp("conv_in"))?;
+        let mut block_in = base;
+        let mut down = Vec::with_capacity(levels);
+        for (level, &mult) in cfg.channel_multiplier.iter().enumerate() {
+            let vbl = vb.pp("down").pp(level);
+            let block_out = base * mult;
+            let mut blocks = Vec::with_capacity(cfg.num_res_blocks);
+            let mut attns = Vec::new();
+            for i in 0..cfg.num_res_blocks {
+                blocks.push(ResnetBlock::load(
+                    vbl.pp("block").pp(i),
+                    block_in,
+                    block_out,
+                    norm,
+                    Shortcut::Nin,
+                )?);
+                block_in = block_out;
+                if cfg.attn_levels[level] {
+                    attns.push(AttnBlock::load(vbl.pp("attn").pp(i), block_in, norm)?);
+                }
+            }
+            let resample = if level + 1 == levels {
+                None
+            } else {
+                Some(Downsample::load(vbl.pp("downsample"), block_in)?)
+            };
+            down.push(Level {
+                blocks,
+                attns,
+                resample,
+            });
+        }
+        let mid = MidBlock::load(vb.pp("mid"), block_in, norm)?;
+        let norm_out = Normalize::load(vb.pp("norm_out"), block_in, norm)?;
+        let out = cfg.latent_channels * if cfg.double_latent { 2 } else { 1 };
+        let conv_out = conv2d(block_in, out, 3, 1, vb.pp("conv_out"))?;
+        Ok(Self {
+            conv_in,
+            down,
+            mid,
+            norm_out,
+            conv_out,
+        })
+    }
+}
+
+impl Module for Encoder {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = self.conv_in.forward(xs)?;
+        for level in &self.down {
+            xs = level.forward(&xs)?;
+        }
+        let xs = self.mid.forward(&xs)?;
+        let xs = swish(&self.norm_out.forward(&xs)?)?;
+        self.conv_out.forward(&xs)
+    }
+}
+
+/// The taming decoder: `conv_in`, `mid`, the `up` levels from the lowest resolution to the
+/// full one (blocks, attention, upsample), `norm_out`, swish, `conv_out`.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    conv_in: Conv2d,
+    mid: MidBlock,
+    /// Run order: lowest resolution first.
+    up: Vec<Level<Upsample>>,
+    norm_out: Normalize,
+    conv_out: Conv2d,
+}
+
+impl Decoder {
+    /// `vb` at the decoder's prefix (`…decoder`).
+    pub fn load(vb: VarBuilder, cfg: &TamingConfig) -> Result<Self> {
+        let levels = cfg.levels()?;
+        let norm = cfg.norm;
+        let base = cfg.base_channels;
+        let mut block_in = base * cfg.channel_multiplier[levels - 1];
+        let conv_in = conv2d(cfg.latent_channels, block_in, 3, 1, vb.pp("conv_in"))?;
+        let mid = MidBlock::load(vb.pp("mid"), block_in, norm)?;
+        let mut up = Vec::with_capacity(levels);
+        for (run, level) in (0..levels).rev().enumerate() {
+            let index = match cfg.up_order {
+                UpOrder::ByLevel => level,
+                UpOrder::RunOrder => run,
+            };
+            let vbl = vb.pp("up").pp(index);
+            let block_out = base * cfg.channel_multiplier[level];
+            let mut blocks = Vec::with_capacity(cfg.num_res_blocks + 1);
+            let mut attns = Vec::new();
+            for i in 0..cfg.num_res_blocks + 1 {
+                blocks.push(ResnetBlock::load(
+                    vbl.pp("block").pp(i),
+                    block_in,
+                    block_out,
+                    norm,
+                    Shortcut::Nin,
+                )?);
+                block_in = block_out;
+                if cfg.attn_levels[level] {
+                    attns.push(AttnBlock::load(vbl.pp("attn").pp(i), block_in, norm)?);
+                }
+            }
+            let resample = if level == 0 {
+                None
+            } else {
+                Some(Upsample::load(vbl.pp("upsample"), block_in)?)
+            };
+            up.push(Level {
+                blocks,
+                attns,
+                resample,
+            });
+        }
+        let norm_out = Normalize::load(vb.pp("norm_out"), block_in, norm)?;
+        let conv_out = conv2d(block_in, cfg.out_channels, 3, 1, vb.pp("conv_out"))?;
+        Ok(Self {
+            conv_in,
+            mid,
+            up,
+            norm_out,
+            conv_out,
+        })
+    }
+}
+
+impl Module for Decoder {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = self.conv_in.forward(xs)?;
+        let mut xs = self.mid.forward(&xs)?;
+        for level in &self.up {
+            xs = level.forward(&xs)?;
+        }
+        let xs = swish(&self.norm_out.forward(&xs)?)?;
+        self.conv_out.forward(&xs)
+    }
+}
