@@ -68,18 +68,7 @@ pub struct ChameleonBackend {
     mask_image_logits: bool,
 }
 
-fn piece_ids(tok: Option<&any2any_core::tokenizers::Tokenizer>, text: &str) -> Result<Vec<u32>> {
-    let tok = tok.ok_or_else(|| {
-        Error::invalid(
-            "prompt",
-            "this checkpoint has no tokenizer.json: pass token ids (--raw-ids) instead of text",
-        )
-    })?;
-    let enc = tok
-        .encode(text, false)
-        .map_err(|e| Error::Tokenizer(e.to_string()))?;
-    Ok(enc.get_ids().to_vec())
-}
+use any2any_core::loading::tokenize as piece_ids;
 
 pub mod lumina;
 pub use lumina::LuminaLayout;

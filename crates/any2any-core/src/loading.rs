@@ -502,3 +502,19 @@ pub struct GenerationConfigJson {
     #[serde(default)]
     pub generation_kwargs: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Token ids of `text` without special tokens, or an error telling the caller to pass ids when
+/// the checkpoint has no tokenizer.
+pub fn tokenize(tok: Option<&tokenizers::Tokenizer>, text: &str) -> Result<Vec<u32>> {
+    let tok = tok.ok_or_else(|| {
+        Error::invalid(
+            "prompt",
+            "this checkpoint has no tokenizer.json: pass token ids (--raw-ids) instead of text",
+        )
+    })?;
+    Ok(tok
+        .encode(text, false)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?
+        .get_ids()
+        .to_vec())
+}

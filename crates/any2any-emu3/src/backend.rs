@@ -96,17 +96,7 @@ impl Emu3Backend {
     }
 
     fn tokens(&self, text: &str) -> Result<Vec<u32>> {
-        let tok = self.tokenizer.as_ref().ok_or_else(|| {
-            Error::invalid(
-                "prompt",
-                "this checkpoint has no tokenizer.json: pass token ids (--raw-ids) instead of text",
-            )
-        })?;
-        Ok(tok
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?
-            .get_ids()
-            .to_vec())
+        any2any_core::loading::tokenize(self.tokenizer.as_ref(), text)
     }
 
     /// Normalised pixels `[1, 3, H, W]`: raw images must already have sides divisible by the

@@ -161,16 +161,7 @@ impl ShowoBackend {
     }
 
     fn encode_text(&self, t: &str) -> Result<Vec<u32>> {
-        let tok = self.tokenizer.as_ref().ok_or_else(|| {
-            Error::invalid(
-                "prompt",
-                "this checkpoint has no tokenizer.json; pass --raw-ids",
-            )
-        })?;
-        let enc = tok
-            .encode(t, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        any2any_core::loading::tokenize(self.tokenizer.as_ref(), t)
     }
 
     /// The ids of each text segment, in order; refuses segment kinds Show-o does not take.
