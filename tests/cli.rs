@@ -2,49 +2,15 @@
 //! (tests/fixtures/janus-tiny): the binary is run as a user would run it and its outputs (JSON,
 //! PNG, .npy) are checked against the HF reference values in parity.json.
 
+mod common;
+use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/janus-tiny")
-}
-
-fn parity() -> Value {
-    let p = fixture().join("parity.json");
-    serde_json::from_slice(&std::fs::read(&p).expect("read parity.json"))
-        .expect("parse parity.json")
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("expected an array, got {v}"))
-        .iter()
-        .map(|x| {
-            x.as_u64()
-                .unwrap_or_else(|| panic!("expected an integer, got {x}")) as u32
-        })
-        .collect()
-}
-
-fn f32s(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("expected an array, got {v}"))
-        .iter()
-        .map(|x| {
-            x.as_f64()
-                .unwrap_or_else(|| panic!("expected a number, got {x}")) as f32
-        })
-        .collect()
-}
-
-fn csv(ids: &[u32]) -> String {
-    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-}
-
 /// Runs the binary with `--model <fixture>` after the subcommand, in `cwd`.
 fn any2any(cwd: &Path, sub: &str, args: &[&str]) -> Output {
-    let model = fixture();
+    let model = janus_dir();
     Command::new(env!("CARGO_BIN_EXE_any2any"))
         .current_dir(cwd)
         .arg(sub)
@@ -77,16 +43,6 @@ fn assert_ok(o: &Output) {
 fn read_json(p: &Path) -> Value {
     let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parse {}: {e}", p.display()))
-}
-
-/// The names in a directory, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 fn segments(j: &Value) -> &Vec<Value> {
@@ -163,14 +119,6 @@ fn read_npy_f32(p: &Path) -> (Vec<usize>, Vec<f32>) {
     (shape, vals)
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// Every channel of `img` within 1 of the HWC row-major reference pixels.
 #[track_caller]
 fn assert_pixels_close(img: &image::RgbImage, want: &[f32]) {
@@ -181,7 +129,7 @@ fn assert_pixels_close(img: &image::RgbImage, want: &[f32]) {
 }
 
 fn image_raw_ids() -> String {
-    csv(&u32s(&parity()["image_greedy"]["input_ids"]))
+    csv(&u32s(&parity("janus-tiny")["image_greedy"]["input_ids"]))
 }
 
 /// `generate --to image` from the raw image prompt with sampling; returns (PNG bytes, codes).
@@ -223,7 +171,7 @@ fn sampled_image(dir: &Path, seed: u64, tag: &str) -> (Vec<u8>, Vec<u32>) {
 
 #[test]
 fn text_from_raw_ids_greedy_matches_hf() {
-    let p = parity();
+    let p = parity("janus-tiny");
     let c = &p["text_greedy"];
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("t.json");
@@ -260,7 +208,7 @@ fn text_from_raw_ids_greedy_matches_hf() {
 
 #[test]
 fn text_out_writes_the_text_file() {
-    let p = parity();
+    let p = parity("janus-tiny");
     let c = &p["text_greedy"];
     let dir = tempfile::tempdir().unwrap();
     let (out, json) = (dir.path().join("t.txt"), dir.path().join("t.json"));
@@ -295,7 +243,7 @@ fn text_out_writes_the_text_file() {
 
 #[test]
 fn image_from_raw_ids_greedy_cfg_matches_hf() {
-    let p = parity();
+    let p = parity("janus-tiny");
     let c = &p["image_greedy"];
     let ids = u32s(&c["input_ids"]);
     assert_eq!(ids.last(), Some(&4), "raw ids for --to image end with boi");
@@ -395,7 +343,7 @@ fn different_seeds_give_different_codes() {
 
 #[test]
 fn image_to_text_with_raw_ids_and_image_matches_hf() {
-    let p = parity();
+    let p = parity("janus-tiny");
     let c = &p["image_text_greedy"];
     let ids = u32s(&c["input_ids"]);
     assert_eq!(
@@ -405,7 +353,7 @@ fn image_to_text_with_raw_ids_and_image_matches_hf() {
     );
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("it.json");
-    let img = fixture().join(c["image"].as_str().unwrap());
+    let img = janus_dir().join(c["image"].as_str().unwrap());
     let o = any2any(
         dir.path(),
         "generate",
@@ -481,7 +429,7 @@ fn prompt_and_raw_ids_conflict() {
 
 #[test]
 fn logits_of_text_prompt_match_hf() {
-    let p = parity();
+    let p = parity("janus-tiny");
     let c = &p["text_logits"];
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("l.npy");
@@ -505,11 +453,11 @@ fn logits_of_text_prompt_match_hf() {
 
 #[test]
 fn logits_of_image_prompt_match_hf() {
-    let p = parity();
+    let p = parity("janus-tiny");
     let c = &p["image_logits"];
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("li.npy");
-    let img = fixture().join(c["image"].as_str().unwrap());
+    let img = janus_dir().join(c["image"].as_str().unwrap());
     let o = any2any(
         dir.path(),
         "logits",
@@ -531,7 +479,7 @@ fn logits_of_image_prompt_match_hf() {
 
 #[test]
 fn decode_codes_matches_hf_pixels() {
-    let p = parity();
+    let p = parity("janus-tiny");
     let c = &p["decode"];
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d.png");

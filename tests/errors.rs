@@ -2,27 +2,25 @@
 //! (nor a `.partial` temporary) left behind. Library API where that is natural, the CLI where the
 //! contract is about the CLI. Corruptions are made on a copy of tests/fixtures/janus-tiny.
 
+mod common;
 use any2any::{
     CancelToken, Error, GenerationParams, Hooks, ImageInput, LoadOptions, Modality, Pipeline,
     Request,
 };
+use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tempfile::TempDir;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/janus-tiny")
-}
-
 fn image_path() -> PathBuf {
-    fixture().join("image.png")
+    janus_dir().join("image.png")
 }
 
 /// A writable copy of the fixture checkpoint.
 fn fixture_copy() -> TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(fixture()).unwrap() {
+    for e in std::fs::read_dir(janus_dir()).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
     }
@@ -49,7 +47,7 @@ fn load_err(dir: &Path) -> Error {
 }
 
 fn pipe() -> Pipeline {
-    load(&fixture()).expect("load the tiny Janus fixture")
+    load(&janus_dir()).expect("load the tiny Janus fixture")
 }
 
 fn greedy_text(n: usize) -> GenerationParams {
@@ -58,10 +56,6 @@ fn greedy_text(n: usize) -> GenerationParams {
         max_new_tokens: Some(n),
         ..Default::default()
     }
-}
-
-fn csv(ids: &[u32]) -> String {
-    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// `[1, 7, 36, 4, 6 ×16, 5, 37, 8]`: one image's placeholder run (the parity image prompt).
@@ -82,19 +76,10 @@ fn run(cwd: &Path, args: &[&str]) -> Output {
 
 /// Runs a subcommand against the fixture model.
 fn run_model(cwd: &Path, sub: &str, args: &[&str]) -> Output {
-    let model = fixture();
+    let model = janus_dir();
     let mut full = vec![sub, "--model", model.to_str().unwrap()];
     full.extend_from_slice(args);
     run(cwd, &full)
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Exit status 1 (an error, not a panic's 101 nor a usage error's 2), an `error:` line containing

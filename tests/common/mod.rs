@@ -77,3 +77,18 @@ pub fn check_masked_logits(got: &[f32], want: &[f32]) {
     }
     assert!(d <= 1e-4, "max abs diff {d}");
 }
+
+/// Comma-separated ids, as `--raw-ids` takes them.
+pub fn csv(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The names in a directory, sorted.
+pub fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
