@@ -156,3 +156,39 @@ fn chameleon_image_prompts_share_one_batched_loop() {
         ]
     );
 }
+
+#[test]
+fn emu3_outputs_of_one_request_are_independent_rows_of_one_batch() {
+    // Two guided images of one request run as one batch ([cond, cond, neg, neg] rows). Each step draws
+    // one uniform per image in order, so image r of the batch must equal a lone run fed the
+    // uniforms r, r+2, r+4, …: the rows never leak into each other.
+    use any2any::ReplayNoise;
+    let p = parity("emu3-tiny");
+    let pipe = any2any::Pipeline::load(
+        fixture_dir("emu3-tiny").to_str().unwrap(),
+        any2any::LoadOptions::default(),
+    )
+    .unwrap();
+    let c = &p["image_gen_sampled"];
+    let params = GenerationParams {
+        temperature: Some(1.0),
+        top_k: Some(8),
+        cfg: Some(3.0),
+        ..Default::default()
+    };
+    let req = |n| raw(&u32s(&c["input_ids"]), Modality::Image, &params).num_outputs(n);
+    // 2 rows × 11 steps (2 × (3 + 1) + 3) of uniforms.
+    let u: Vec<f32> = (0..22)
+        .map(|i| ((i as f32 * 0.618_034) + 0.1) % 1.0)
+        .collect();
+    let mut hooks = Hooks::new().noise(ReplayNoise::uniforms(u.clone()));
+    let both = pipe.generate_batch(&[req(2)], &mut hooks).unwrap();
+    assert_eq!(both.len(), 2);
+    for r in 0..2 {
+        let mine: Vec<f32> = u.iter().skip(r).step_by(2).copied().collect();
+        let mut hooks = Hooks::new().noise(ReplayNoise::uniforms(mine));
+        let alone = pipe.generate_batch(&[req(1)], &mut hooks).unwrap();
+        assert_eq!(codes(&both[r]), codes(&alone[0]), "image {r}");
+    }
+    assert_ne!(codes(&both[0]), codes(&both[1]));
+}

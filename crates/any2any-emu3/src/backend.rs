@@ -350,20 +350,20 @@ impl Emu3Backend {
             });
         }
         let mut noise = hooks.take_noise(p.seed);
+        // Every output of the request is one image of one batched loop.
+        let t0 = Instant::now();
+        let n_steps = gh * (gw + 1) + 3;
+        let neg_stream = pipe.guidance.as_ref().map(|_| neg.as_slice());
+        let pairs = vec![(cond.as_slice(), neg_stream); req.num_outputs];
+        let toks =
+            self.model
+                .generate_images(&pairs, (gh, gw), &pipe, noise.as_mut(), &mut |i, n| {
+                    hooks.step("image tokens", i, n)
+                })?;
+        hooks.step("image tokens", n_steps, n_steps)?;
+        let decode_s = t0.elapsed().as_secs_f64();
         let mut outs = Vec::with_capacity(req.num_outputs);
-        for _ in 0..req.num_outputs {
-            let t0 = Instant::now();
-            let n_steps = gh * (gw + 1) + 3;
-            let toks = self.model.generate_image(
-                &cond,
-                pipe.guidance.as_ref().map(|_| neg.as_slice()),
-                (gh, gw),
-                &pipe,
-                noise.as_mut(),
-                &mut |i, n| hooks.step("image tokens", i, n),
-            )?;
-            hooks.step("image tokens", n_steps, n_steps)?;
-            let decode_s = t0.elapsed().as_secs_f64();
+        for toks in toks {
             let t1 = Instant::now();
             let image = self.decode_codes(&toks.codes, gh, gw)?;
             let image_decode_s = t1.elapsed().as_secs_f64();

@@ -191,25 +191,45 @@ impl Emu3Model {
         &self,
         prompt: &[u32],
         negative: Option<&[u32]>,
-        (h, w): (usize, usize),
+        grid: (usize, usize),
         pipe: &LogitsPipeline,
         noise: &mut dyn NoiseSource,
         on_step: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<ImageTokens> {
+        self.generate_images(&[(prompt, negative)], grid, pipe, noise, on_step)?
+            .pop()
+            .ok_or_else(|| Error::invalid("prompt", "no image was generated"))
+    }
+
+    /// [`Self::generate_image`] for several (prompt, negative prompt) pairs in one batch: the
+    /// rows are stacked stream-major (`[cond…; negative…]`, left-padded, each with its own
+    /// positions), the row-layout grammar is the same for all, each step draws one uniform per
+    /// image in order, and the drawn ids stay on the device until the end.
+    pub fn generate_images(
+        &self,
+        pairs: &[(&[u32], Option<&[u32]>)],
+        (h, w): (usize, usize),
+        pipe: &LogitsPipeline,
+        noise: &mut dyn NoiseSource,
+        on_step: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<Vec<ImageTokens>> {
         let dev = self.decoder.device();
         let schedule = self.vocab.image_schedule(h, w);
         let streams = pipe.streams();
-        let prompts: Vec<&[u32]> = match (streams, negative) {
-            (1, _) => vec![prompt],
-            (2, Some(n)) => vec![prompt, n],
-            (2, None) => vec![prompt, &prompt[..0]],
-            (s, _) => {
-                return Err(Error::invalid(
-                    "cfg",
-                    format!("Emu3 uses two guidance streams, not {s}"),
-                ))
-            }
-        };
+        if streams > 2 {
+            return Err(Error::invalid(
+                "cfg",
+                format!("Emu3 uses two guidance streams, not {streams}"),
+            ));
+        }
+        let b = pairs.len();
+        let mut prompts: Vec<&[u32]> = pairs.iter().map(|p| p.0).collect();
+        if streams == 2 {
+            prompts.extend(pairs.iter().map(|p| p.1.unwrap_or(&p.0[..0])));
+        }
+        if b == 0 {
+            return Ok(Vec::new());
+        }
         if prompts.iter().any(|p| p.is_empty()) {
             return Err(Error::invalid(
                 "prompt",
@@ -228,26 +248,33 @@ impl Emu3Model {
         let rows = prompts.len();
         let mut cache = self.decoder.new_cache(rows, max + schedule.len())?;
         let mut ids = Tensor::from_vec(flat, (rows, max), dev)?;
-        let mut new_ids = Vec::with_capacity(schedule.len());
+        let mut drawn = Vec::with_capacity(schedule.len());
         for (i, &slot) in schedule.iter().enumerate() {
             on_step(i, schedule.len())?;
             let logits = self.step(&ids, &layout, &mut cache)?;
             let mask = self.slot_mask(slot)?;
-            let next = pipe.sample(&logits, Some(&mask), noise)?.to_vec1::<u32>()?[0];
-            new_ids.push(next);
-            ids = Tensor::from_vec(vec![next; rows], (rows, 1), dev)?;
+            // [B] ids, fed to both streams of their image.
+            let next = pipe.sample(&logits, Some(&mask), noise)?;
+            ids = Tensor::cat(&vec![&next; streams], 0)?.unsqueeze(1)?;
+            drawn.push(next);
         }
-        let codes = new_ids
-            .iter()
-            .zip(&schedule)
-            .filter(|(_, s)| **s == Slot::Visual)
-            .map(|(&id, _)| {
-                self.vocab
-                    .id_to_code(id)
-                    .ok_or_else(|| Error::invalid("vq", format!("id {id} is not a visual token")))
+        let per_image = Tensor::stack(&drawn, 0)?.t()?.to_vec2::<u32>()?;
+        per_image
+            .into_iter()
+            .map(|new_ids| {
+                let codes = new_ids
+                    .iter()
+                    .zip(&schedule)
+                    .filter(|(_, s)| **s == Slot::Visual)
+                    .map(|(&id, _)| {
+                        self.vocab.id_to_code(id).ok_or_else(|| {
+                            Error::invalid("vq", format!("id {id} is not a visual token"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(ImageTokens { new_ids, codes })
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ImageTokens { new_ids, codes })
+            .collect()
     }
 
     /// Codes `[h·w]` → pixels `[1, 3, h·f, w·f]` in about `[-1, 1]`.
