@@ -192,3 +192,35 @@ fn emu3_outputs_of_one_request_are_independent_rows_of_one_batch() {
     }
     assert_ne!(codes(&both[0]), codes(&both[1]));
 }
+
+#[test]
+fn chameleon_sampled_images_of_a_batch_equal_lone_runs_with_their_own_uniforms() {
+    use any2any::ReplayNoise;
+    let p = parity("chameleon-tiny");
+    let pipe = load_chameleon();
+    let params = GenerationParams {
+        temperature: Some(1.0),
+        max_new_tokens: Some(4),
+        ..Default::default()
+    };
+    let req = |n| {
+        raw(
+            &u32s(&p["image_gen_greedy_edit"]["prompt_ids"]),
+            Modality::Image,
+            &params,
+        )
+        .num_outputs(n)
+    };
+    let u: Vec<f32> = (0..8)
+        .map(|i| ((i as f32 * 0.618_034) + 0.05) % 1.0)
+        .collect();
+    let mut hooks = Hooks::new().noise(ReplayNoise::uniforms(u.clone()));
+    let both = pipe.generate_batch(&[req(2)], &mut hooks).unwrap();
+    for (r, img) in both.iter().enumerate() {
+        let mine: Vec<f32> = u.iter().skip(r).step_by(2).copied().collect();
+        let mut hooks = Hooks::new().noise(ReplayNoise::uniforms(mine));
+        let alone = pipe.generate_batch(&[req(1)], &mut hooks).unwrap();
+        assert_eq!(codes(img), codes(&alone[0]), "image {r}");
+    }
+    assert_ne!(codes(&both[0]), codes(&both[1]));
+}
