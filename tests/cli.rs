@@ -71,54 +71,6 @@ fn png(p: &Path) -> image::RgbImage {
         .to_rgb8()
 }
 
-/// Parses a little-endian float32 .npy file (format versions 1–3): returns (shape, values).
-fn read_npy_f32(p: &Path) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    assert_eq!(&b[..6], b"\x93NUMPY", "bad .npy magic");
-    let (header_len, start) = match b[6] {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-        2 | 3 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-        v => panic!("unknown .npy version {v}"),
-    };
-    assert!(
-        (start + header_len).is_multiple_of(16),
-        ".npy data must start 16-byte aligned"
-    );
-    let header = std::str::from_utf8(&b[start..start + header_len]).expect("ascii header");
-    assert!(
-        header.ends_with('\n'),
-        "header must end with a newline: {header:?}"
-    );
-    let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(
-        compact.contains("'descr':'<f4'"),
-        "not little-endian float32: {header}"
-    );
-    assert!(
-        compact.contains("'fortran_order':False"),
-        "fortran order: {header}"
-    );
-    let shape_at = compact.find("'shape':(").expect("shape key") + "'shape':(".len();
-    let shape_str = &compact[shape_at..shape_at + compact[shape_at..].find(')').unwrap()];
-    let shape: Vec<usize> = shape_str
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("shape dim"))
-        .collect();
-    let data = &b[start + header_len..];
-    let n: usize = shape.iter().product();
-    assert_eq!(
-        data.len(),
-        4 * n,
-        "data length does not match shape {shape:?}"
-    );
-    let vals = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (shape, vals)
-}
-
 /// Every channel of `img` within 1 of the HWC row-major reference pixels.
 #[track_caller]
 fn assert_pixels_close(img: &image::RgbImage, want: &[f32]) {
