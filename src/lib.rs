@@ -22,6 +22,7 @@ pub fn families() -> &'static [Family] {
             matches: any2any_janus::matches,
             load: any2any_janus::load,
             resolve_dir: None,
+            hub_files: &[],
         },
         Family {
             name: "chameleon",
@@ -29,18 +30,21 @@ pub fn families() -> &'static [Family] {
             load: any2any_chameleon::load,
             // Meta's original Chameleon / Anole release: models/7b/consolidated.pth + tokenizer/
             resolve_dir: Some(any2any_chameleon::original::resolve_dir),
+            hub_files: any2any_chameleon::original::HUB_FILES,
         },
         Family {
             name: "emu3",
             matches: any2any_emu3::matches,
             load: any2any_emu3::load,
             resolve_dir: None,
+            hub_files: &[],
         },
         Family {
             name: "showo",
             matches: any2any_showo::matches,
             load: any2any_showo::load,
             resolve_dir: None,
+            hub_files: &[],
         },
     ];
     FAMILIES
@@ -88,7 +92,33 @@ impl Pipeline {
                 }
             }
         }
-        let files = ModelFiles::resolve(model, &opts)?;
+        let files = match ModelFiles::resolve(model, &opts) {
+            // A hub repository without config.json may hold a family's own layout.
+            Err(Error::MissingFile { what, .. }) if what == "config.json" && !dir.exists() => {
+                for fam in families() {
+                    let (Some(resolve), false) = (fam.resolve_dir, fam.hub_files.is_empty()) else {
+                        continue;
+                    };
+                    if let Some(root) = ModelFiles::fetch_hub_tree(model, &opts, fam.hub_files)? {
+                        if let Some(mut files) = resolve(&root)? {
+                            files.name = model.to_string();
+                            let backend = (fam.load)(&files, &opts)?;
+                            return Ok(Self {
+                                backend,
+                                family: fam.name,
+                                files,
+                            });
+                        }
+                    }
+                }
+                return Err(Error::MissingFile {
+                    dir: format!("hub:{model}"),
+                    what: "config.json".into(),
+                    looked_for: "config.json".into(),
+                });
+            }
+            other => other?,
+        };
         let cfg = files.config_json()?;
         let fam = families()
             .iter()

@@ -84,6 +84,16 @@ pub fn weights_file(model_dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The files of a hub repository in the original layout (GAIR/Anole-7b-v0.1), fetched before
+/// [`resolve_dir`] runs on the snapshot.
+pub const HUB_FILES: &[&str] = &[
+    "models/7b/params.json",
+    "models/7b/consolidated.pth",
+    "tokenizer/text_tokenizer.json",
+    "tokenizer/vqgan.yaml",
+    "tokenizer/vqgan.ckpt",
+];
+
 /// Family hook: recognises `<root>` (with `models/<size>/` and `tokenizer/`) or `<root>/models/<size>`
 /// (with `../../tokenizer/`). `Ok(None)` when `dir` has nothing of that layout.
 pub fn resolve_dir(dir: &Path) -> Result<Option<ModelFiles>> {

@@ -127,6 +127,9 @@ pub struct Family {
     /// then names that layout's config file) when it does, and an error naming what is missing
     /// when it looks like it but is incomplete.
     pub resolve_dir: Option<ResolveDir>,
+    /// For a hub repository in that layout (no config.json): the files to fetch, relative to the
+    /// repository root, before `resolve_dir` runs on the local snapshot.
+    pub hub_files: &'static [&'static str],
 }
 
 /// See [`Family::resolve_dir`].

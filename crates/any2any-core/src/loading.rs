@@ -193,31 +193,39 @@ impl ModelFiles {
     }
 
     /// Downloads (or finds in the HF cache) the files of a hub repository.
-    pub fn from_hub(id: &str, opts: &LoadOptions) -> Result<Self> {
-        let offline = opts.offline
-            || std::env::var("HF_HUB_OFFLINE")
-                .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-        let revision = opts.revision.clone().unwrap_or_else(|| "main".into());
-        let repo = hf_hub::Repo::with_revision(id.to_string(), hf_hub::RepoType::Model, revision);
-        let fetch: Box<Fetch<'_>> = if offline {
-            let cache = hf_hub::Cache::from_env().repo(repo);
-            Box::new(move |f: &str| Ok(cache.get(f)))
-        } else {
-            let api = hf_hub::api::sync::ApiBuilder::from_env()
-                .with_progress(true)
-                .build()
-                .map_err(|e| Error::Hub(format!("{id}: {e}")))?
-                .repo(repo);
-            Box::new(move |f: &str| match api.get(f) {
-                Ok(p) => Ok(Some(p)),
-                Err(hf_hub::api::sync::ApiError::RequestError(e))
-                    if e.to_string().contains("404") =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(Error::Hub(format!("{id}/{f}: {e}"))),
-            })
+    /// Fetches the files of a repository that has no config.json, at the given relative paths
+    /// (a family's own layout, e.g. `models/7b/params.json`), and returns the local snapshot
+    /// directory that holds them as the repository does. `Ok(None)` when the first file does
+    /// not exist there; a missing later file is an error naming it.
+    pub fn fetch_hub_tree(id: &str, opts: &LoadOptions, paths: &[&str]) -> Result<Option<PathBuf>> {
+        let (fetch, offline) = hub_fetcher(id, opts)?;
+        let Some(first) = paths.first() else {
+            return Ok(None);
         };
+        let Some(p) = fetch(first)? else {
+            return Ok(None);
+        };
+        for f in &paths[1..] {
+            fetch(f)?.ok_or_else(|| Error::MissingFile {
+                dir: format!("hub:{id}{}", if offline { " (offline cache)" } else { "" }),
+                what: (*f).into(),
+                looked_for: (*f).into(),
+            })?;
+        }
+        // The snapshot root: strip the first path's components.
+        let depth = Path::new(first).components().count();
+        let mut root = p;
+        for _ in 0..depth {
+            root = root
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+        }
+        Ok(Some(root))
+    }
+
+    pub fn from_hub(id: &str, opts: &LoadOptions) -> Result<Self> {
+        let (fetch, offline) = hub_fetcher(id, opts)?;
         let need = |f: &str| -> Result<PathBuf> {
             fetch(f)?.ok_or_else(|| Error::MissingFile {
                 dir: format!("hub:{id}{}", if offline { " (offline cache)" } else { "" }),
@@ -304,6 +312,35 @@ impl ModelFiles {
 }
 
 /// Looks a file up in a hub repository (`None` when the repository has no such file).
+/// A file getter for a hub repository: the HF cache only when offline (`--offline` or
+/// `HF_HUB_OFFLINE`), else hf-hub downloads into it; `Ok(None)` for a file the repo lacks.
+fn hub_fetcher(id: &str, opts: &LoadOptions) -> Result<(Box<Fetch<'static>>, bool)> {
+    let offline = opts.offline
+        || std::env::var("HF_HUB_OFFLINE")
+            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let revision = opts.revision.clone().unwrap_or_else(|| "main".into());
+    let repo = hf_hub::Repo::with_revision(id.to_string(), hf_hub::RepoType::Model, revision);
+    let fetch: Box<Fetch<'static>> = if offline {
+        let cache = hf_hub::Cache::from_env().repo(repo);
+        Box::new(move |f: &str| Ok(cache.get(f)))
+    } else {
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_progress(true)
+            .build()
+            .map_err(|e| Error::Hub(format!("{id}: {e}")))?
+            .repo(repo);
+        let id = id.to_string();
+        Box::new(move |f: &str| match api.get(f) {
+            Ok(p) => Ok(Some(p)),
+            Err(hf_hub::api::sync::ApiError::RequestError(e)) if e.to_string().contains("404") => {
+                Ok(None)
+            }
+            Err(e) => Err(Error::Hub(format!("{id}/{f}: {e}"))),
+        })
+    };
+    Ok((fetch, offline))
+}
+
 type Fetch<'a> = dyn Fn(&str) -> Result<Option<PathBuf>> + 'a;
 
 /// Reads and parses a JSON file, naming it in errors.
