@@ -10,9 +10,12 @@
 //! `LLMImageStartTriggeredUnbatchedClassifierFreeGuidanceLogitsProcessor`). Image tokens use
 //! their own top-k (default 2000), text tokens another (default 10); temperature 1.
 
-use super::{piece_ids, ChameleonBackend, Stream};
+use super::{piece_ids, ChameleonBackend};
+use any2any_core::backbone::{ForwardArgs, MaskKind, RowLayout};
 use any2any_core::backend::Backend;
 use any2any_core::candle_core::Tensor;
+use any2any_core::candle_core::{DType, Module};
+use any2any_core::kv_cache::KvCache;
 use any2any_core::noise::NoiseSource;
 use any2any_core::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
 use any2any_core::{
@@ -145,8 +148,19 @@ struct OpenImage {
     boi: usize,
     /// Code grid (rows, cols) once both size tokens exist.
     grid: Option<(usize, usize)>,
-    /// The unconditional stream (started when the grid is known) and its last logits.
-    uncond: Option<(Stream, Tensor)>,
+    /// Conditional and unconditional streams as one two-row batch, from the moment the grid is
+    /// known (guided images only).
+    pair: Option<GuidedPair>,
+}
+
+/// The two streams of a guided image in one batch: row 0 the whole sequence, row 1 the
+/// unconditional context from the image's BOI, left-padded with its own positions from 0, so
+/// each image step is one forward of two rows.
+struct GuidedPair {
+    cache: KvCache,
+    layout: RowLayout,
+    /// `[2, V]` f32 logits of the last position (conditional; unconditional).
+    logits: Tensor,
 }
 
 /// `generate_crop_size_list`: every `(w, h)` patch grid with `w·h ≤ n` patches and an aspect
@@ -411,6 +425,60 @@ impl ChameleonBackend {
         })
     }
 
+    /// Prefills the two streams of a guided image; `room` tokens may follow.
+    fn pair_prefill(&self, cond: &[u32], uncond: &[u32], room: usize) -> Result<GuidedPair> {
+        let lens = [cond.len(), uncond.len()];
+        let max = cond.len().max(uncond.len());
+        let layout = RowLayout::left_padded(&lens);
+        let pad = self.cfg.vocab.ids.bos;
+        let mut flat = Vec::with_capacity(2 * max);
+        for r in [cond, uncond] {
+            flat.extend(std::iter::repeat_n(pad, max - r.len()));
+            flat.extend_from_slice(r);
+        }
+        let mut cache = self.decoder.new_cache(2, max + room)?;
+        let x = self
+            .decoder
+            .embed(&Tensor::from_vec(flat, (2, max), self.device())?)?;
+        let h = self.decoder.forward(
+            &x,
+            ForwardArgs {
+                layout: &layout,
+                mask: &MaskKind::Causal,
+            },
+            &mut cache,
+        )?;
+        let logits = self.text_logits(
+            &self
+                .lm_head
+                .forward(&h.narrow(1, max - 1, 1)?.squeeze(1)?)?
+                .to_dtype(DType::F32)?,
+        )?;
+        Ok(GuidedPair {
+            cache,
+            layout,
+            logits,
+        })
+    }
+
+    /// Feeds `id` to both streams of a guided image.
+    fn pair_step(&self, p: &mut GuidedPair, id: u32) -> Result<()> {
+        let x = self
+            .decoder
+            .embed(&Tensor::from_vec(vec![id; 2], (2, 1), self.device())?)?;
+        let h = self.decoder.forward(
+            &x,
+            ForwardArgs {
+                layout: &p.layout,
+                mask: &MaskKind::Causal,
+            },
+            &mut p.cache,
+        )?;
+        p.logits =
+            self.text_logits(&self.lm_head.forward(&h.squeeze(1)?)?.to_dtype(DType::F32)?)?;
+        Ok(())
+    }
+
     /// One output of a Lumina request: the free-running loop over text and images.
     pub(super) fn generate_lumina(
         &self,
@@ -434,7 +502,7 @@ impl ChameleonBackend {
                     open = Some(OpenImage {
                         boi: i,
                         grid: None,
-                        uncond: None,
+                        pair: None,
                     });
                 }
             } else if id == s.eoi {
@@ -522,17 +590,13 @@ impl ChameleonBackend {
                         &self.image_only
                     };
                     if guided_pipe.guidance.is_some() {
-                        if o.uncond.is_none() {
-                            let ctx_ids = &seq[o.boi..];
-                            let mut u = self.new_stream(ctx_ids.len() + max_new - steps)?;
-                            let ul = self.feed(&mut u, ctx_ids)?;
-                            o.uncond = Some((u, ul));
-                        }
-                        let ul = o.uncond.as_ref().map(|(_, l)| l).ok_or_else(|| {
-                            Error::invalid("cfg", "the unconditional stream is missing")
-                        })?;
-                        let rows = Tensor::cat(&[&logits, ul], 0)?;
-                        guided_pipe.sample(&rows, Some(allowed), noise)?
+                        let pair = match o.pair.take() {
+                            Some(p) => p,
+                            None => self.pair_prefill(&seq, &seq[o.boi..], max_new - steps)?,
+                        };
+                        let next = guided_pipe.sample(&pair.logits, Some(allowed), noise)?;
+                        o.pair = Some(pair);
+                        next
                     } else {
                         guided_pipe.sample(&logits, Some(allowed), noise)?
                     }
@@ -552,7 +616,7 @@ impl ChameleonBackend {
                     open = Some(OpenImage {
                         boi: seq.len() - 1,
                         grid: None,
-                        uncond: None,
+                        pair: None,
                     });
                 }
                 None => text.push(id),
@@ -567,14 +631,27 @@ impl ChameleonBackend {
                     if req.want == Modality::Image {
                         break;
                     }
+                    if o.pair.is_some() && steps < max_new {
+                        // The single stream stopped at the image's size tokens: prefill it
+                        // again with everything so far and go on with text.
+                        st = self.new_stream(seq.len() + max_new - steps)?;
+                        logits = self.text_logits(&self.feed(&mut st, &seq)?)?;
+                        continue;
+                    }
                 }
                 Some(mut o) => {
-                    if let Some((u, ul)) = o.uncond.as_mut() {
-                        if steps < max_new {
-                            *ul = self.feed(u, &[id])?;
+                    let paired = match o.pair.as_mut() {
+                        Some(p) if steps < max_new => {
+                            self.pair_step(p, id)?;
+                            true
                         }
-                    }
+                        Some(_) => true,
+                        None => false,
+                    };
                     open = Some(o);
+                    if paired {
+                        continue;
+                    }
                 }
             }
             if steps < max_new {
