@@ -224,3 +224,64 @@ fn chameleon_sampled_images_of_a_batch_equal_lone_runs_with_their_own_uniforms()
     }
     assert_ne!(codes(&both[0]), codes(&both[1]));
 }
+
+fn segment_ids(o: &any2any::Output) -> Vec<Vec<u32>> {
+    o.segments
+        .iter()
+        .map(|s| match s {
+            Generated::Text { ids, .. } => ids.clone(),
+            Generated::Image { codes, .. } => codes.clone().unwrap(),
+        })
+        .collect()
+}
+
+#[test]
+fn chameleon_text_requests_share_one_batch_and_match_lone_runs() {
+    // Three prompts of different lengths, one of which opens an image (it leaves the batch at
+    // BOI and goes on alone: text, image, text): greedy and sampled, each output equals the
+    // request run alone (every request draws from its own source).
+    let p = parity("chameleon-tiny");
+    let pipe = load_chameleon();
+    let prompts = [
+        u32s(&p["text_greedy"]["input_ids"]),
+        vec![0u32, 63, 51],
+        vec![0u32, 30, 31, 32, 40],
+    ];
+    for params in [
+        GenerationParams {
+            temperature: Some(0.0),
+            max_new_tokens: Some(20),
+            ..Default::default()
+        },
+        GenerationParams {
+            temperature: Some(0.9),
+            top_k: Some(20),
+            max_new_tokens: Some(20),
+            seed: 5,
+            ..Default::default()
+        },
+    ] {
+        let reqs: Vec<Request> = prompts
+            .iter()
+            .map(|q| raw(q, Modality::Text, &params))
+            .collect();
+        let batched = pipe.generate_batch(&reqs, &mut Hooks::new()).unwrap();
+        assert_eq!(batched.len(), 3);
+        for (r, req) in reqs.iter().enumerate() {
+            let alone = pipe.generate(req.clone()).unwrap();
+            assert_eq!(
+                segment_ids(&batched[r]),
+                segment_ids(&alone),
+                "request {r}, {params:?}"
+            );
+        }
+        if params.temperature == Some(0.0) {
+            // the interleaved one really went through the image loop
+            assert_eq!(batched[1].segments.len(), 3);
+            assert_eq!(
+                u32s(&p["text_greedy"]["new_ids"]),
+                segment_ids(&batched[0])[0][..u32s(&p["text_greedy"]["new_ids"]).len()]
+            );
+        }
+    }
+}

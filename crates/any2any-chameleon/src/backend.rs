@@ -573,9 +573,13 @@ impl ChameleonBackend {
             }
             prompts.extend(std::iter::repeat_n(prompt, r.num_outputs));
         }
-        let mut noise = hooks.take_noise(p.seed);
+        let parts: Vec<(u64, usize)> = reqs
+            .iter()
+            .map(|r| (r.params.seed, r.num_outputs))
+            .collect();
+        let mut noise = hooks.batch_noise(&parts);
         let n = grid.0 * grid.1;
-        let ids = self.generate_image_ids_batch(&prompts, n, p, noise.as_mut(), hooks)?;
+        let ids = self.generate_image_ids_batch(&prompts, n, p, &mut noise, hooks)?;
         let decode_s = t0.elapsed().as_secs_f64();
         ids.iter()
             .map(|out| {
@@ -593,6 +597,191 @@ impl ChameleonBackend {
                 })
             })
             .collect()
+    }
+
+    /// Text for requests that share their parameters: every output is a row of one left-padded
+    /// batch (each row its own positions, one uniform per row per step in row order). A row
+    /// that opens an image (the model writes BOI) leaves the batch there and goes on alone
+    /// through the interleaved loop (the image, then text) with the rest of its budget. Groups
+    /// the batch cannot hold (a prompt ending in BOI, a context too short for the padded rows)
+    /// run one output at a time.
+    fn generate_texts(&self, reqs: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        let t0 = Instant::now();
+        let Some(first) = reqs.first() else {
+            return Ok(Vec::new());
+        };
+        let p = &first.params;
+        let s = self.cfg.vocab.ids;
+        let ctx = self.cfg.backbone.max_position_embeddings;
+        let parts: Vec<(u64, usize)> = reqs
+            .iter()
+            .map(|r| (r.params.seed, r.num_outputs))
+            .collect();
+        let mut noise = hooks.batch_noise(&parts);
+        let mut prompts = Vec::new();
+        for r in reqs {
+            let (ids, images) = self.render(r)?;
+            let prompt = self.effective_ids(&ids, &images, r.raw)?;
+            prompts.extend(std::iter::repeat_n(prompt, r.num_outputs));
+        }
+        let budget = |len: usize| match p.max_new_tokens {
+            Some(n) => n,
+            None => self
+                .gen
+                .max_new_tokens
+                .unwrap_or(DEFAULT_MAX_NEW_TOKENS)
+                .min(ctx.saturating_sub(len)),
+        };
+        let budgets: Vec<usize> = prompts.iter().map(|q| budget(q.len())).collect();
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let most = budgets.iter().copied().max().unwrap_or(0);
+        let batchable = prompts.len() > 1
+            && longest + most <= ctx
+            && prompts.iter().all(|q| q.last() != Some(&s.boi))
+            && budgets.iter().all(|&b| b > 0);
+        if !batchable {
+            let mut out = Vec::new();
+            let mut row = 0;
+            for r in reqs {
+                for _ in 0..r.num_outputs {
+                    let src = noise
+                        .part_of_row(row)
+                        .ok_or_else(|| Error::invalid("noise", "no source for a row"))?;
+                    out.push(self.generate_one(r, src, hooks)?);
+                    row += 1;
+                }
+            }
+            return Ok(out);
+        }
+        let sampling = SamplingParams {
+            temperature: p.temperature.unwrap_or(0.0),
+            top_k: p.top_k,
+            top_p: p.top_p,
+        };
+        let pipe = LogitsPipeline::new(None, sampling);
+        let b = prompts.len();
+        let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        let layout = RowLayout::left_padded(&lens);
+        let mut flat = Vec::with_capacity(b * longest);
+        for q in &prompts {
+            flat.extend(std::iter::repeat_n(s.bos, longest - q.len()));
+            flat.extend_from_slice(q);
+        }
+        let args = ForwardArgs {
+            layout: &layout,
+            mask: &MaskKind::Causal,
+        };
+        let mut cache = self.decoder.new_cache(b, longest + most)?;
+        let x = self
+            .decoder
+            .embed(&Tensor::from_vec(flat, (b, longest), self.device())?)?;
+        let h = self.decoder.forward(&x, args, &mut cache)?;
+        let mut logits = self.text_logits(
+            &self
+                .lm_head
+                .forward(&h.narrow(1, longest - 1, 1)?.squeeze(1)?)?
+                .to_dtype(DType::F32)?,
+        )?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let mut new: Vec<Vec<u32>> = vec![Vec::new(); b];
+        // Why a row stopped: still running, done, or opened an image.
+        let mut done = vec![false; b];
+        let mut opened = vec![false; b];
+        for step in 0..most {
+            hooks.step("text tokens", step, most)?;
+            // Only the rows still running draw (a finished row's source stays where a lone run
+            // leaves it); finished rows are fed their last id and ignored.
+            let live: Vec<u32> = (0..b as u32).filter(|&r| !done[r as usize]).collect();
+            let live_logits = if live.len() == b {
+                logits.clone()
+            } else {
+                logits.index_select(&Tensor::new(live.as_slice(), self.device())?, 0)?
+            };
+            let drawn = pipe
+                .sample(&live_logits, None, &mut noise)?
+                .to_vec1::<u32>()?;
+            let mut ids: Vec<u32> = new
+                .iter()
+                .map(|n| n.last().copied().unwrap_or(s.bos))
+                .collect();
+            for (&r, &id) in live.iter().zip(&drawn) {
+                let r = r as usize;
+                ids[r] = id;
+                new[r].push(id);
+                if id == s.boi {
+                    opened[r] = true;
+                }
+                if id == s.eos || id == s.boi || new[r].len() == budgets[r] {
+                    done[r] = true;
+                    noise.retire(r);
+                }
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            let x = self
+                .decoder
+                .embed(&Tensor::from_vec(ids, (b, 1), self.device())?)?;
+            let h = self.decoder.forward(&x, args, &mut cache)?;
+            logits =
+                self.text_logits(&self.lm_head.forward(&h.squeeze(1)?)?.to_dtype(DType::F32)?)?;
+        }
+        hooks.step("text tokens", most, most)?;
+        let decode_s = t0.elapsed().as_secs_f64() - prefill_s;
+        let mut out = Vec::with_capacity(b);
+        for (r, mut ids) in new.into_iter().enumerate() {
+            let steps = ids.len();
+            if !opened[r] {
+                out.push(Output {
+                    segments: vec![self.text_output(ids)?],
+                    timings: Timings {
+                        prefill_s,
+                        decode_s,
+                        steps,
+                        image_decode_s: 0.0,
+                        total_s: t0.elapsed().as_secs_f64(),
+                    },
+                });
+                continue;
+            }
+            // The row wrote BOI: the image and whatever text follows, alone.
+            let mut seq = prompts[r].clone();
+            seq.extend_from_slice(&ids);
+            ids.pop();
+            let mut segments = Vec::new();
+            if !ids.is_empty() {
+                segments.push(self.text_output(ids)?);
+            }
+            let left = budgets[r] - steps;
+            let src = noise
+                .part_of_row(r)
+                .ok_or_else(|| Error::invalid("noise", "no source for a row"))?;
+            let rest = if left == 0 {
+                let grid = self.default_grid();
+                let img = self.generate_image_ids(&seq, grid.0 * grid.1, p, src, hooks)?;
+                vec![self.image_output(&img, grid)?]
+            } else {
+                let cont = Request::new().raw_ids(seq).want(Modality::Text).params(
+                    any2any_core::GenerationParams {
+                        max_new_tokens: Some(left),
+                        ..p.clone()
+                    },
+                );
+                self.generate_one(&cont, src, hooks)?.segments
+            };
+            segments.extend(rest);
+            out.push(Output {
+                segments,
+                timings: Timings {
+                    prefill_s,
+                    decode_s,
+                    steps,
+                    image_decode_s: 0.0,
+                    total_s: t0.elapsed().as_secs_f64(),
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// One output of one request.
@@ -778,16 +967,19 @@ impl Backend for ChameleonBackend {
         let mut i = 0;
         while i < requests.len() {
             let r = &requests[i];
-            if r.want == Modality::Image && self.lumina.is_none() {
-                // Consecutive image requests with the same parameters share one batched loop.
+            if self.lumina.is_none() {
+                // Consecutive requests with the same output and parameters share one batch.
                 let mut j = i + 1;
                 while j < requests.len()
-                    && requests[j].want == Modality::Image
+                    && requests[j].want == r.want
                     && requests[j].params == r.params
                 {
                     j += 1;
                 }
-                out.extend(self.generate_images(&requests[i..j], hooks)?);
+                out.extend(match r.want {
+                    Modality::Image => self.generate_images(&requests[i..j], hooks)?,
+                    Modality::Text => self.generate_texts(&requests[i..j], hooks)?,
+                });
                 i = j;
                 continue;
             }

@@ -21,7 +21,7 @@ pub use backend::{Backend, Family, ModelInfo};
 pub use edit::{EditKind, Extend, ExtendDirection, ImageEdit};
 pub use error::{Error, Result};
 pub use loading::{LoadOptions, ModelFiles};
-pub use noise::{NoiseSource, ReplayNoise, SeededNoise};
+pub use noise::{NoiseSource, ReplayNoise, SeededNoise, StackedNoise};
 pub use progress::{CancelToken, Hooks, Progress};
 pub use request::{Generated, GenerationParams, Output, Request, Timings};
 pub use stream::{Direction, ImageInput, Modality, Segment};

@@ -92,6 +92,85 @@ impl NoiseSource for ReplayNoise {
     }
 }
 
+/// The noise of a batch whose rows come request by request: part `i` is request `i`'s own
+/// source with its `rows_i` rows. A draw for every live row (`uniform(live rows)`) takes one
+/// value per live row from each part in order, so every request draws exactly what it would
+/// alone, whatever else shares the batch. A row that is done is retired and draws nothing more.
+pub struct StackedNoise<'a> {
+    parts: Vec<(Box<dyn NoiseSource + 'a>, usize)>,
+    /// Per batch row: still drawing.
+    live: Vec<bool>,
+}
+
+impl<'a> StackedNoise<'a> {
+    pub fn new(parts: Vec<(Box<dyn NoiseSource + 'a>, usize)>) -> Self {
+        let rows = parts.iter().map(|p| p.1).sum();
+        Self {
+            parts,
+            live: vec![true; rows],
+        }
+    }
+
+    /// Rows still drawing.
+    pub fn rows(&self) -> usize {
+        self.live.iter().filter(|&&l| l).count()
+    }
+
+    /// Row `row` is done: later draws skip it.
+    pub fn retire(&mut self, row: usize) {
+        if let Some(l) = self.live.get_mut(row) {
+            *l = false;
+        }
+    }
+
+    /// The source of the request that owns batch row `row`.
+    pub fn part_of_row(&mut self, row: usize) -> Option<&mut (dyn NoiseSource + 'a)> {
+        let mut first = 0;
+        for (src, n) in self.parts.iter_mut() {
+            if row < first + *n {
+                return Some(src.as_mut());
+            }
+            first += *n;
+        }
+        None
+    }
+
+    fn draw(
+        &mut self,
+        n: usize,
+        what: &str,
+        f: impl Fn(&mut dyn NoiseSource, usize) -> Result<Vec<f32>>,
+    ) -> Result<Vec<f32>> {
+        let rows = self.rows();
+        if rows == 0 || !n.is_multiple_of(rows) {
+            return Err(Error::invalid(
+                "noise",
+                format!("{n} {what} values asked of a batch of {rows} live rows"),
+            ));
+        }
+        let per_row = n / rows;
+        let mut out = Vec::with_capacity(n);
+        let mut first = 0;
+        for (src, k) in self.parts.iter_mut() {
+            let live = self.live[first..first + *k].iter().filter(|&&l| l).count();
+            first += *k;
+            if live > 0 {
+                out.extend(f(src.as_mut(), live * per_row)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl NoiseSource for StackedNoise<'_> {
+    fn uniform(&mut self, n: usize) -> Result<Vec<f32>> {
+        self.draw(n, "uniform", |s, k| s.uniform(k))
+    }
+    fn normal(&mut self, n: usize) -> Result<Vec<f32>> {
+        self.draw(n, "normal", |s, k| s.normal(k))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +189,38 @@ mod tests {
             .unwrap()
             .iter()
             .all(|u| (0.0..1.0).contains(u)));
+    }
+
+    #[test]
+    fn stacked_parts_draw_what_they_would_alone() {
+        let mut st = StackedNoise::new(vec![
+            (Box::new(SeededNoise::new(1)) as Box<dyn NoiseSource>, 2),
+            (Box::new(ReplayNoise::uniforms(vec![0.5, 0.25])), 1),
+        ]);
+        let mut alone = SeededNoise::new(1);
+        let a = alone.uniform(2).unwrap();
+        let b = alone.uniform(2).unwrap();
+        assert_eq!(st.uniform(3).unwrap(), vec![a[0], a[1], 0.5]);
+        assert_eq!(st.uniform(3).unwrap(), vec![b[0], b[1], 0.25]);
+        assert!(st.uniform(3).is_err(), "the replay part is spent");
+        assert!(st.uniform(2).is_err(), "2 is not a draw per row of 3 rows");
+        assert!(st.part_of_row(2).is_some() && st.part_of_row(3).is_none());
+        // a retired row draws nothing more: its source stays where it was
+        let mut st = StackedNoise::new(vec![
+            (Box::new(SeededNoise::new(1)) as Box<dyn NoiseSource>, 1),
+            (Box::new(SeededNoise::new(2)), 1),
+        ]);
+        st.retire(0);
+        assert_eq!(st.rows(), 1);
+        assert_eq!(
+            st.uniform(1).unwrap(),
+            SeededNoise::new(2).uniform(1).unwrap()
+        );
+        let mut fresh = SeededNoise::new(1);
+        assert_eq!(
+            st.part_of_row(0).unwrap().uniform(1).unwrap(),
+            fresh.uniform(1).unwrap()
+        );
     }
 
     #[test]

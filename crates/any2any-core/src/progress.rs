@@ -81,4 +81,15 @@ impl<'a> Hooks<'a> {
             .take()
             .unwrap_or_else(|| Box::new(crate::noise::SeededNoise::new(seed)))
     }
+
+    /// The noise of a batch: one source per request (`(seed, rows)` in row order; the override,
+    /// if given, goes to the first), so each request draws what it would alone.
+    pub fn batch_noise(&mut self, parts: &[(u64, usize)]) -> crate::noise::StackedNoise<'a> {
+        crate::noise::StackedNoise::new(
+            parts
+                .iter()
+                .map(|&(seed, rows)| (self.take_noise(seed), rows))
+                .collect(),
+        )
+    }
 }

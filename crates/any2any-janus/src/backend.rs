@@ -332,7 +332,11 @@ impl JanusBackend {
         }
         let mut cache = self.model.decoder.new_cache(n_rows, len + max_new)?;
         let pipe = LogitsPipeline::new(None, self.sampling(p, Modality::Text));
-        let mut noise = hooks.take_noise(p.seed);
+        let parts: Vec<(u64, usize)> = reqs
+            .iter()
+            .map(|r| (r.params.seed, r.num_outputs))
+            .collect();
+        let mut noise = hooks.batch_noise(&parts);
         let args = ForwardArgs {
             layout: &layout,
             mask: &MaskKind::Causal,
@@ -349,7 +353,7 @@ impl JanusBackend {
         let mut steps = 0;
         for step in 0..max_new {
             hooks.step("text tokens", step, max_new)?;
-            let next = pipe.sample(&logits, None, noise.as_mut())?;
+            let next = pipe.sample(&logits, None, &mut noise)?;
             let host = next.to_vec1::<u32>()?;
             for (r, &id) in host.iter().enumerate() {
                 if !done[r] {
@@ -451,7 +455,11 @@ impl JanusBackend {
             });
         }
         let mut cache = self.model.decoder.new_cache(n_rows * streams, len + n)?;
-        let mut noise = hooks.take_noise(p.seed);
+        let parts: Vec<(u64, usize)> = reqs
+            .iter()
+            .map(|r| (r.params.seed, r.num_outputs))
+            .collect();
+        let mut noise = hooks.batch_noise(&parts);
         let args = ForwardArgs {
             layout: &layout,
             mask: &MaskKind::Causal,
@@ -464,7 +472,7 @@ impl JanusBackend {
         for step in 0..n {
             hooks.step("image tokens", step, n)?;
             let logits = self.model.gen_head.forward(&hidden)?;
-            let next = pipe.sample(&logits, None, noise.as_mut())?;
+            let next = pipe.sample(&logits, None, &mut noise)?;
             codes.push(next.clone());
             if step + 1 == n {
                 break;
