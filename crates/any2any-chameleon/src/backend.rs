@@ -1013,19 +1013,7 @@ impl Backend for ChameleonBackend {
 
     fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {
         let dec = self.vq_decoder.as_ref().ok_or_else(|| self.no_decoder())?;
-        let k = self.cfg.vocab.num_codes() as u32;
-        if height.checked_mul(width) != Some(codes.len()) {
-            return Err(Error::invalid(
-                "codes",
-                format!("{} codes for a {height}×{width} grid", codes.len()),
-            ));
-        }
-        if let Some(bad) = codes.iter().find(|&&c| c >= k) {
-            return Err(Error::invalid(
-                "codes",
-                format!("code {bad} is outside the codebook (size {k})"),
-            ));
-        }
+        any2any_core::backend::check_code_grid(codes, height, width, self.cfg.vocab.num_codes())?;
         let t = Tensor::new(codes, self.device())?.unsqueeze(0)?;
         let px = dec.decode(&t, height, width)?;
         imageops::to_images(&px)?

@@ -97,6 +97,24 @@ pub fn direction_of(req: &Request) -> Direction {
     }
 }
 
+/// Checks codes for `decode_codes`: a non-empty `height × width` grid of them, each inside a
+/// codebook of `codebook` entries; the error names the argument.
+pub fn check_code_grid(codes: &[u32], height: usize, width: usize, codebook: usize) -> Result<()> {
+    if height == 0 || width == 0 || height.checked_mul(width) != Some(codes.len()) {
+        return Err(Error::invalid(
+            "codes",
+            format!("{} codes for a {height}×{width} grid", codes.len()),
+        ));
+    }
+    if let Some(bad) = codes.iter().find(|&&c| c as usize >= codebook) {
+        return Err(Error::invalid(
+            "codes",
+            format!("code {bad} is outside the codebook (size {codebook})"),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a direction the backend did not declare, listing those it did.
 pub fn check_direction(backend: &dyn Backend, family: &str, req: &Request) -> Result<()> {
     let d = direction_of(req);

@@ -469,19 +469,12 @@ impl Backend for Emu3Backend {
     }
 
     fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {
-        let k = self.model.cfg.vq_config.codebook_size as u32;
-        if height == 0 || width == 0 || height.checked_mul(width) != Some(codes.len()) {
-            return Err(Error::invalid(
-                "codes",
-                format!("{} codes for a {height}×{width} grid", codes.len()),
-            ));
-        }
-        if let Some(bad) = codes.iter().find(|&&c| c >= k) {
-            return Err(Error::invalid(
-                "codes",
-                format!("code {bad} is outside the codebook (size {k})"),
-            ));
-        }
+        any2any_core::backend::check_code_grid(
+            codes,
+            height,
+            width,
+            self.model.cfg.vq_config.codebook_size,
+        )?;
         let px = self.model.decode_codes(codes, height, width)?;
         let (_, _, h, w) = px.dims4()?;
         let data = to_u8_hwc(&px)?.pop().unwrap_or_default();

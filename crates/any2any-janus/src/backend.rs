@@ -612,19 +612,12 @@ impl Backend for JanusBackend {
     }
 
     fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {
-        let k = self.model.cfg.vq_config.num_embeddings as u32;
-        if height.checked_mul(width) != Some(codes.len()) {
-            return Err(Error::invalid(
-                "codes",
-                format!("{} codes for a {height}×{width} grid", codes.len()),
-            ));
-        }
-        if let Some(bad) = codes.iter().find(|&&c| c >= k) {
-            return Err(Error::invalid(
-                "codes",
-                format!("code {bad} is outside the codebook (size {k})"),
-            ));
-        }
+        any2any_core::backend::check_code_grid(
+            codes,
+            height,
+            width,
+            self.model.cfg.vq_config.num_embeddings,
+        )?;
         let t = Tensor::new(codes, self.device())?.unsqueeze(0)?;
         let px = self.model.vq.decode_codes(&t, height, width)?;
         imageops::to_images(&px)?

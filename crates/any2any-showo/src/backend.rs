@@ -624,13 +624,12 @@ impl Backend for ShowoBackend {
     }
 
     fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {
-        let k = self.model.config.codebook_size as u32;
-        if let Some(c) = codes.iter().find(|&&c| c >= k) {
-            return Err(Error::invalid(
-                "codes",
-                format!("code {c} outside the codebook of {k}"),
-            ));
-        }
+        any2any_core::backend::check_code_grid(
+            codes,
+            height,
+            width,
+            self.model.config.codebook_size,
+        )?;
         let t = Tensor::from_slice(codes, (1, codes.len()), self.device())?;
         let raw = self.magvit()?.decode(&t, height, width)?;
         let imgs = any2any_core::imageops::to_images(&raw.to_dtype(DType::F32)?)?;
