@@ -78,6 +78,13 @@ struct Stream {
     cache: KvCache,
 }
 
+/// Rows decoded together: left-padded, each row with its own positions from 0, never attending
+/// to its padding.
+struct Rows {
+    cache: KvCache,
+    layout: RowLayout,
+}
+
 impl ChameleonBackend {
     /// Loads the HF layout (config.json) or Meta's original release (params.json, see
     /// [`original`]); the VQGAN decoder comes from a file found by [`vq_files::find_vq`].
@@ -347,6 +354,48 @@ impl ChameleonBackend {
             .to_dtype(DType::F32)?)
     }
 
+    /// Prefills `rows` (left-padded with BOS) with room for `room` more tokens per row; the
+    /// batch and the last position's raw logits `[R, V]` f32.
+    fn prefill_rows(&self, rows: &[&[u32]], room: usize) -> Result<(Rows, Tensor)> {
+        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        let max = lens.iter().copied().max().unwrap_or(0);
+        if max == 0 {
+            return Err(Error::invalid("prompt", "empty prompt"));
+        }
+        let layout = RowLayout::left_padded(&lens);
+        let pad = self.cfg.vocab.ids.bos;
+        let mut flat = Vec::with_capacity(rows.len() * max);
+        for r in rows {
+            flat.extend(std::iter::repeat_n(pad, max - r.len()));
+            flat.extend_from_slice(r);
+        }
+        let mut cache = self.decoder.new_cache(rows.len(), max + room)?;
+        let x = self
+            .decoder
+            .embed(&Tensor::from_vec(flat, (rows.len(), max), self.device())?)?;
+        let args = ForwardArgs {
+            layout: &layout,
+            mask: &MaskKind::Causal,
+        };
+        let h = self.decoder.forward(&x, args, &mut cache)?;
+        let logits = self
+            .lm_head
+            .forward(&h.narrow(1, max - 1, 1)?.squeeze(1)?)?
+            .to_dtype(DType::F32)?;
+        Ok((Rows { cache, layout }, logits))
+    }
+
+    /// Feeds one id per row (`[R]` u32 on the device); the raw logits `[R, V]` f32.
+    fn step_rows(&self, rows: &mut Rows, ids: &Tensor) -> Result<Tensor> {
+        let x = self.decoder.embed(&ids.unsqueeze(1)?)?;
+        let args = ForwardArgs {
+            layout: &rows.layout,
+            mask: &MaskKind::Causal,
+        };
+        let h = self.decoder.forward(&x, args, &mut rows.cache)?;
+        Ok(self.lm_head.forward(&h.squeeze(1)?)?.to_dtype(DType::F32)?)
+    }
+
     /// The last position's raw logits `[V]` f32 (image mode: no IMGIMG mask) for effective ids.
     pub fn raw_last_logits(&self, ids: &[u32]) -> Result<Tensor> {
         if ids.is_empty() {
@@ -455,12 +504,10 @@ impl ChameleonBackend {
         }
         let streams = pipe.streams();
         let per_prompt: Vec<[Vec<u32>; 3]> = prompts.iter().map(|p| self.cfg_streams(p)).collect();
-        let rows: Vec<&Vec<u32>> = (0..streams)
-            .flat_map(|s| per_prompt.iter().map(move |p| &p[s]))
+        let rows: Vec<&[u32]> = (0..streams)
+            .flat_map(|s| per_prompt.iter().map(move |p| p[s].as_slice()))
             .collect();
-        let k = rows.len();
-        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
-        let max = lens.iter().copied().max().unwrap_or(0);
+        let max = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let ctx = self.cfg.backbone.max_position_embeddings;
         if max + n > ctx {
             return Err(Error::ContextOverflow {
@@ -469,25 +516,7 @@ impl ChameleonBackend {
                 reserved: n,
             });
         }
-        let layout = RowLayout::left_padded(&lens);
-        let pad = self.cfg.vocab.ids.bos;
-        let mut flat = Vec::with_capacity(k * max);
-        for r in &rows {
-            flat.extend(std::iter::repeat_n(pad, max - r.len()));
-            flat.extend_from_slice(r);
-        }
-        let args = ForwardArgs {
-            layout: &layout,
-            mask: &MaskKind::Causal,
-        };
-        let mut cache = self.decoder.new_cache(k, max + n)?;
-        let x = self
-            .decoder
-            .embed(&Tensor::from_vec(flat, (k, max), self.device())?)?;
-        let h = self.decoder.forward(&x, args, &mut cache)?;
-        let mut logits = self
-            .lm_head
-            .forward(&h.narrow(1, max - 1, 1)?.squeeze(1)?)?;
+        let (mut batch, mut logits) = self.prefill_rows(&rows, n)?;
         let mut drawn = Vec::with_capacity(n);
         for step in 0..n {
             hooks.step("image tokens", step, n)?;
@@ -497,10 +526,8 @@ impl ChameleonBackend {
             if step + 1 == n {
                 break;
             }
-            let fed = Tensor::cat(&vec![&next; streams], 0)?.unsqueeze(1)?;
-            let x = self.decoder.embed(&fed)?;
-            let h = self.decoder.forward(&x, args, &mut cache)?;
-            logits = self.lm_head.forward(&h.squeeze(1)?)?;
+            let fed = Tensor::cat(&vec![&next; streams], 0)?;
+            logits = self.step_rows(&mut batch, &fed)?;
         }
         hooks.step("image tokens", n, n)?;
         // [n, B] → per prompt.
@@ -660,28 +687,9 @@ impl ChameleonBackend {
         };
         let pipe = LogitsPipeline::new(None, sampling);
         let b = prompts.len();
-        let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
-        let layout = RowLayout::left_padded(&lens);
-        let mut flat = Vec::with_capacity(b * longest);
-        for q in &prompts {
-            flat.extend(std::iter::repeat_n(s.bos, longest - q.len()));
-            flat.extend_from_slice(q);
-        }
-        let args = ForwardArgs {
-            layout: &layout,
-            mask: &MaskKind::Causal,
-        };
-        let mut cache = self.decoder.new_cache(b, longest + most)?;
-        let x = self
-            .decoder
-            .embed(&Tensor::from_vec(flat, (b, longest), self.device())?)?;
-        let h = self.decoder.forward(&x, args, &mut cache)?;
-        let mut logits = self.text_logits(
-            &self
-                .lm_head
-                .forward(&h.narrow(1, longest - 1, 1)?.squeeze(1)?)?
-                .to_dtype(DType::F32)?,
-        )?;
+        let rows: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let (mut batch, logits) = self.prefill_rows(&rows, most)?;
+        let mut logits = self.text_logits(&logits)?;
         let prefill_s = t0.elapsed().as_secs_f64();
         let mut new: Vec<Vec<u32>> = vec![Vec::new(); b];
         // Why a row stopped: still running, done, or opened an image.
@@ -719,12 +727,8 @@ impl ChameleonBackend {
             if done.iter().all(|&d| d) {
                 break;
             }
-            let x = self
-                .decoder
-                .embed(&Tensor::from_vec(ids, (b, 1), self.device())?)?;
-            let h = self.decoder.forward(&x, args, &mut cache)?;
-            logits =
-                self.text_logits(&self.lm_head.forward(&h.squeeze(1)?)?.to_dtype(DType::F32)?)?;
+            let fed = Tensor::from_vec(ids, b, self.device())?;
+            logits = self.text_logits(&self.step_rows(&mut batch, &fed)?)?;
         }
         hooks.step("text tokens", most, most)?;
         let decode_s = t0.elapsed().as_secs_f64() - prefill_s;

@@ -10,12 +10,9 @@
 //! `LLMImageStartTriggeredUnbatchedClassifierFreeGuidanceLogitsProcessor`). Image tokens use
 //! their own top-k (default 2000), text tokens another (default 10); temperature 1.
 
-use super::{piece_ids, ChameleonBackend};
-use any2any_core::backbone::{ForwardArgs, MaskKind, RowLayout};
+use super::{piece_ids, ChameleonBackend, Rows};
 use any2any_core::backend::Backend;
 use any2any_core::candle_core::Tensor;
-use any2any_core::candle_core::{DType, Module};
-use any2any_core::kv_cache::KvCache;
 use any2any_core::noise::NoiseSource;
 use any2any_core::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
 use any2any_core::{
@@ -157,8 +154,7 @@ struct OpenImage {
 /// unconditional context from the image's BOI, left-padded with its own positions from 0, so
 /// each image step is one forward of two rows.
 struct GuidedPair {
-    cache: KvCache,
-    layout: RowLayout,
+    rows: Rows,
     /// `[2, V]` f32 logits of the last position (conditional; unconditional).
     logits: Tensor,
 }
@@ -427,55 +423,17 @@ impl ChameleonBackend {
 
     /// Prefills the two streams of a guided image; `room` tokens may follow.
     fn pair_prefill(&self, cond: &[u32], uncond: &[u32], room: usize) -> Result<GuidedPair> {
-        let lens = [cond.len(), uncond.len()];
-        let max = cond.len().max(uncond.len());
-        let layout = RowLayout::left_padded(&lens);
-        let pad = self.cfg.vocab.ids.bos;
-        let mut flat = Vec::with_capacity(2 * max);
-        for r in [cond, uncond] {
-            flat.extend(std::iter::repeat_n(pad, max - r.len()));
-            flat.extend_from_slice(r);
-        }
-        let mut cache = self.decoder.new_cache(2, max + room)?;
-        let x = self
-            .decoder
-            .embed(&Tensor::from_vec(flat, (2, max), self.device())?)?;
-        let h = self.decoder.forward(
-            &x,
-            ForwardArgs {
-                layout: &layout,
-                mask: &MaskKind::Causal,
-            },
-            &mut cache,
-        )?;
-        let logits = self.text_logits(
-            &self
-                .lm_head
-                .forward(&h.narrow(1, max - 1, 1)?.squeeze(1)?)?
-                .to_dtype(DType::F32)?,
-        )?;
+        let (rows, logits) = self.prefill_rows(&[cond, uncond], room)?;
         Ok(GuidedPair {
-            cache,
-            layout,
-            logits,
+            rows,
+            logits: self.text_logits(&logits)?,
         })
     }
 
     /// Feeds `id` to both streams of a guided image.
     fn pair_step(&self, p: &mut GuidedPair, id: u32) -> Result<()> {
-        let x = self
-            .decoder
-            .embed(&Tensor::from_vec(vec![id; 2], (2, 1), self.device())?)?;
-        let h = self.decoder.forward(
-            &x,
-            ForwardArgs {
-                layout: &p.layout,
-                mask: &MaskKind::Causal,
-            },
-            &mut p.cache,
-        )?;
-        p.logits =
-            self.text_logits(&self.lm_head.forward(&h.squeeze(1)?)?.to_dtype(DType::F32)?)?;
+        let ids = Tensor::from_vec(vec![id; 2], 2, self.device())?;
+        p.logits = self.text_logits(&self.step_rows(&mut p.rows, &ids)?)?;
         Ok(())
     }
 
