@@ -74,27 +74,7 @@ fn step_logits_from(
     guidance_scale: f64,
     cache: Option<&mut KvCache>,
 ) -> Result<(Tensor, Vec<Tensor>)> {
-    let len = rows[0].len();
-    let start = cache.as_ref().map_or(0, |c| c.len());
-    let flat: Vec<u32> = rows
-        .iter()
-        .flat_map(|r| r[start..].iter())
-        .copied()
-        .collect();
-    let ids = Tensor::from_vec(flat, (rows.len(), len - start), model.device())?;
-    let logits = match cache {
-        Some(c) => {
-            let out = model.forward_cached(&ids, mask, c)?;
-            c.truncate(start);
-            out
-        }
-        None => model.forward(&ids, mask)?,
-    };
-    let k = v.codebook_size;
-    let span =
-        logits
-            .narrow(1, len - start - n - 1, n)?
-            .narrow(D::Minus1, v.code_offset as usize, k)?;
+    let span = image_span_logits(model, v, rows, mask, n, cache)?;
     let per_row: Vec<Tensor> = (0..rows.len())
         .map(|r| span.get(r))
         .collect::<candle_core::Result<_>>()?;
