@@ -77,8 +77,16 @@ fn layout_tokens_from_the_vocabulary() {
     assert_eq!(lt.units_of(8806), Some(2));
     assert_eq!(lt.units_of(8803), None);
     assert!(lt.size_token(0).is_err());
-    // q/k-norm stored as [1, head_dim] and broadcast to every head.
     assert!(b.info().variant.contains("Lumina-mGPT"));
+    // The checkpoint stores q/k-norm as [1, head_dim] (Lumina's model-parallel layout), so the
+    // logits tests below run the broadcast to every head.
+    let w = any2any::candle_core::safetensors::load(
+        dir().join("model.safetensors"),
+        &any2any::candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let q = &w["model.layers.0.self_attn.q_norm.weight"];
+    assert_eq!(q.dims(), [1, 8]);
 }
 
 #[test]
