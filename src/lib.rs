@@ -166,12 +166,9 @@ impl Pipeline {
     }
 
     /// Several (different) prompts batched; `num_outputs` outputs per request, request-major.
-    /// A request holding an image edit (mask, extend) the family does not carry out is refused
-    /// with [`Error::Unsupported`] before anything runs.
+    /// Every request is checked against the family's capabilities first (direction, image
+    /// edits, parameters), so nothing runs for a batch holding one it cannot serve.
     pub fn generate_batch(&self, reqs: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
-        for r in reqs {
-            any2any_core::edit::check_edits(self.backend.as_ref(), self.family, r)?;
-        }
         self.backend.generate_batch(reqs, hooks)
     }
 

@@ -118,6 +118,10 @@ struct GenerateArgs {
     /// Denoising / unmasking steps (iterative families).
     #[arg(long)]
     steps: Option<usize>,
+    /// The unconditioned prompt of classifier-free guidance (families that condition it on
+    /// text: Emu3; default: the family's own).
+    #[arg(long)]
+    negative_prompt: Option<String>,
     /// Outputs per prompt.
     #[arg(long, default_value_t = 1)]
     num: usize,
@@ -269,6 +273,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         steps: a.steps,
         image_top_k: a.image_top_k,
         size: a.size,
+        negative_prompt: a.negative_prompt.clone(),
         seed: a.seed,
     };
     params.validate()?;

@@ -5,7 +5,7 @@ use crate::config::ChameleonConfig;
 use crate::vq::{VqDecoder, VqEncoder};
 use crate::{original, vq_files};
 use any2any_core::backbone::{Decoder, ForwardArgs, MaskKind, RowLayout};
-use any2any_core::backend::{check_direction, Backend, ModelInfo};
+use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
 use any2any_core::candle_core::{DType, Device, Module, Tensor};
 use any2any_core::kv_cache::KvCache;
 use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
@@ -950,48 +950,53 @@ impl Backend for ChameleonBackend {
         )
     }
 
-    fn directions(&self) -> Vec<Direction> {
-        let mut d = vec![Direction::TextToText, Direction::ImageToText];
-        if self.vq_decoder.is_some() {
-            d.push(Direction::TextToImage);
-            d.push(Direction::ImageToImage);
+    fn capabilities(&self) -> Capabilities {
+        use Param::*;
+        let lumina = self.lumina.is_some();
+        let text = if lumina {
+            vec![Temperature, TopK, TopP, Cfg, MaxNewTokens, ImageTopK, Size]
+        } else {
+            vec![Temperature, TopK, TopP, Cfg, MaxNewTokens]
+        };
+        let mut directions = vec![
+            (Direction::TextToText, text.clone()),
+            (Direction::ImageToText, text.clone()),
+        ];
+        directions.push((Direction::TextToImage, text.clone()));
+        directions.push((Direction::ImageToImage, text.clone()));
+        directions.push((Direction::Interleaved, text));
+        Capabilities {
+            family: if lumina { "lumina" } else { "chameleon" },
+            directions,
+            edits: Vec::new(),
         }
-        d
     }
 
-    fn generate_batch(&self, requests: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
-        for r in requests {
-            r.validate()?;
-            if r.want == Modality::Image && self.vq_decoder.is_none() {
-                return Err(self.no_decoder());
-            }
-            check_direction(self, "chameleon", r)?;
+    fn check(&self, req: &Request) -> Result<()> {
+        self.capabilities().check(req)?;
+        if req.want.has_image() && self.vq_decoder.is_none() {
+            return Err(self.no_decoder());
+        }
+        Ok(())
+    }
+
+    fn generate_group(&self, group: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        let Some(first) = group.first() else {
+            return Ok(Vec::new());
+        };
+        if self.lumina.is_none() {
+            let reqs: Vec<Request> = group.iter().map(|r| (*r).clone()).collect();
+            return match first.want {
+                Modality::Image => self.generate_images(&reqs, hooks),
+                _ => self.generate_texts(&reqs, hooks),
+            };
         }
         let mut out = Vec::new();
-        let mut i = 0;
-        while i < requests.len() {
-            let r = &requests[i];
-            if self.lumina.is_none() {
-                // Consecutive requests with the same output and parameters share one batch.
-                let mut j = i + 1;
-                while j < requests.len()
-                    && requests[j].want == r.want
-                    && requests[j].params == r.params
-                {
-                    j += 1;
-                }
-                out.extend(match r.want {
-                    Modality::Image => self.generate_images(&requests[i..j], hooks)?,
-                    Modality::Text => self.generate_texts(&requests[i..j], hooks)?,
-                });
-                i = j;
-                continue;
-            }
+        for r in group {
             let mut noise = hooks.take_noise(r.params.seed);
             for _ in 0..r.num_outputs {
                 out.push(self.generate_one(r, noise.as_mut(), hooks)?);
             }
-            i += 1;
         }
         Ok(out)
     }

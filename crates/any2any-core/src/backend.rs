@@ -1,9 +1,10 @@
 //! The backend contract: one model family behind `generate`, plus the lower-level entry points
 //! the CLI exposes (`logits`, `decode`, `inspect`).
 
+use crate::edit::EditKind;
 use crate::loading::{LoadOptions, ModelFiles};
 use crate::progress::Hooks;
-use crate::request::{Output, Request};
+use crate::request::{GenerationParams, Output, Request};
 use crate::stream::{Direction, Modality, Segment};
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -56,31 +57,208 @@ impl ModelInfo {
     }
 }
 
-/// One model family.
-pub trait Backend: Send + Sync {
-    fn info(&self) -> ModelInfo;
+/// A generation parameter a family may honour; a request that sets one its family does not
+/// use for the asked direction is refused (never silently ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Param {
+    Temperature,
+    TopK,
+    TopP,
+    Cfg,
+    MaxNewTokens,
+    Steps,
+    ImageTopK,
+    Size,
+    NegativePrompt,
+}
 
-    /// Directions this model supports.
-    fn directions(&self) -> Vec<Direction>;
-
-    /// Image edits (`ImageInput::edit`) this model carries out; requests holding another are
-    /// refused by [`crate::edit::check_edits`]. None by default.
-    fn image_edits(&self) -> Vec<crate::edit::EditKind> {
-        Vec::new()
+impl Param {
+    /// The CLI flag / argument name of the parameter.
+    pub fn name(self) -> &'static str {
+        match self {
+            Param::Temperature => "temperature",
+            Param::TopK => "top-k",
+            Param::TopP => "top-p",
+            Param::Cfg => "cfg",
+            Param::MaxNewTokens => "max-new-tokens",
+            Param::Steps => "steps",
+            Param::ImageTopK => "image-top-k",
+            Param::Size => "size",
+            Param::NegativePrompt => "negative-prompt",
+        }
     }
 
-    /// Generates for several prompts at once (rows batched in one forward where the family can).
-    /// Returns `num_outputs` outputs per request, request-major.
-    fn generate_batch(&self, requests: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>>;
+    /// The parameters a request sets (not `None`).
+    pub fn set_in(p: &GenerationParams) -> Vec<Param> {
+        let set = [
+            (Param::Temperature, p.temperature.is_some()),
+            (Param::TopK, p.top_k.is_some()),
+            (Param::TopP, p.top_p.is_some()),
+            (Param::Cfg, p.cfg.is_some()),
+            (Param::MaxNewTokens, p.max_new_tokens.is_some()),
+            (Param::Steps, p.steps.is_some()),
+            (Param::ImageTopK, p.image_top_k.is_some()),
+            (Param::Size, p.size.is_some()),
+            (Param::NegativePrompt, p.negative_prompt.is_some()),
+        ];
+        set.into_iter().filter(|s| s.1).map(|s| s.0).collect()
+    }
+}
+
+/// What a family does, as data: the directions it serves, the edits it carries out, and the
+/// parameters it honours per direction. [`Backend::generate_batch`] checks a request against it
+/// before anything runs.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    /// Short family name ("janus"), as in the `Family` registration.
+    pub family: &'static str,
+    /// Each direction served, with the parameters honoured for it.
+    pub directions: Vec<(Direction, Vec<Param>)>,
+    /// Image edits (`ImageInput::edit`) carried out.
+    pub edits: Vec<EditKind>,
+}
+
+impl Capabilities {
+    /// The directions served, in declaration order.
+    pub fn direction_list(&self) -> Vec<Direction> {
+        self.directions.iter().map(|d| d.0).collect()
+    }
+
+    /// Refuses a request this family cannot serve as asked: an undeclared direction
+    /// ([`Error::Unsupported`]), an edit it does not carry out, or a parameter it does not use
+    /// for that direction (naming the argument). Validates the request first.
+    pub fn check(&self, req: &Request) -> Result<()> {
+        req.validate()?;
+        crate::edit::check_edit_kinds(&self.edits, self.family, req)?;
+        let d = direction_of(req);
+        let Some((_, params)) = self.directions.iter().find(|x| x.0 == d) else {
+            return Err(Error::Unsupported {
+                family: self.family.into(),
+                direction: d.to_string(),
+                supported: self
+                    .direction_list()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        if let Some(p) = Param::set_in(&req.params)
+            .into_iter()
+            .find(|p| !params.contains(p))
+        {
+            let used = params.iter().map(|p| p.name()).collect::<Vec<_>>();
+            return Err(Error::invalid(
+                p.name(),
+                format!(
+                    "{} does not use it for {d} (it uses: {})",
+                    self.family,
+                    if used.is_empty() {
+                        "none".to_string()
+                    } else {
+                        used.join(", ")
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The key requests are grouped by into one batch: what they want and their parameters, the
+/// seed left out (each request of a batch draws from its own seed's stream).
+pub fn batch_key(req: &Request) -> (Modality, bool, GenerationParams) {
+    let mut p = req.params.clone();
+    p.seed = 0;
+    (req.want, req.raw, p)
+}
+
+/// One model family.
+pub trait Backend: Send + Sync {
+    /// What the loaded model is (sizes, dtype, device).
+    fn info(&self) -> ModelInfo;
+
+    /// What the family does (see [`Capabilities`]).
+    fn capabilities(&self) -> Capabilities;
+
+    /// Directions this model supports.
+    fn directions(&self) -> Vec<Direction> {
+        self.capabilities().direction_list()
+    }
+
+    /// Image edits (`ImageInput::edit`) this model carries out.
+    fn image_edits(&self) -> Vec<EditKind> {
+        self.capabilities().edits
+    }
+
+    /// Refuses a request this model cannot serve, before anything runs: by default
+    /// [`Capabilities::check`]; a family adds what depends on the loaded files (e.g. a missing
+    /// image decoder).
+    fn check(&self, req: &Request) -> Result<()> {
+        self.capabilities().check(req)
+    }
+
+    /// Whether two requests can run in one group: by default when their [`batch_key`]s are
+    /// equal; a family whose loop batches more widely says so.
+    fn same_group(&self, a: &Request, b: &Request) -> bool {
+        batch_key(a) == batch_key(b)
+    }
+
+    /// Generates one group of checked requests that share [`batch_key`] (rows batched in one
+    /// forward where the family can); `num_outputs` outputs per request, request-major.
+    fn generate_group(&self, requests: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>>;
+
+    /// Generates for several prompts: checks every request against [`Backend::capabilities`]
+    /// before anything runs, then runs consecutive requests with the same [`batch_key`] as one
+    /// group ([`Backend::same_group`]). Returns `num_outputs` outputs per request, request-major.
+    fn generate_batch(&self, requests: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        for r in requests {
+            self.check(r)?;
+        }
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < requests.len() {
+            let mut j = i + 1;
+            while j < requests.len() && self.same_group(&requests[i], &requests[j]) {
+                j += 1;
+            }
+            let group: Vec<&Request> = requests[i..j].iter().collect();
+            out.extend(self.generate_group(&group, hooks)?);
+            i = j;
+        }
+        Ok(out)
+    }
 
     /// The last position's logits of the reference forward for a raw prompt, `[vocab]` f32.
-    fn last_logits(&self, ids: &[u32], images: &[crate::stream::ImageInput]) -> Result<Tensor>;
+    fn last_logits(&self, ids: &[u32], images: &[crate::stream::ImageInput]) -> Result<Tensor> {
+        let _ = (ids, images);
+        Err(self.unsupported("last-position logits of raw ids"))
+    }
 
     /// Decodes image codes on a `height × width` grid to pixels.
-    fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage>;
+    fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {
+        let _ = (codes, height, width);
+        Err(self.unsupported("decoding image codes"))
+    }
 
     /// The tokenizer, when the checkpoint has one.
     fn tokenizer(&self) -> Option<&tokenizers::Tokenizer>;
+
+    /// The error for an entry point this family does not provide.
+    fn unsupported(&self, what: &str) -> Error {
+        let caps = self.capabilities();
+        Error::Unsupported {
+            family: caps.family.into(),
+            direction: what.into(),
+            supported: caps
+                .direction_list()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
 }
 
 /// The direction a request asks for, from its inputs and `want`.
@@ -94,6 +272,7 @@ pub fn direction_of(req: &Request) -> Direction {
         (Modality::Text, true) => Direction::ImageToText,
         (Modality::Image, false) => Direction::TextToImage,
         (Modality::Image, true) => Direction::ImageToImage,
+        (Modality::Interleaved, _) => Direction::Interleaved,
     }
 }
 
@@ -113,24 +292,6 @@ pub fn check_code_grid(codes: &[u32], height: usize, width: usize, codebook: usi
         ));
     }
     Ok(())
-}
-
-/// Refuses a direction the backend did not declare, listing those it did.
-pub fn check_direction(backend: &dyn Backend, family: &str, req: &Request) -> Result<()> {
-    let d = direction_of(req);
-    let supported = backend.directions();
-    if supported.contains(&d) {
-        return Ok(());
-    }
-    Err(Error::Unsupported {
-        family: family.into(),
-        direction: d.to_string(),
-        supported: supported
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
 }
 
 /// Registration of one family: recognises its config.json and loads it.

@@ -11,9 +11,8 @@
 //! - [`luma_pil`] / [`load_mask`]: PIL's `convert("L")` (ITU-R 601-2 luma, fixed point).
 //!
 //! A family that carries out an edit lists it in [`Backend::image_edits`]; any other family
-//! refuses a request holding one ([`check_edits`]) instead of silently ignoring it.
+//! refuses a request holding one ([`check_edit_kinds`], run by `Backend::generate_batch`) instead of silently ignoring it.
 
-use crate::backend::Backend;
 use crate::request::Request;
 use crate::stream::Segment;
 use crate::{Error, Result};
@@ -211,23 +210,22 @@ pub fn load_mask(path: &Path) -> Result<GrayImage> {
     })
 }
 
-/// Refuses a request holding an image edit the backend does not carry out.
-pub fn check_edits(backend: &dyn Backend, family: &str, req: &Request) -> Result<()> {
-    let supported = backend.image_edits();
+/// Refuses a request holding an image edit the family does not carry out (`edits`); the error
+/// lists the edits it does carry out.
+pub fn check_edit_kinds(edits: &[EditKind], family: &str, req: &Request) -> Result<()> {
     for s in &req.segments {
         if let Segment::Image(img) = s {
             if let Some(e) = &img.edit {
-                if !supported.contains(&e.kind()) {
-                    let mut can: Vec<String> = backend
-                        .directions()
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                    can.extend(supported.iter().map(ToString::to_string));
+                if !edits.contains(&e.kind()) {
+                    let can: Vec<String> = edits.iter().map(ToString::to_string).collect();
                     return Err(Error::Unsupported {
                         family: family.into(),
                         direction: e.kind().to_string(),
-                        supported: can.join(", "),
+                        supported: if can.is_empty() {
+                            "no image edits".into()
+                        } else {
+                            can.join(", ")
+                        },
                     });
                 }
             }

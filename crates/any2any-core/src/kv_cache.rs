@@ -95,6 +95,30 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
+    /// Keeps only the rows `rows` (in that order), e.g. when finished rows leave a batch.
+    pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let n = self.rows();
+        if let Some(bad) = rows.iter().find(|&&r| r >= n) {
+            return Err(Error::invalid(
+                "rows",
+                format!("row {bad} of a cache of {n} rows"),
+            ));
+        }
+        let Some(first) = self.layers.first() else {
+            return Ok(());
+        };
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            first.k.device(),
+        )?;
+        for l in self.layers.iter_mut() {
+            l.k = l.k.index_select(&idx, 0)?;
+            l.v = l.v.index_select(&idx, 0)?;
+        }
+        Ok(())
+    }
+
     /// A new cache whose rows are `self`'s rows each repeated `n` times (row-major: r0,r0,…,r1,…),
     /// with the same contents and capacity.
     pub fn repeat_rows(&self, n: usize) -> Result<Self> {

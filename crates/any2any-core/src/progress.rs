@@ -32,6 +32,32 @@ pub struct Progress<'s> {
 /// A progress callback.
 pub type ProgressFn<'a> = Box<dyn FnMut(Progress<'_>) + 'a>;
 
+/// New text of one output, as it is decoded: `text` is a UTF-8-safe delta (never half a
+/// character); concatenating an output's deltas gives its final text. `output` indexes the
+/// outputs of the `generate_batch` call (request-major, `num_outputs` per request).
+#[derive(Debug, Clone, Copy)]
+pub struct TextDelta<'s> {
+    pub output: usize,
+    pub text: &'s str,
+}
+
+/// A text streaming callback.
+pub type TextFn<'a> = Box<dyn FnMut(TextDelta<'_>) + 'a>;
+
+/// A look at an image being generated: the codes drawn so far of one output, row-major on its
+/// `grid` (height, width), after `step` of `total` steps.
+#[derive(Debug, Clone, Copy)]
+pub struct Preview<'s> {
+    pub output: usize,
+    pub step: usize,
+    pub total: usize,
+    pub grid: (usize, usize),
+    pub codes: &'s [u32],
+}
+
+/// An image preview callback.
+pub type PreviewFn<'a> = Box<dyn FnMut(Preview<'_>) + 'a>;
+
 /// Callbacks and overrides a caller passes to `generate`.
 #[derive(Default)]
 pub struct Hooks<'a> {
@@ -39,6 +65,10 @@ pub struct Hooks<'a> {
     pub cancel: Option<CancelToken>,
     /// Replaces the seeded noise of the request (for replaying a reference's draws).
     pub noise: Option<Box<dyn NoiseSource + 'a>>,
+    /// Receives each output's new text as it is decoded.
+    pub text: Option<TextFn<'a>>,
+    /// Receives an image preview every `.0` steps of an image loop.
+    pub preview: Option<(usize, PreviewFn<'a>)>,
 }
 
 impl<'a> Hooks<'a> {
@@ -56,6 +86,41 @@ impl<'a> Hooks<'a> {
     pub fn noise(mut self, n: impl NoiseSource + 'a) -> Self {
         self.noise = Some(Box::new(n));
         self
+    }
+    /// Streams each output's text as it is decoded (see [`TextDelta`]).
+    pub fn on_text(mut self, f: impl FnMut(TextDelta<'_>) + 'a) -> Self {
+        self.text = Some(Box::new(f));
+        self
+    }
+    /// Calls `f` with the codes drawn so far every `every` steps of an image loop (and after
+    /// the last); `every` 0 is taken as 1.
+    pub fn on_preview(mut self, every: usize, f: impl FnMut(Preview<'_>) + 'a) -> Self {
+        self.preview = Some((every.max(1), Box::new(f)));
+        self
+    }
+
+    /// Whether a text callback is set (loops skip incremental decoding otherwise).
+    pub fn wants_text(&self) -> bool {
+        self.text.is_some()
+    }
+    /// Delivers a text delta of `output` (empty deltas are dropped).
+    pub fn emit_text(&mut self, output: usize, text: &str) {
+        if let (Some(f), false) = (self.text.as_mut(), text.is_empty()) {
+            f(TextDelta { output, text });
+        }
+    }
+    /// Whether step `step` (1-based count of steps done) of `total` is a preview step.
+    pub fn wants_preview(&self, step: usize, total: usize) -> bool {
+        match &self.preview {
+            Some((every, _)) => step > 0 && (step.is_multiple_of(*every) || step == total),
+            None => false,
+        }
+    }
+    /// Delivers a preview (see [`Preview`]).
+    pub fn emit_preview(&mut self, p: Preview<'_>) {
+        if let Some((_, f)) = self.preview.as_mut() {
+            f(p);
+        }
     }
 
     /// Reports a step and returns `Err(Cancelled)` if cancellation was requested.

@@ -22,6 +22,9 @@ pub struct GenerationParams {
     /// Size of a generated image in pixels, `(width, height)`, for families that take any size
     /// (Lumina-mGPT, Emu3); `None` is the family's default.
     pub size: Option<(usize, usize)>,
+    /// The unconditioned stream's prompt of classifier-free guidance, for families that
+    /// condition it on text (Emu3); `None` is the family's default.
+    pub negative_prompt: Option<String>,
     pub seed: u64,
 }
 

@@ -2,12 +2,29 @@
 
 use candle_core::Tensor;
 
-/// What a caller wants back, or what a segment holds.
+/// What a caller wants back: text, an image, or both in one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Modality {
+    /// Text only: a family that could open an image is kept from doing so.
     Text,
+    /// One image.
     Image,
+    /// Text and images in one answer, in the order the model writes them (Chameleon/Anole,
+    /// Lumina-mGPT).
+    Interleaved,
+}
+
+impl Modality {
+    /// Whether the answer may hold text.
+    pub fn has_text(self) -> bool {
+        matches!(self, Modality::Text | Modality::Interleaved)
+    }
+    /// Whether the answer may hold images.
+    pub fn has_image(self) -> bool {
+        matches!(self, Modality::Image | Modality::Interleaved)
+    }
 }
 
 impl std::fmt::Display for Modality {
@@ -15,26 +32,43 @@ impl std::fmt::Display for Modality {
         f.write_str(match self {
             Modality::Text => "text",
             Modality::Image => "image",
+            Modality::Interleaved => "text,image",
         })
     }
 }
 
 impl std::str::FromStr for Modality {
     type Err = crate::Error;
+    /// `text`, `image`, or both as a comma-separated list (`text,image`, `image,text`) or
+    /// `interleaved`.
     fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "text" => Ok(Modality::Text),
-            "image" => Ok(Modality::Image),
-            other => Err(crate::Error::invalid(
-                "to",
-                format!("`{other}` is not a modality (text|image)"),
-            )),
+        let mut text = false;
+        let mut image = false;
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "text" => text = true,
+                "image" => image = true,
+                "interleaved" => (text, image) = (true, true),
+                other => {
+                    return Err(crate::Error::invalid(
+                        "to",
+                        format!("`{other}` is not a modality (text, image, or text,image)"),
+                    ))
+                }
+            }
+        }
+        match (text, image) {
+            (true, false) => Ok(Modality::Text),
+            (false, true) => Ok(Modality::Image),
+            (true, true) => Ok(Modality::Interleaved),
+            (false, false) => Err(crate::Error::invalid("to", "no modality given")),
         }
     }
 }
 
 /// A generation direction: what the prompt holds and what is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Direction {
     TextToText,
     ImageToText,

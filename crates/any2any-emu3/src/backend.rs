@@ -4,7 +4,7 @@
 use crate::config::{Emu3Config, Emu3ImageProcessorConfig};
 use crate::model::Emu3Model;
 use crate::vq::to_u8_hwc;
-use any2any_core::backend::{check_direction, Backend, ModelInfo};
+use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
 use any2any_core::candle_core::{Device, Tensor};
 use any2any_core::imageops;
 use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
@@ -187,9 +187,10 @@ impl Emu3Backend {
     }
 
     fn sampling(&self, p: &any2any_core::GenerationParams, want: Modality) -> SamplingParams {
-        let (t, k) = match want {
-            Modality::Text => (0.0, None),
-            Modality::Image => (1.0, Some(DEFAULT_IMAGE_TOP_K)),
+        let (t, k) = if want == Modality::Image {
+            (1.0, Some(DEFAULT_IMAGE_TOP_K))
+        } else {
+            (0.0, None)
         };
         SamplingParams {
             temperature: p.temperature.unwrap_or(t),
@@ -298,7 +299,13 @@ impl Emu3Backend {
         let w_cfg = p.cfg.or(self.gen.guidance_scale).unwrap_or(DEFAULT_CFG);
         let guidance = (w_cfg != 1.0).then(|| Guidance::two_stream(w_cfg, GuidanceSpace::LogProbs));
         let pipe = LogitsPipeline::new(guidance, self.sampling(p, Modality::Image));
-        let neg_body = self.tokens(DEFAULT_NEGATIVE_PROMPT).unwrap_or_default();
+        let neg_body = self
+            .tokens(
+                p.negative_prompt
+                    .as_deref()
+                    .unwrap_or(DEFAULT_NEGATIVE_PROMPT),
+            )
+            .unwrap_or_default();
         let longest = if req.raw {
             body.len()
         } else {
@@ -426,24 +433,29 @@ impl Backend for Emu3Backend {
         )
     }
 
-    fn directions(&self) -> Vec<Direction> {
-        vec![
-            Direction::TextToText,
-            Direction::ImageToText,
-            Direction::TextToImage,
-        ]
+    fn capabilities(&self) -> Capabilities {
+        use Param::*;
+        let text = vec![Temperature, TopK, TopP, MaxNewTokens];
+        Capabilities {
+            family: "emu3",
+            directions: vec![
+                (Direction::TextToText, text.clone()),
+                (Direction::ImageToText, text),
+                (
+                    Direction::TextToImage,
+                    vec![Temperature, TopK, TopP, Cfg, Size, NegativePrompt],
+                ),
+            ],
+            edits: Vec::new(),
+        }
     }
 
-    fn generate_batch(&self, requests: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
-        for r in requests {
-            r.validate()?;
-            check_direction(self, "emu3", r)?;
-        }
+    fn generate_group(&self, group: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
         let mut out = Vec::new();
-        for r in requests {
+        for r in group {
             out.extend(match r.want {
-                Modality::Text => self.generate_text(r, hooks)?,
                 Modality::Image => self.generate_images(r, hooks)?,
+                _ => self.generate_text(r, hooks)?,
             });
         }
         Ok(out)

@@ -4,7 +4,7 @@
 use crate::config::{JanusConfig, JanusPreprocessorConfig};
 use crate::model::JanusModel;
 use any2any_core::backbone::{ForwardArgs, MaskKind, RowLayout};
-use any2any_core::backend::{check_direction, Backend, ModelInfo};
+use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
 use any2any_core::candle_core::{DType, Device, Module, Tensor};
 use any2any_core::imageops;
 use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
@@ -184,9 +184,8 @@ impl JanusBackend {
             }
             Ok(())
         };
-        match req.want {
-            Modality::Text => text.push_str(DEFAULT_SYSTEM_PROMPT),
-            Modality::Image => {}
+        if req.want != Modality::Image {
+            text.push_str(DEFAULT_SYSTEM_PROMPT);
         }
         text.push_str("<|User|>: ");
         for s in &req.segments {
@@ -287,10 +286,7 @@ impl JanusBackend {
     }
 
     fn sampling(&self, p: &any2any_core::GenerationParams, want: Modality) -> SamplingParams {
-        let default_t = match want {
-            Modality::Text => 0.0,
-            Modality::Image => 1.0,
-        };
+        let default_t = if want == Modality::Image { 1.0 } else { 0.0 };
         SamplingParams {
             temperature: p.temperature.unwrap_or(default_t),
             top_k: p.top_k,
@@ -551,38 +547,26 @@ impl Backend for JanusBackend {
         )
     }
 
-    fn directions(&self) -> Vec<Direction> {
-        vec![
-            Direction::TextToText,
-            Direction::ImageToText,
-            Direction::TextToImage,
-        ]
+    fn capabilities(&self) -> Capabilities {
+        use Param::*;
+        let text = vec![Temperature, TopK, TopP, MaxNewTokens];
+        Capabilities {
+            family: "janus",
+            directions: vec![
+                (Direction::TextToText, text.clone()),
+                (Direction::ImageToText, text),
+                (Direction::TextToImage, vec![Temperature, TopK, TopP, Cfg]),
+            ],
+            edits: Vec::new(),
+        }
     }
 
-    fn generate_batch(&self, requests: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
-        for r in requests {
-            r.validate()?;
-            check_direction(self, "janus", r)?;
+    fn generate_group(&self, group: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        match group.first().map(|r| r.want) {
+            Some(Modality::Image) => self.generate_images(group, hooks),
+            Some(_) => self.generate_text(group, hooks),
+            None => Ok(Vec::new()),
         }
-        // Consecutive requests with the same modality and parameters share one batch.
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < requests.len() {
-            let mut j = i + 1;
-            while j < requests.len()
-                && requests[j].want == requests[i].want
-                && requests[j].params == requests[i].params
-            {
-                j += 1;
-            }
-            let group: Vec<&Request> = requests[i..j].iter().collect();
-            out.extend(match requests[i].want {
-                Modality::Text => self.generate_text(&group, hooks)?,
-                Modality::Image => self.generate_images(&group, hooks)?,
-            });
-            i = j;
-        }
-        Ok(out)
     }
 
     fn last_logits(&self, ids: &[u32], images: &[ImageInput]) -> Result<Tensor> {

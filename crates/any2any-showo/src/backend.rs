@@ -21,7 +21,7 @@ use crate::magvit::{Magvit, MagvitConfig};
 use crate::maskgit::{t2i_generate_batch, MaskgitRow};
 use crate::model::ShowoModel;
 use crate::prompt;
-use any2any_core::backend::check_direction;
+use any2any_core::backend::{Capabilities, Param};
 use any2any_core::edit::resize_shortest_center_crop;
 use any2any_core::{image, tokenizers};
 use any2any_core::{
@@ -563,41 +563,40 @@ impl Backend for ShowoBackend {
         )
     }
 
-    fn directions(&self) -> Vec<Direction> {
-        vec![
-            Direction::TextToImage,
-            Direction::ImageToText,
-            Direction::ImageToImage,
-        ]
+    fn capabilities(&self) -> Capabilities {
+        use Param::*;
+        let image = vec![Temperature, Cfg, Steps];
+        Capabilities {
+            family: "showo",
+            directions: vec![
+                (Direction::TextToImage, image.clone()),
+                (Direction::ImageToText, vec![MaxNewTokens]),
+                (Direction::ImageToImage, image),
+            ],
+            edits: vec![EditKind::Inpaint, EditKind::Extend],
+        }
     }
 
-    fn image_edits(&self) -> Vec<EditKind> {
-        vec![EditKind::Inpaint, EditKind::Extend]
+    /// The MaskGIT loop batches image requests whatever their parameters (it groups them by
+    /// step count itself).
+    fn same_group(&self, a: &Request, b: &Request) -> bool {
+        a.want == b.want
     }
 
-    fn generate_batch(&self, requests: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
-        for r in requests {
-            r.validate()?;
-            check_direction(self, "showo", r)?;
-            any2any_core::edit::check_edits(self, "showo", r)?;
+    fn generate_group(&self, group: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        if group.first().map(|r| r.want) == Some(Modality::Image) {
+            let images: Vec<(usize, &Request)> = group.iter().copied().enumerate().collect();
+            return Ok(self
+                .generate_images(&images, hooks)?
+                .into_iter()
+                .flat_map(|(_, o)| o)
+                .collect());
         }
-        let images: Vec<(usize, &Request)> = requests
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.want == Modality::Image)
-            .collect();
-        let mut per_req: Vec<Vec<Output>> = vec![Vec::new(); requests.len()];
-        for (i, r) in requests.iter().enumerate() {
-            if r.want == Modality::Text {
-                per_req[i] = self.generate_text(r)?;
-            }
+        let mut out = Vec::new();
+        for r in group {
+            out.extend(self.generate_text(r)?);
         }
-        if !images.is_empty() {
-            for (i, outs) in self.generate_images(&images, hooks)? {
-                per_req[i] = outs;
-            }
-        }
-        Ok(per_req.into_iter().flatten().collect())
+        Ok(out)
     }
 
     fn last_logits(&self, ids: &[u32], images: &[ImageInput]) -> Result<Tensor> {

@@ -1,0 +1,24 @@
+//! The shared decode engine every family runs on.
+//!
+//! - [`RowBatch`]: rows decoded together on the shared [`Decoder`](crate::backbone::Decoder):
+//!   a left-padded prefill (token ids or embeddings), one step at a time after it, a KV cache,
+//!   each row with its own positions, and rows leaving the batch when they are done.
+//! - [`TextLoop`]: autoregressive text over a batch (budget, stop ids, a per-token callback that
+//!   can stop a row or hand it to another mode, streamed UTF-8-safe deltas).
+//! - [`CodeLoop`]: autoregressive image codes with `N` guidance streams and a per-step
+//!   [`Constraint`] (none, one vocabulary range, a row-layout grammar, a layout machine).
+//! - [`LatentLoop`]: a step loop over a continuous latent that asks a [`Denoiser`] for a
+//!   velocity or noise prediction per step, with guidance rows, under a [`Scheduler`].
+//!
+//! Every loop reports progress (`step i of n`) and honours cancellation through
+//! [`Hooks`](crate::Hooks); every random draw comes from a [`NoiseSource`](crate::NoiseSource).
+
+mod code;
+mod latent;
+mod rows;
+mod text;
+
+pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange};
+pub use latent::{initial_latent, Denoiser, FlowEuler, LatentLoop, Scheduler};
+pub use rows::{Head, LmHead, RowBatch, RowInput};
+pub use text::{text_budget, TextEnd, TextLoop, TextRow, TokenAction};

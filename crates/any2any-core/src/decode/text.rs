@@ -1,0 +1,189 @@
+use super::rows::{Head, RowBatch};
+use crate::noise::StackedNoise;
+use crate::progress::Hooks;
+use crate::sampling::LogitsPipeline;
+use crate::text_stream::TextStream;
+use crate::{Error, Result};
+use candle_core::Tensor;
+use tokenizers::Tokenizer;
+
+/// What the per-token callback of a [`TextLoop`] decides for a row after a drawn id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAction {
+    /// Keep decoding the row.
+    Continue,
+    /// The row is finished (its last id is kept).
+    Stop,
+    /// The row leaves the loop to go on in another mode (e.g. Chameleon's BOI opens an image);
+    /// its last id is kept.
+    Handoff,
+}
+
+/// Why a row left the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEnd {
+    /// It drew a stop id (kept as its last id) or the callback stopped it.
+    Stop,
+    /// Its budget ran out.
+    Budget,
+    /// The callback handed it to another mode.
+    Handoff,
+}
+
+/// One row's text: the ids drawn (the stop id included) and why it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextRow {
+    pub ids: Vec<u32>,
+    pub end: TextEnd,
+}
+
+/// The budget of new tokens after a prompt of `prompt_len` in a context of `ctx`: an explicit
+/// `requested` budget must fit (else [`Error::ContextOverflow`]); the `default` one is cut to
+/// what the context leaves.
+pub fn text_budget(
+    requested: Option<usize>,
+    default: usize,
+    prompt_len: usize,
+    ctx: usize,
+) -> Result<usize> {
+    let room = ctx.saturating_sub(prompt_len);
+    let n = requested.unwrap_or(default.min(room));
+    if n == 0 || n > room {
+        return Err(Error::ContextOverflow {
+            len: prompt_len,
+            max: ctx,
+            reserved: n.max(1),
+        });
+    }
+    Ok(n)
+}
+
+/// Autoregressive text over a [`RowBatch`]: each step draws one id per live row through the
+/// pipeline, then feeds the drawn ids. A row ends at a stop id, at its budget, or when the
+/// callback stops it or hands it off; it then leaves the batch and draws nothing more.
+pub struct TextLoop<'a> {
+    /// Sampling (no guidance: one logit row per batch row).
+    pub pipe: &'a LogitsPipeline,
+    /// New tokens per row at most.
+    pub max_new: usize,
+    /// Ids that end a row.
+    pub stop: &'a [u32],
+    /// For streamed deltas ([`Hooks::on_text`]).
+    pub tokenizer: Option<&'a Tokenizer>,
+    /// Output index of each batch row, for streamed deltas (`None`: row `r` is output `r`).
+    pub outputs: Option<&'a [usize]>,
+    /// Progress stage name.
+    pub stage: &'a str,
+}
+
+impl<'a> TextLoop<'a> {
+    /// A loop with the default stage name ("text tokens"), no streaming tokenizer, and rows
+    /// numbered as outputs.
+    pub fn new(pipe: &'a LogitsPipeline, max_new: usize, stop: &'a [u32]) -> Self {
+        Self {
+            pipe,
+            max_new,
+            stop,
+            tokenizer: None,
+            outputs: None,
+            stage: "text tokens",
+        }
+    }
+
+    /// Streams deltas decoded with `tok`.
+    pub fn tokenizer(mut self, tok: Option<&'a Tokenizer>) -> Self {
+        self.tokenizer = tok;
+        self
+    }
+
+    /// Runs the loop from the last hidden states `hidden` (`[rows, hidden]`) of a prefilled
+    /// `batch`; `noise` holds one part per request over the same rows. `on_token(row, id)` sees
+    /// every drawn id of a live row.
+    pub fn run(
+        &self,
+        batch: &mut RowBatch,
+        head: &dyn Head,
+        hidden: Tensor,
+        noise: &mut StackedNoise,
+        hooks: &mut Hooks,
+        on_token: &mut dyn FnMut(usize, u32) -> TokenAction,
+    ) -> Result<Vec<TextRow>> {
+        if self.pipe.streams() != 1 {
+            return Err(Error::invalid("cfg", "text decoding takes no guidance"));
+        }
+        let rows = batch.rows();
+        let mut out: Vec<TextRow> = (0..rows)
+            .map(|_| TextRow {
+                ids: Vec::new(),
+                end: TextEnd::Budget,
+            })
+            .collect();
+        let stream_tok = self.tokenizer.filter(|_| hooks.wants_text());
+        let mut streams = vec![TextStream::new(); if stream_tok.is_some() { rows } else { 0 }];
+        // Batch position → original row.
+        let mut live: Vec<usize> = (0..rows).collect();
+        let mut hidden = hidden;
+        for step in 0..self.max_new {
+            hooks.step(self.stage, step, self.max_new)?;
+            let logits = head.logits(&hidden)?;
+            let next = self.pipe.sample(&logits, None, noise)?;
+            let host = next.to_vec1::<u32>()?;
+            let mut keep = Vec::with_capacity(live.len());
+            for (pos, (&row, &id)) in live.iter().zip(&host).enumerate() {
+                out[row].ids.push(id);
+                if let (Some(tok), Some(s)) = (stream_tok, streams.get_mut(row)) {
+                    if let Some(d) = s.push(tok, id)? {
+                        hooks.emit_text(self.output_of(row), &d);
+                    }
+                }
+                let action = if self.stop.contains(&id) {
+                    TokenAction::Stop
+                } else {
+                    on_token(row, id)
+                };
+                match action {
+                    TokenAction::Continue => keep.push(pos),
+                    TokenAction::Stop => out[row].end = TextEnd::Stop,
+                    TokenAction::Handoff => out[row].end = TextEnd::Handoff,
+                }
+            }
+            if keep.len() < live.len() {
+                for (pos, &row) in live.iter().enumerate() {
+                    if !keep.contains(&pos) {
+                        noise.retire(row);
+                    }
+                }
+                live = keep.iter().map(|&p| live[p]).collect();
+                if live.is_empty() {
+                    break;
+                }
+                batch.keep_rows(&keep)?;
+            }
+            if step + 1 == self.max_new {
+                break;
+            }
+            let fed = if keep.len() == host.len() {
+                next
+            } else {
+                let idx: Vec<u32> = keep.iter().map(|&p| p as u32).collect();
+                next.index_select(&Tensor::new(idx, next.device())?, 0)?
+            };
+            hidden = batch.step_ids(head, &fed)?;
+        }
+        hooks.step(self.stage, self.max_new, self.max_new)?;
+        if let Some(tok) = stream_tok {
+            for (row, s) in streams.iter_mut().enumerate() {
+                if let Some(d) = s.finish(tok)? {
+                    hooks.emit_text(self.output_of(row), &d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn output_of(&self, row: usize) -> usize {
+        self.outputs
+            .and_then(|o| o.get(row).copied())
+            .unwrap_or(row)
+    }
+}
