@@ -6,6 +6,7 @@ use crate::model::Emu3Model;
 use crate::vq::to_u8_hwc;
 use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
 use any2any_core::candle_core::{Device, Tensor};
+use any2any_core::decode::{noise_parts, text_budget, text_segment, RowBatch, RowInput, TextLoop, TokenAction};
 use any2any_core::imageops;
 use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
 use any2any_core::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
@@ -199,73 +200,55 @@ impl Emu3Backend {
         }
     }
 
-    fn generate_text(&self, req: &Request, hooks: &mut Hooks) -> Result<Vec<Output>> {
-        let ids = self.render_text(req)?;
-        let p = &req.params;
-        let ctx = self.model.backbone_cfg.max_position_embeddings;
-        let room = ctx.saturating_sub(ids.len());
-        let max_new = match p.max_new_tokens {
-            Some(n) => n,
-            None => self
-                .gen
-                .max_new_tokens
-                .unwrap_or(DEFAULT_MAX_NEW_TOKENS)
-                .min(room),
-        };
-        if ids.is_empty() || max_new == 0 || max_new > room {
-            return Err(Error::ContextOverflow {
-                len: ids.len(),
-                max: ctx,
-                reserved: max_new.max(1),
-            });
+    /// Text for a group of requests: every output of every request is a row of one batch.
+    fn generate_text(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        let t0 = Instant::now();
+        let prompts = reqs
+            .iter()
+            .map(|r| self.render_text(r))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rows = Vec::new();
+        for (r, ids) in reqs.iter().zip(&prompts) {
+            rows.extend(std::iter::repeat_n(RowInput::Ids(ids), r.num_outputs));
         }
+        let p = &reqs[0].params;
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let max_new = text_budget(
+            p.max_new_tokens,
+            self.gen.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
+            longest,
+            self.model.backbone_cfg.max_position_embeddings,
+        )?;
+        let (mut batch, hidden) = RowBatch::prefill(&self.model.decoder, &rows, max_new)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
         let pipe = LogitsPipeline::new(None, self.sampling(p, Modality::Text));
-        let mut noise = hooks.take_noise(p.seed);
-        let dev = self.device().clone();
-        let mut outs = Vec::with_capacity(req.num_outputs);
-        for _ in 0..req.num_outputs {
-            let t0 = Instant::now();
-            let layout = any2any_core::backbone::RowLayout::dense(1);
-            let mut cache = self.model.decoder.new_cache(1, ids.len() + max_new)?;
-            let mut x = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
-            let mut out = Vec::new();
-            let mut prefill_s = 0.0;
-            for step in 0..max_new {
-                hooks.step("text tokens", step, max_new)?;
-                let logits = self.model.step(&x, &layout, &mut cache)?;
-                if step == 0 {
-                    prefill_s = t0.elapsed().as_secs_f64();
-                }
-                let next = pipe
-                    .sample(&logits, None, noise.as_mut())?
-                    .to_vec1::<u32>()?[0];
-                out.push(next);
-                if next == self.model.vocab.eos {
-                    break;
-                }
-                x = Tensor::new(&[next], &dev)?.unsqueeze(0)?;
-            }
-            hooks.step("text tokens", max_new, max_new)?;
-            let text = match &self.tokenizer {
-                Some(t) => Some(
-                    t.decode(&out, true)
-                        .map_err(|e| Error::Tokenizer(e.to_string()))?,
-                ),
-                None => None,
-            };
-            let total = t0.elapsed().as_secs_f64();
-            outs.push(Output {
-                timings: Timings {
-                    prefill_s,
-                    decode_s: total - prefill_s,
-                    steps: out.len(),
-                    image_decode_s: 0.0,
-                    total_s: total,
-                },
-                segments: vec![Generated::Text { ids: out, text }],
-            });
-        }
-        Ok(outs)
+        let mut noise = hooks.batch_noise(&noise_parts(reqs));
+        let stop = [self.model.vocab.eos];
+        let rows = TextLoop::new(&pipe, max_new, &stop)
+            .tokenizer(self.tokenizer.as_ref())
+            .run(
+                &mut batch,
+                &self.model.head(),
+                hidden,
+                &mut noise,
+                hooks,
+                &mut |_, _| TokenAction::Continue,
+            )?;
+        let total = t0.elapsed().as_secs_f64();
+        rows.into_iter()
+            .map(|row| {
+                Ok(Output {
+                    timings: Timings {
+                        prefill_s,
+                        decode_s: total - prefill_s,
+                        steps: row.ids.len(),
+                        image_decode_s: 0.0,
+                        total_s: total,
+                    },
+                    segments: vec![text_segment(self.tokenizer.as_ref(), row.ids)?],
+                })
+            })
+            .collect()
     }
 
     /// The code grid of a generated image: the HF default (90 × 90) or the largest square that
@@ -359,15 +342,11 @@ impl Emu3Backend {
         let mut noise = hooks.take_noise(p.seed);
         // Every output of the request is one image of one batched loop.
         let t0 = Instant::now();
-        let n_steps = gh * (gw + 1) + 3;
         let neg_stream = pipe.guidance.as_ref().map(|_| neg.as_slice());
         let pairs = vec![(cond.as_slice(), neg_stream); req.num_outputs];
-        let toks =
-            self.model
-                .generate_images(&pairs, (gh, gw), &pipe, noise.as_mut(), &mut |i, n| {
-                    hooks.step("image tokens", i, n)
-                })?;
-        hooks.step("image tokens", n_steps, n_steps)?;
+        let toks = self
+            .model
+            .generate_images(&pairs, (gh, gw), &pipe, noise.as_mut(), hooks)?;
         let decode_s = t0.elapsed().as_secs_f64();
         let mut outs = Vec::with_capacity(req.num_outputs);
         for toks in toks {
@@ -451,12 +430,12 @@ impl Backend for Emu3Backend {
     }
 
     fn generate_group(&self, group: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        if group.first().map(|r| r.want) != Some(Modality::Image) {
+            return self.generate_text(group, hooks);
+        }
         let mut out = Vec::new();
         for r in group {
-            out.extend(match r.want {
-                Modality::Image => self.generate_images(r, hooks)?,
-                _ => self.generate_text(r, hooks)?,
-            });
+            out.extend(self.generate_images(r, hooks)?);
         }
         Ok(out)
     }

@@ -3,14 +3,16 @@
 
 use crate::config::{Emu3Config, Emu3Vocab};
 use crate::vq::{Emu3VqDecoder, Emu3VqEncoder};
-use any2any_core::backbone::{BackboneConfig, Decoder, ForwardArgs, MaskKind, RowLayout};
-use any2any_core::candle_core::{DType, Module, Tensor, D};
+use any2any_core::backbone::{BackboneConfig, Decoder};
+use any2any_core::candle_core::Tensor;
 use any2any_core::candle_nn::VarBuilder;
-use any2any_core::kv_cache::KvCache;
+use any2any_core::decode::{
+    Allowed, CodeLoop, Constraint, Head, LmHead, RowBatch, RowInput, TextLoop, TokenAction,
+};
 use any2any_core::nn::Linear;
-use any2any_core::noise::NoiseSource;
-use any2any_core::sampling::LogitsPipeline;
-use any2any_core::{Error, Result};
+use any2any_core::noise::{NoiseSource, SeededNoise, StackedNoise};
+use any2any_core::sampling::{LogitsPipeline, SamplingParams};
+use any2any_core::{Error, Hooks, Result};
 
 /// Every weight of an Emu3 checkpoint.
 pub struct Emu3Model {
@@ -21,6 +23,22 @@ pub struct Emu3Model {
     pub lm_head: Linear,
     pub vq_encoder: Emu3VqEncoder,
     pub vq_decoder: Emu3VqDecoder,
+}
+
+/// Emu3's row-layout grammar as a [`Constraint`]: step `i` may draw only what slot `i` of the
+/// schedule allows.
+struct RowGrammar<'m> {
+    model: &'m Emu3Model,
+    schedule: Vec<Slot>,
+}
+
+impl Constraint for RowGrammar<'_> {
+    fn allowed(&mut self, step: usize) -> Result<Allowed> {
+        match self.schedule.get(step) {
+            Some(&slot) => Ok(Allowed::Mask(self.model.slot_mask(slot)?)),
+            None => Ok(Allowed::Done),
+        }
+    }
 }
 
 /// The result of one constrained image generation.
@@ -78,29 +96,18 @@ impl Emu3Model {
         })
     }
 
-    /// Runs `ids` `[rows, len]` after `cache`; returns last-position logits `[rows, vocab]` (f32).
-    pub fn step(&self, ids: &Tensor, layout: &RowLayout, cache: &mut KvCache) -> Result<Tensor> {
-        let x = self.decoder.embed(ids)?;
-        let h = self.decoder.forward(
-            &x,
-            ForwardArgs {
-                layout,
-                mask: &MaskKind::Causal,
-            },
-            cache,
-        )?;
-        let len = h.dim(1)?;
-        let last = h.narrow(1, len - 1, 1)?.squeeze(1)?;
-        Ok(self.lm_head.forward(&last)?.to_dtype(DType::F32)?)
+    /// The LM head over the shared decoder: the ends of every decode step.
+    pub fn head(&self) -> LmHead<'_> {
+        LmHead {
+            decoder: &self.decoder,
+            head: &self.lm_head,
+        }
     }
 
     /// Last-position logits `[vocab]` of one prompt.
     pub fn last_logits(&self, ids: &[u32]) -> Result<Tensor> {
-        let mut cache = self.decoder.new_cache(1, ids.len())?;
-        let t = Tensor::new(ids, self.decoder.device())?.unsqueeze(0)?;
-        Ok(self
-            .step(&t, &RowLayout::dense(1), &mut cache)?
-            .squeeze(0)?)
+        let (_, hidden) = RowBatch::prefill(&self.decoder, &[RowInput::Ids(ids)], 0)?;
+        Ok(self.head().logits(&hidden)?.squeeze(0)?)
     }
 
     /// Codes of normalised pixels `[1, 3, H, W]`, as BPE ids with EOL after each row.
@@ -143,21 +150,19 @@ impl Emu3Model {
 
     /// Greedy continuation of one prompt, at most `n` new ids, stopping after `stop`.
     pub fn greedy_text(&self, prompt: &[u32], n: usize, stop: Option<u32>) -> Result<Vec<u32>> {
-        let dev = self.decoder.device();
-        let layout = RowLayout::dense(1);
-        let mut cache = self.decoder.new_cache(1, prompt.len() + n)?;
-        let mut ids = Tensor::new(prompt, dev)?.unsqueeze(0)?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let logits = self.step(&ids, &layout, &mut cache)?;
-            let next = logits.argmax(D::Minus1)?.to_vec1::<u32>()?[0];
-            out.push(next);
-            if Some(next) == stop {
-                break;
-            }
-            ids = Tensor::new(&[next], dev)?.unsqueeze(0)?;
-        }
-        Ok(out)
+        let (mut batch, hidden) = RowBatch::prefill(&self.decoder, &[RowInput::Ids(prompt)], n)?;
+        let pipe = LogitsPipeline::new(None, SamplingParams::greedy());
+        let stop: Vec<u32> = stop.into_iter().collect();
+        let mut noise = StackedNoise::new(vec![(Box::new(SeededNoise::new(0)), 1)]);
+        let mut rows = TextLoop::new(&pipe, n, &stop).run(
+            &mut batch,
+            &self.head(),
+            hidden,
+            &mut noise,
+            &mut Hooks::new(),
+            &mut |_, _| TokenAction::Continue,
+        )?;
+        Ok(rows.pop().map(|r| r.ids).unwrap_or_default())
     }
 
     /// The additive mask `[1, V]` of one grammar slot.
@@ -185,8 +190,8 @@ impl Emu3Model {
     /// Constrained generation of one `h × w` (`grid`) image after `prompt` (which ends with
     /// `<|image start|>h*w<|image token|>`). With guidance in the pipeline, `negative` is the
     /// unconditioned stream (its own prompt, fed the same new ids), stacked as rows
-    /// `[cond; neg]`. One uniform is drawn per step, forced steps included. `on_step(i, n)` runs
-    /// before each step (progress, cancellation).
+    /// `[cond; neg]`. One uniform is drawn per step, forced steps included; `hooks` sees each
+    /// step (progress, cancellation, previews).
     pub fn generate_image(
         &self,
         prompt: &[u32],
@@ -194,9 +199,9 @@ impl Emu3Model {
         grid: (usize, usize),
         pipe: &LogitsPipeline,
         noise: &mut dyn NoiseSource,
-        on_step: &mut dyn FnMut(usize, usize) -> Result<()>,
+        hooks: &mut Hooks,
     ) -> Result<ImageTokens> {
-        self.generate_images(&[(prompt, negative)], grid, pipe, noise, on_step)?
+        self.generate_images(&[(prompt, negative)], grid, pipe, noise, hooks)?
             .pop()
             .ok_or_else(|| Error::invalid("prompt", "no image was generated"))
     }
@@ -211,10 +216,8 @@ impl Emu3Model {
         (h, w): (usize, usize),
         pipe: &LogitsPipeline,
         noise: &mut dyn NoiseSource,
-        on_step: &mut dyn FnMut(usize, usize) -> Result<()>,
+        hooks: &mut Hooks,
     ) -> Result<Vec<ImageTokens>> {
-        let dev = self.decoder.device();
-        let schedule = self.vocab.image_schedule(h, w);
         let streams = pipe.streams();
         if streams > 2 {
             return Err(Error::invalid(
@@ -222,49 +225,36 @@ impl Emu3Model {
                 format!("Emu3 uses two guidance streams, not {streams}"),
             ));
         }
-        let b = pairs.len();
-        let mut prompts: Vec<&[u32]> = pairs.iter().map(|p| p.0).collect();
-        if streams == 2 {
-            prompts.extend(pairs.iter().map(|p| p.1.unwrap_or(&p.0[..0])));
-        }
-        if b == 0 {
+        if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        if prompts.iter().any(|p| p.is_empty()) {
-            return Err(Error::invalid(
-                "prompt",
-                "an empty prompt or negative prompt (it needs at least BOS)",
-            ));
+        let mut rows: Vec<RowInput> = pairs.iter().map(|p| RowInput::Ids(p.0)).collect();
+        if streams == 2 {
+            rows.extend(pairs.iter().map(|p| RowInput::Ids(p.1.unwrap_or(&p.0[..0]))));
         }
-        let lens: Vec<usize> = prompts.iter().map(|p| p.len()).collect();
-        let max = *lens.iter().max().unwrap_or(&0);
-        let layout = RowLayout::left_padded(&lens);
-        let pad = self.cfg.text_config_pad();
-        let mut flat = Vec::with_capacity(max * prompts.len());
-        for p in &prompts {
-            flat.extend(std::iter::repeat_n(pad, max - p.len()));
-            flat.extend_from_slice(p);
-        }
-        let rows = prompts.len();
-        let mut cache = self.decoder.new_cache(rows, max + schedule.len())?;
-        let mut ids = Tensor::from_vec(flat, (rows, max), dev)?;
-        let mut drawn = Vec::with_capacity(schedule.len());
-        for (i, &slot) in schedule.iter().enumerate() {
-            on_step(i, schedule.len())?;
-            let logits = self.step(&ids, &layout, &mut cache)?;
-            let mask = self.slot_mask(slot)?;
-            // [B] ids, fed to both streams of their image.
-            let next = pipe.sample(&logits, Some(&mask), noise)?;
-            ids = Tensor::cat(&vec![&next; streams], 0)?.unsqueeze(1)?;
-            drawn.push(next);
-        }
-        let per_image = Tensor::stack(&drawn, 0)?.t()?.to_vec2::<u32>()?;
-        per_image
+        let mut layout = RowGrammar {
+            model: self,
+            schedule: self.vocab.image_schedule(h, w),
+        };
+        let steps = layout.schedule.len();
+        let (mut batch, hidden) = RowBatch::prefill(&self.decoder, &rows, steps)?;
+        let code_of = |id: u32| self.vocab.id_to_code(id);
+        let mut lp = CodeLoop::new(pipe, steps);
+        lp.preview = Some(((h, w), &code_of));
+        let ids = lp.run(
+            &mut batch,
+            &self.head(),
+            hidden,
+            &mut layout,
+            noise,
+            hooks,
+        )?;
+        ids.to_vec2::<u32>()?
             .into_iter()
             .map(|new_ids| {
                 let codes = new_ids
                     .iter()
-                    .zip(&schedule)
+                    .zip(&layout.schedule)
                     .filter(|(_, s)| **s == Slot::Visual)
                     .map(|(&id, _)| {
                         self.vocab.id_to_code(id).ok_or_else(|| {

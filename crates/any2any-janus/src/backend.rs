@@ -4,6 +4,9 @@
 use crate::config::{JanusConfig, JanusPreprocessorConfig};
 use crate::model::JanusModel;
 use any2any_core::backbone::{ForwardArgs, MaskKind, RowLayout};
+use any2any_core::decode::{
+    text_budget, CodeLoop, Head, LmHead, NoConstraint, RowBatch, RowInput, TextLoop, TokenAction,
+};
 use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
 use any2any_core::candle_core::{DType, Device, Module, Tensor};
 use any2any_core::imageops;
@@ -269,22 +272,6 @@ impl JanusBackend {
             .unsqueeze(0)?)
     }
 
-    /// Stacks per-row prompt embeddings `[1, L_r, D]` left-padded into `[R, L, D]`.
-    fn stack_rows(rows: &[Tensor]) -> Result<(Tensor, RowLayout)> {
-        let lens: Vec<usize> = rows
-            .iter()
-            .map(|r| r.dim(1))
-            .collect::<any2any_core::candle_core::Result<_>>()?;
-        let layout = RowLayout::left_padded(&lens);
-        let max = lens.iter().copied().max().unwrap_or(0);
-        let padded = rows
-            .iter()
-            .zip(&lens)
-            .map(|(r, &l)| Ok(r.pad_with_zeros(1, max - l, 0)?))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((Tensor::cat(&padded, 0)?, layout))
-    }
-
     fn sampling(&self, p: &any2any_core::GenerationParams, want: Modality) -> SamplingParams {
         let default_t = if want == Modality::Image { 1.0 } else { 0.0 };
         SamplingParams {
@@ -297,94 +284,49 @@ impl JanusBackend {
     fn generate_text(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
         let t0 = Instant::now();
         let p = &reqs[0].params;
-
         let mut rows = Vec::new();
         for r in reqs {
             let (ids, images) = self.render(r)?;
-            let e = self.embed_prompt(&ids, &images, r.raw)?;
-            for _ in 0..r.num_outputs {
-                rows.push(e.clone());
-            }
+            let e = self.embed_prompt(&ids, &images, r.raw)?.squeeze(0)?;
+            rows.extend(std::iter::repeat_n(e, r.num_outputs));
         }
-        let (x, layout) = Self::stack_rows(&rows)?;
-        let (n_rows, len, _) = x.dims3()?;
-        let ctx = self.model.backbone_cfg.max_position_embeddings;
-        let room = ctx.saturating_sub(len);
-        // An explicit budget must fit; the default one is cut to what the context leaves.
-        let max_new = match p.max_new_tokens {
-            Some(n) => n,
-            None => self
-                .gen
-                .max_new_tokens
-                .unwrap_or(DEFAULT_MAX_NEW_TOKENS)
-                .min(room),
-        };
-        if max_new == 0 || max_new > room {
-            return Err(Error::ContextOverflow {
-                len,
-                max: ctx,
-                reserved: max_new.max(1),
-            });
-        }
-        let mut cache = self.model.decoder.new_cache(n_rows, len + max_new)?;
-        let pipe = LogitsPipeline::new(None, self.sampling(p, Modality::Text));
-        let parts: Vec<(u64, usize)> = reqs
-            .iter()
-            .map(|r| (r.params.seed, r.num_outputs))
-            .collect();
-        let mut noise = hooks.batch_noise(&parts);
-        let args = ForwardArgs {
-            layout: &layout,
-            mask: &MaskKind::Causal,
-        };
-        let h = self.model.decoder.forward(&x, args, &mut cache)?;
-        let mut logits = self
-            .model
-            .lm_head
-            .forward(&h.narrow(1, len - 1, 1)?.squeeze(1)?)?;
+        let longest = rows.iter().map(|r| r.dims()[0]).max().unwrap_or(0);
+        let max_new = text_budget(
+            p.max_new_tokens,
+            self.gen.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
+            longest,
+            self.model.backbone_cfg.max_position_embeddings,
+        )?;
+        let inputs: Vec<RowInput> = rows.iter().map(RowInput::Embeds).collect();
+        let (mut batch, hidden) = RowBatch::prefill(&self.model.decoder, &inputs, max_new)?;
         let prefill_s = t0.elapsed().as_secs_f64();
+        let pipe = LogitsPipeline::new(None, self.sampling(p, Modality::Text));
+        let mut noise = hooks.batch_noise(&any2any_core::decode::noise_parts(reqs));
+        let head = LmHead {
+            decoder: &self.model.decoder,
+            head: &self.model.lm_head,
+        };
         let t1 = Instant::now();
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); n_rows];
-        let mut done = vec![false; n_rows];
-        let mut steps = 0;
-        for step in 0..max_new {
-            hooks.step("text tokens", step, max_new)?;
-            let next = pipe.sample(&logits, None, &mut noise)?;
-            let host = next.to_vec1::<u32>()?;
-            for (r, &id) in host.iter().enumerate() {
-                if !done[r] {
-                    out[r].push(id);
-                    done[r] = id == self.ids.eos;
-                }
-            }
-            steps += 1;
-            if done.iter().all(|&d| d) || step + 1 == max_new {
-                break;
-            }
-            let e = self.model.decoder.embed(&next.unsqueeze(1)?)?;
-            let h = self.model.decoder.forward(&e, args, &mut cache)?;
-            logits = self.model.lm_head.forward(&h.squeeze(1)?)?;
-        }
-        hooks.step("text tokens", max_new, max_new)?;
-        let decode_s = t1.elapsed().as_secs_f64();
+        let stop = [self.ids.eos];
+        let rows = TextLoop::new(&pipe, max_new, &stop)
+            .tokenizer(self.tokenizer.as_ref())
+            .run(&mut batch, &head, hidden, &mut noise, hooks, &mut |_, _| {
+                TokenAction::Continue
+            })?;
         let timings = Timings {
             prefill_s,
-            decode_s,
-            steps,
+            decode_s: t1.elapsed().as_secs_f64(),
+            steps: rows.iter().map(|r| r.ids.len()).max().unwrap_or(0),
             image_decode_s: 0.0,
             total_s: t0.elapsed().as_secs_f64(),
         };
-        out.into_iter()
-            .map(|ids| {
-                let text = match &self.tokenizer {
-                    Some(t) => Some(
-                        t.decode(&ids, true)
-                            .map_err(|e| Error::Tokenizer(e.to_string()))?,
-                    ),
-                    None => None,
-                };
+        rows.into_iter()
+            .map(|row| {
                 Ok(Output {
-                    segments: vec![Generated::Text { ids, text }],
+                    segments: vec![any2any_core::decode::text_segment(
+                        self.tokenizer.as_ref(),
+                        row.ids,
+                    )?],
                     timings: timings.clone(),
                 })
             })
@@ -425,68 +367,36 @@ impl JanusBackend {
                     "Janus cannot condition image generation on an image",
                 ));
             }
-            let c = self.embed_prompt(&ids, &[], r.raw)?;
-            let u = self.embed_prompt(&self.uncond_ids(&ids), &[], r.raw)?;
-            for _ in 0..r.num_outputs {
-                cond.push(c.clone());
-                uncond.push(u.clone());
-            }
+            let c = self.embed_prompt(&ids, &[], r.raw)?.squeeze(0)?;
+            let u = self
+                .embed_prompt(&self.uncond_ids(&ids), &[], r.raw)?
+                .squeeze(0)?;
+            cond.extend(std::iter::repeat_n(c, r.num_outputs));
+            uncond.extend(std::iter::repeat_n(u, r.num_outputs));
         }
-        let n_rows = cond.len();
-        let streams = pipe.streams();
-        let all: Vec<Tensor> = if streams == 2 {
-            cond.into_iter().chain(uncond).collect()
+        // Stream-major rows: [cond…; uncond…].
+        let rows: Vec<RowInput> = if pipe.streams() == 2 {
+            cond.iter().chain(&uncond).map(RowInput::Embeds).collect()
         } else {
-            cond
+            cond.iter().map(RowInput::Embeds).collect()
         };
-        let (x, layout) = Self::stack_rows(&all)?;
-        let len = x.dim(1)?;
         let n = self.model.num_image_tokens();
-        let ctx = self.model.backbone_cfg.max_position_embeddings;
-        if n > ctx.saturating_sub(len) {
-            return Err(Error::ContextOverflow {
-                len,
-                max: ctx,
-                reserved: n,
-            });
-        }
-        let mut cache = self.model.decoder.new_cache(n_rows * streams, len + n)?;
-        let parts: Vec<(u64, usize)> = reqs
-            .iter()
-            .map(|r| (r.params.seed, r.num_outputs))
-            .collect();
-        let mut noise = hooks.batch_noise(&parts);
-        let args = ForwardArgs {
-            layout: &layout,
-            mask: &MaskKind::Causal,
-        };
-        let h = self.model.decoder.forward(&x, args, &mut cache)?;
-        let mut hidden = h.narrow(1, len - 1, 1)?.squeeze(1)?;
+        let (mut batch, hidden) = RowBatch::prefill(&self.model.decoder, &rows, n)?;
         let prefill_s = t0.elapsed().as_secs_f64();
+        let mut noise = hooks.batch_noise(&any2any_core::decode::noise_parts(reqs));
         let t1 = Instant::now();
-        let mut codes = Vec::with_capacity(n);
-        for step in 0..n {
-            hooks.step("image tokens", step, n)?;
-            let logits = self.model.gen_head.forward(&hidden)?;
-            let next = pipe.sample(&logits, None, &mut noise)?;
-            codes.push(next.clone());
-            if step + 1 == n {
-                break;
-            }
-            let e = self.model.code_embeddings(&next)?;
-            let e = if streams == 2 {
-                Tensor::cat(&[&e, &e], 0)?
-            } else {
-                e
-            };
-            hidden = self
-                .model
-                .decoder
-                .forward(&e, args, &mut cache)?
-                .squeeze(1)?;
-        }
-        hooks.step("image tokens", n, n)?;
-        let codes = Tensor::stack(&codes, 1)?;
+        let g = self.model.image_grid();
+        let code_of = |id: u32| Some(id);
+        let mut lp = CodeLoop::new(&pipe, n);
+        lp.preview = Some(((g, g), &code_of));
+        let codes = lp.run(
+            &mut batch,
+            &ImageHead(&self.model),
+            hidden,
+            &mut NoConstraint,
+            &mut noise,
+            hooks,
+        )?;
         Ok((
             codes,
             Timings {
@@ -523,6 +433,19 @@ impl JanusBackend {
                 timings: timings.clone(),
             })
             .collect())
+    }
+}
+
+/// The image-generation ends of a step: the generation head's logits, the code embeddings
+/// (embedding + aligner) in.
+struct ImageHead<'a>(&'a JanusModel);
+
+impl Head for ImageHead<'_> {
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.0.gen_head.forward(hidden)?.to_dtype(DType::F32)?)
+    }
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        self.0.code_embeddings(ids)
     }
 }
 

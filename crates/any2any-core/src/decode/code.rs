@@ -61,7 +61,7 @@ impl Constraint for OnlyRange {
 }
 
 /// The code of a drawn id, `None` for layout tokens (row ends).
-pub type CodeOf = dyn Fn(u32) -> Option<u32>;
+pub type CodeOf<'f> = dyn Fn(u32) -> Option<u32> + 'f;
 
 /// Autoregressive image codes over a [`RowBatch`] of `streams × B` rows stacked stream-major
 /// (`[s_0 rows; s_1 rows; …]`, the guidance order of the pipeline): each step mixes the
@@ -76,7 +76,7 @@ pub struct CodeLoop<'a> {
     pub stage: &'a str,
     /// For previews ([`Hooks::on_preview`]): the code grid, and the code of a drawn id (`None`
     /// for layout tokens such as row ends).
-    pub preview: Option<((usize, usize), &'a CodeOf)>,
+    pub preview: Option<((usize, usize), &'a CodeOf<'a>)>,
     /// Output index of the first image, for previews.
     pub first_output: usize,
 }

@@ -21,4 +21,12 @@ mod text;
 pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange};
 pub use latent::{initial_latent, Denoiser, FlowEuler, LatentLoop, Scheduler};
 pub use rows::{Head, LmHead, RowBatch, RowInput};
-pub use text::{text_budget, TextEnd, TextLoop, TextRow, TokenAction};
+pub use text::{text_budget, text_segment, TextEnd, TextLoop, TextRow, TokenAction};
+
+/// The noise parts of a group of requests for [`Hooks::batch_noise`](crate::Hooks::batch_noise):
+/// each request's seed with its `num_outputs` rows, in order.
+pub fn noise_parts(reqs: &[&crate::Request]) -> Vec<(u64, usize)> {
+    reqs.iter()
+        .map(|r| (r.params.seed, r.num_outputs))
+        .collect()
+}

@@ -187,3 +187,16 @@ impl<'a> TextLoop<'a> {
             .unwrap_or(row)
     }
 }
+
+/// The text segment of generated ids: the ids, and their decoded text (special tokens
+/// skipped) when there is a tokenizer.
+pub fn text_segment(tok: Option<&Tokenizer>, ids: Vec<u32>) -> Result<crate::Generated> {
+    let text = match tok {
+        Some(t) => Some(
+            t.decode(&ids, true)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(crate::Generated::Text { ids, text })
+}
