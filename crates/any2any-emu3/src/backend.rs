@@ -6,7 +6,9 @@ use crate::model::Emu3Model;
 use crate::vq::to_u8_hwc;
 use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
 use any2any_core::candle_core::{Device, Tensor};
-use any2any_core::decode::{noise_parts, text_budget, text_segment, RowBatch, RowInput, TextLoop, TokenAction};
+use any2any_core::decode::{
+    noise_parts, text_budget, text_segment, RowBatch, RowInput, TextLoop, TokenAction,
+};
 use any2any_core::imageops;
 use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
 use any2any_core::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};

@@ -230,7 +230,11 @@ impl Emu3Model {
         }
         let mut rows: Vec<RowInput> = pairs.iter().map(|p| RowInput::Ids(p.0)).collect();
         if streams == 2 {
-            rows.extend(pairs.iter().map(|p| RowInput::Ids(p.1.unwrap_or(&p.0[..0]))));
+            rows.extend(
+                pairs
+                    .iter()
+                    .map(|p| RowInput::Ids(p.1.unwrap_or(&p.0[..0]))),
+            );
         }
         let mut layout = RowGrammar {
             model: self,
@@ -241,14 +245,7 @@ impl Emu3Model {
         let code_of = |id: u32| self.vocab.id_to_code(id);
         let mut lp = CodeLoop::new(pipe, steps);
         lp.preview = Some(((h, w), &code_of));
-        let ids = lp.run(
-            &mut batch,
-            &self.head(),
-            hidden,
-            &mut layout,
-            noise,
-            hooks,
-        )?;
+        let ids = lp.run(&mut batch, &self.head(), hidden, &mut layout, noise, hooks)?;
         ids.to_vec2::<u32>()?
             .into_iter()
             .map(|new_ids| {

@@ -4,11 +4,11 @@
 use crate::config::{JanusConfig, JanusPreprocessorConfig};
 use crate::model::JanusModel;
 use any2any_core::backbone::{ForwardArgs, MaskKind, RowLayout};
+use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
+use any2any_core::candle_core::{DType, Device, Module, Tensor};
 use any2any_core::decode::{
     text_budget, CodeLoop, Head, LmHead, NoConstraint, RowBatch, RowInput, TextLoop, TokenAction,
 };
-use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
-use any2any_core::candle_core::{DType, Device, Module, Tensor};
 use any2any_core::imageops;
 use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
 use any2any_core::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};

@@ -23,6 +23,7 @@ use crate::model::ShowoModel;
 use crate::prompt;
 use any2any_core::backend::{Capabilities, Param};
 use any2any_core::edit::resize_shortest_center_crop;
+use any2any_core::sampling::{LogitsPipeline, SamplingParams};
 use any2any_core::{image, tokenizers};
 use any2any_core::{
     Backend, Direction, EditKind, Error, ExtendDirection, Generated, Hooks, ImageEdit, ImageInput,
@@ -40,6 +41,8 @@ pub const DEFAULT_GUIDANCE_SCALE: f64 = 1.75;
 pub const DEFAULT_STEPS: usize = 18;
 /// Most uniforms pre-drawn for one request (1 GiB of f32): a step draws 2 per image code.
 const MAX_PREDRAWN: usize = 1 << 28;
+/// The reference's `max_new_tokens` for image→text.
+const DEFAULT_MMU_TOKENS: usize = 100;
 
 pub struct ShowoBackend {
     model: ShowoModel,
@@ -521,7 +524,7 @@ impl ShowoBackend {
         Ok(outs)
     }
 
-    fn generate_text(&self, req: &Request) -> Result<Vec<Output>> {
+    fn generate_text(&self, req: &Request, hooks: &mut Hooks) -> Result<Vec<Output>> {
         let t0 = Instant::now();
         let v = self.model.config.vocab();
         let codes = self
@@ -533,20 +536,53 @@ impl ShowoBackend {
         ids.push(v.eoi);
         ids.push(self.bos);
         ids.extend(text);
-        let max_new = req.params.max_new_tokens.unwrap_or(100);
-        let (new, _) = crate::mmu::mmu_greedy(&self.model, &ids, max_new, Some(self.bos), true)?;
-        let text = self
-            .tokenizer
-            .as_ref()
-            .and_then(|t| t.decode(&new, true).ok());
-        let out = Output {
-            segments: vec![Generated::Text { ids: new, text }],
-            timings: any2any_core::Timings {
-                total_s: t0.elapsed().as_secs_f64(),
-                ..Default::default()
+        let p = &req.params;
+        let max_new = any2any_core::decode::text_budget(
+            p.max_new_tokens,
+            DEFAULT_MMU_TOKENS,
+            ids.len(),
+            self.model.decoder.config().max_position_embeddings,
+        )?;
+        // The reference's `mmu_generate` is greedy (top_k = 1); sampling is opt-in.
+        let pipe = LogitsPipeline::new(
+            None,
+            SamplingParams {
+                temperature: p.temperature.unwrap_or(0.0),
+                top_k: p.top_k,
+                top_p: p.top_p,
             },
+        );
+        let mut noise = hooks.batch_noise(&[(p.seed, req.num_outputs)]);
+        let job = crate::mmu::Mmu {
+            prompts: &[&ids],
+            outputs: &[req.num_outputs],
+            max_new,
+            stop: &[self.bos],
+            pipe: &pipe,
         };
-        Ok(vec![out; req.num_outputs])
+        let (rows, _) = crate::mmu::mmu_generate(
+            &self.model,
+            &job,
+            &mut noise,
+            hooks,
+            self.tokenizer.as_ref(),
+        )?;
+        let timings = any2any_core::Timings {
+            total_s: t0.elapsed().as_secs_f64(),
+            steps: rows.iter().map(|r| r.ids.len()).max().unwrap_or(0),
+            ..Default::default()
+        };
+        rows.into_iter()
+            .map(|r| {
+                Ok(Output {
+                    segments: vec![any2any_core::decode::text_segment(
+                        self.tokenizer.as_ref(),
+                        r.ids,
+                    )?],
+                    timings: timings.clone(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -570,7 +606,10 @@ impl Backend for ShowoBackend {
             family: "showo",
             directions: vec![
                 (Direction::TextToImage, image.clone()),
-                (Direction::ImageToText, vec![MaxNewTokens]),
+                (
+                    Direction::ImageToText,
+                    vec![Temperature, TopK, TopP, MaxNewTokens],
+                ),
                 (Direction::ImageToImage, image),
             ],
             edits: vec![EditKind::Inpaint, EditKind::Extend],
@@ -594,7 +633,7 @@ impl Backend for ShowoBackend {
         }
         let mut out = Vec::new();
         for r in group {
-            out.extend(self.generate_text(r)?);
+            out.extend(self.generate_text(r, hooks)?);
         }
         Ok(out)
     }

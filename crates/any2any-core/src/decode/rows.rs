@@ -51,6 +51,7 @@ pub struct RowBatch<'m> {
     decoder: &'m Decoder,
     cache: KvCache,
     layout: RowLayout,
+    mask: MaskKind,
 }
 
 impl<'m> RowBatch<'m> {
@@ -58,6 +59,18 @@ impl<'m> RowBatch<'m> {
     /// position's hidden states `[rows, hidden]`. A prompt too long for the context is a
     /// [`Error::ContextOverflow`] naming the room asked for.
     pub fn prefill(decoder: &'m Decoder, rows: &[RowInput], room: usize) -> Result<(Self, Tensor)> {
+        Self::prefill_with(decoder, rows, room, MaskKind::Causal)
+    }
+
+    /// [`RowBatch::prefill`] under another attention mask, kept for every later step (e.g. a
+    /// bidirectional prefix over an image, Show-o's understanding prompt; its slots count from
+    /// the start of the padded batch).
+    pub fn prefill_with(
+        decoder: &'m Decoder,
+        rows: &[RowInput],
+        room: usize,
+        mask: MaskKind,
+    ) -> Result<(Self, Tensor)> {
         let lens = rows.iter().map(RowInput::len).collect::<Result<Vec<_>>>()?;
         let max = lens.iter().copied().max().unwrap_or(0);
         if max == 0 || lens.contains(&0) {
@@ -78,7 +91,7 @@ impl<'m> RowBatch<'m> {
             &x,
             ForwardArgs {
                 layout: &layout,
-                mask: &MaskKind::Causal,
+                mask: &mask,
             },
             &mut cache,
         )?;
@@ -88,6 +101,7 @@ impl<'m> RowBatch<'m> {
                 decoder,
                 cache,
                 layout,
+                mask,
             },
             last,
         ))
@@ -133,7 +147,7 @@ impl<'m> RowBatch<'m> {
             x,
             ForwardArgs {
                 layout: &self.layout,
-                mask: &MaskKind::Causal,
+                mask: &self.mask,
             },
             &mut self.cache,
         )?;
