@@ -3,13 +3,13 @@
 //! downloaded). Reports per-step time, tokens/s, time per image and peak memory for each batch
 //! size with CFG on and off, as a table and as JSON.
 
-use any2any::backbone::{
-    BackboneConfig, Decoder, ForwardArgs, MaskKind, MlpKind, NormKind, RowLayout,
-};
+use any2any::backbone::{BackboneConfig, Decoder, MlpKind, NormKind};
 use any2any::candle_core::{DType, Device, Module, Tensor};
 use any2any::candle_nn::{self, VarBuilder};
+use any2any::decode::{CodeLoop, Head, NoConstraint, RowBatch, RowInput};
+use any2any::nn::Linear;
 use any2any::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
-use any2any::{Error, Result, SeededNoise};
+use any2any::{Error, Hooks, Result, SeededNoise};
 use std::time::Instant;
 
 /// The decoding workload of one model size.
@@ -242,82 +242,20 @@ pub fn run(
     let vb = VarBuilder::from_backend(Box::new(Filled), dtype, device.clone());
     let decoder = Decoder::load(vb.pp("model"), bb)?;
     let proj = if w.head_proj {
-        Some(candle_nn::linear(
-            bb.hidden_size,
-            bb.hidden_size,
-            vb.pp("proj"),
-        )?)
+        Some(Linear::load(bb.hidden_size, bb.hidden_size, true, vb.pp("proj"))?)
     } else {
         None
     };
-    let head = candle_nn::linear_no_bias(bb.hidden_size, w.head_vocab, vb.pp("head"))?;
+    let head = BenchHead {
+        decoder: &decoder,
+        proj,
+        head: Linear::load(bb.hidden_size, w.head_vocab, false, vb.pp("head"))?,
+    };
     let start = context.unwrap_or(w.prompt).max(1);
     let mut rows_out = Vec::new();
     for &batch in batches {
         for &cfg in cfgs {
-            let streams = if cfg { 2 } else { 1 };
-            let rows = batch * streams;
-            let cap = start + warmup + steps + 1;
-            if cap > bb.max_position_embeddings {
-                return Err(Error::ContextOverflow {
-                    len: cap,
-                    max: bb.max_position_embeddings,
-                    reserved: 0,
-                });
-            }
-            let mut cache = decoder.new_cache(rows, cap)?;
-            let layout = RowLayout::dense(rows);
-            let args = ForwardArgs {
-                layout: &layout,
-                mask: &MaskKind::Causal,
-            };
-            let ids = Tensor::zeros((rows, start), DType::U32, device)?;
-            let t = Instant::now();
-            let h = decoder.forward(&decoder.embed(&ids)?, args, &mut cache)?;
-            let mut hidden = h.narrow(1, start - 1, 1)?.squeeze(1)?;
-            hidden.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?; // sync
-            let prefill_ms = t.elapsed().as_secs_f64() * 1e3;
-            let pipe = LogitsPipeline::new(
-                cfg.then(|| Guidance::two_stream(5.0, GuidanceSpace::Logits)),
-                SamplingParams {
-                    temperature: 1.0,
-                    top_k: None,
-                    top_p: None,
-                },
-            );
-            let mut noise = SeededNoise::new(0);
-            let mut times = Vec::with_capacity(steps);
-            for i in 0..warmup + steps {
-                let t = Instant::now();
-                let x = match &proj {
-                    Some(p) => p.forward(&hidden)?.gelu_erf()?,
-                    None => hidden.clone(),
-                };
-                let logits = head.forward(&x)?;
-                let next = pipe.sample(&logits, None, &mut noise)?;
-                let next = if cfg {
-                    Tensor::cat(&[&next, &next], 0)?
-                } else {
-                    next
-                };
-                let e = decoder.embed(&next.unsqueeze(1)?)?;
-                hidden = decoder.forward(&e, args, &mut cache)?.squeeze(1)?;
-                // One tiny host read per step: what a real loop pays to know it is done.
-                hidden
-                    .narrow(0, 0, 1)?
-                    .narrow(1, 0, 1)?
-                    .to_dtype(DType::F32)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
-                if i >= warmup {
-                    times.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-            let mut sorted = times.clone();
-            sorted.sort_by(f64::total_cmp);
-            let p50 = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
-            let min = sorted.first().copied().unwrap_or(0.0);
+            let m = measure(&decoder, &head, device, batch, cfg, start, steps, warmup)?;
             rows_out.push(BenchRow {
                 size: w.name.to_string(),
                 device: format!("{device:?}"),
@@ -325,18 +263,114 @@ pub fn run(
                 batch,
                 cfg,
                 context_start: start,
-                steps_measured: times.len(),
-                prefill_ms,
-                step_ms_mean: mean,
-                step_ms_p50: p50,
-                step_ms_min: min,
-                tokens_per_s: batch as f64 * 1e3 / mean,
-                s_per_image_batch: (prefill_ms + mean * w.image_tokens as f64) / 1e3,
+                steps_measured: m.times.len(),
+                prefill_ms: m.prefill_ms,
+                step_ms_mean: m.mean(),
+                step_ms_p50: m.quantile(0.5),
+                step_ms_min: m.quantile(0.0),
+                tokens_per_s: batch as f64 * 1e3 / m.mean(),
+                s_per_image_batch: (m.prefill_ms + m.mean() * w.image_tokens as f64) / 1e3,
                 peak_rss_mib: peak_rss_mib(),
             });
         }
     }
     Ok(rows_out)
+}
+
+/// The image head of the named sizes as the families build it: an optional `hidden × hidden`
+/// projection with GELU (Janus's generation head) before the vocabulary head, both the
+/// production [`Linear`]; the decoder's token embedding in.
+struct BenchHead<'a> {
+    decoder: &'a Decoder,
+    proj: Option<Linear>,
+    head: Linear,
+}
+
+impl Head for BenchHead<'_> {
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let x = match &self.proj {
+            Some(p) => p.forward(hidden)?.gelu_erf()?,
+            None => hidden.clone(),
+        };
+        Ok(self.head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        self.decoder.embed(&ids.unsqueeze(1)?)
+    }
+}
+
+/// Prefill time and per-step times of one (batch, CFG) configuration.
+struct Measured {
+    prefill_ms: f64,
+    times: Vec<f64>,
+}
+
+impl Measured {
+    fn mean(&self) -> f64 {
+        self.times.iter().sum::<f64>() / self.times.len().max(1) as f64
+    }
+    fn quantile(&self, q: f64) -> f64 {
+        let mut sorted = self.times.clone();
+        sorted.sort_by(f64::total_cmp);
+        let i = ((sorted.len().saturating_sub(1)) as f64 * q).round() as usize;
+        sorted.get(i).copied().unwrap_or(0.0)
+    }
+}
+
+/// Times the production image loop ([`RowBatch`] + [`CodeLoop`], the step every AR image
+/// family runs: head → CFG → sample → embed → backbone): each step is the interval between two
+/// progress reports of the loop, the device synchronised at each.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    decoder: &Decoder,
+    head: &BenchHead,
+    device: &Device,
+    batch: usize,
+    cfg: bool,
+    start: usize,
+    steps: usize,
+    warmup: usize,
+) -> Result<Measured> {
+    let streams = if cfg { 2 } else { 1 };
+    let prompt = vec![0u32; start];
+    let rows = vec![RowInput::Ids(&prompt); batch * streams];
+    // one more loop step than measured: the loop's last step draws without a forward
+    let loop_steps = warmup + steps + 1;
+    let t = Instant::now();
+    let (mut rb, hidden) = RowBatch::prefill(decoder, &rows, loop_steps)?;
+    device.synchronize()?;
+    let prefill_ms = t.elapsed().as_secs_f64() * 1e3;
+    let pipe = LogitsPipeline::new(
+        cfg.then(|| Guidance::two_stream(5.0, GuidanceSpace::Logits)),
+        SamplingParams {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        },
+    );
+    let stamps = std::cell::RefCell::new(Vec::with_capacity(loop_steps));
+    let mut hooks = Hooks::new().on_progress(|_| {
+        // a failed sync shows up as the loop's own error on the next op
+        let _ = device.synchronize();
+        stamps.borrow_mut().push(Instant::now());
+    });
+    CodeLoop::new(&pipe, loop_steps).run(
+        &mut rb,
+        head,
+        hidden,
+        &mut NoConstraint,
+        &mut SeededNoise::new(0),
+        &mut hooks,
+    )?;
+    drop(hooks);
+    let stamps = stamps.into_inner();
+    let times = stamps
+        .windows(2)
+        .skip(warmup)
+        .take(steps)
+        .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
+        .collect();
+    Ok(Measured { prefill_ms, times })
 }
 
 /// Markdown table of the rows.

@@ -224,7 +224,10 @@ pub trait Backend: Send + Sync {
                 j += 1;
             }
             let group: Vec<&Request> = requests[i..j].iter().collect();
-            out.extend(self.generate_group(&group, hooks)?);
+            hooks.set_output_base(out.len());
+            let outs = self.generate_group(&group, hooks);
+            hooks.set_output_base(0);
+            out.extend(outs?);
             i = j;
         }
         Ok(out)

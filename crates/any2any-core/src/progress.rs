@@ -69,6 +69,9 @@ pub struct Hooks<'a> {
     pub text: Option<TextFn<'a>>,
     /// Receives an image preview every `.0` steps of an image loop.
     pub preview: Option<(usize, PreviewFn<'a>)>,
+    /// Outputs of the batch before the group now running (set by `Backend::generate_batch`),
+    /// added to the output index of streamed text and previews.
+    output_base: usize,
 }
 
 impl<'a> Hooks<'a> {
@@ -106,7 +109,10 @@ impl<'a> Hooks<'a> {
     /// Delivers a text delta of `output` (empty deltas are dropped).
     pub fn emit_text(&mut self, output: usize, text: &str) {
         if let (Some(f), false) = (self.text.as_mut(), text.is_empty()) {
-            f(TextDelta { output, text });
+            f(TextDelta {
+                output: self.output_base + output,
+                text,
+            });
         }
     }
     /// Whether step `step` (1-based count of steps done) of `total` is a preview step.
@@ -119,8 +125,22 @@ impl<'a> Hooks<'a> {
     /// Delivers a preview (see [`Preview`]).
     pub fn emit_preview(&mut self, p: Preview<'_>) {
         if let Some((_, f)) = self.preview.as_mut() {
-            f(p);
+            f(Preview {
+                output: self.output_base + p.output,
+                ..p
+            });
         }
+    }
+
+    /// The output index the running loop's output 0 has in the whole batch.
+    pub fn output_base(&self) -> usize {
+        self.output_base
+    }
+
+    /// Sets the number of outputs of the batch before the group (or request) about to run, so
+    /// that its loops number their outputs from 0.
+    pub fn set_output_base(&mut self, base: usize) {
+        self.output_base = base;
     }
 
     /// Reports a step and returns `Err(Cancelled)` if cancellation was requested.

@@ -435,9 +435,14 @@ impl Backend for Emu3Backend {
         if group.first().map(|r| r.want) != Some(Modality::Image) {
             return self.generate_text(group, hooks);
         }
+        // one loop per request: number its outputs after those before it
+        let base = hooks.output_base();
         let mut out = Vec::new();
         for r in group {
-            out.extend(self.generate_images(r, hooks)?);
+            hooks.set_output_base(base + out.len());
+            let outs = self.generate_images(r, hooks);
+            hooks.set_output_base(base);
+            out.extend(outs?);
         }
         Ok(out)
     }

@@ -17,6 +17,8 @@ mod code;
 mod latent;
 mod rows;
 mod text;
+#[cfg(test)]
+mod tests;
 
 pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange};
 pub use latent::{initial_latent, Denoiser, FlowEuler, LatentLoop, Scheduler};
