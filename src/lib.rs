@@ -17,6 +17,7 @@ use candle_core::Tensor;
 /// Every family this build can load. Adding a family is one line here plus its crate.
 pub fn families() -> &'static [Family] {
     static FAMILIES: &[Family] = &[
+        #[cfg(feature = "janus")]
         Family {
             name: "janus",
             matches: any2any_janus::matches,
@@ -24,6 +25,7 @@ pub fn families() -> &'static [Family] {
             resolve_dir: None,
             hub_files: &[],
         },
+        #[cfg(feature = "chameleon")]
         Family {
             name: "chameleon",
             matches: any2any_chameleon::matches,
@@ -32,6 +34,7 @@ pub fn families() -> &'static [Family] {
             resolve_dir: Some(any2any_chameleon::original::resolve_dir),
             hub_files: any2any_chameleon::original::HUB_FILES,
         },
+        #[cfg(feature = "emu3")]
         Family {
             name: "emu3",
             matches: any2any_emu3::matches,
@@ -39,6 +42,7 @@ pub fn families() -> &'static [Family] {
             resolve_dir: None,
             hub_files: &[],
         },
+        #[cfg(feature = "showo")]
         Family {
             name: "showo",
             matches: any2any_showo::matches,
