@@ -62,6 +62,13 @@ impl JanusBackend {
         let pre: JanusPreprocessorConfig = ModelFiles::optional_json(&files.preprocessor_config)?;
         let gen: GenerationConfigJson = ModelFiles::optional_json(&files.generation_config)?;
         let tokenizer = files.load_tokenizer()?;
+        // the shape-deciding values, checked up front so the error names the file
+        let in_config = |e: any2any_core::candle_core::Error| Error::Config {
+            path: files.config.clone(),
+            msg: e.to_string(),
+        };
+        cfg.vq_config.validate().map_err(in_config)?;
+        cfg.vision_config.validate().map_err(in_config)?;
         let vb = files.var_builder(opts.dtype(), &opts.device)?;
         let model = JanusModel::load(vb, &cfg)?;
         let tid = |s: &str| tokenizer.as_ref().and_then(|t| t.token_to_id(s));
