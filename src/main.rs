@@ -6,11 +6,12 @@ use any2any::edit::load_mask;
 use any2any::imageops::{load_image, save_image, write_atomic};
 use any2any::loading::{parse_device, parse_dtype};
 use any2any::{
-    CancelToken, Error, ExtendDirection, Generated, GenerationParams, Hooks, ImageInput,
-    LoadOptions, Modality, Output, Pipeline, Request, Result,
+    npy, CancelToken, Error, ExtendDirection, Generated, GenerationParams, Hooks, ImageInput,
+    LoadOptions, Modality, Output, Pipeline, ReplayNoise, Request, Result, TextDelta,
 };
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -89,14 +90,27 @@ struct GenerateArgs {
     /// Extrapolation seam offset (default 0; Show-o: 0 ≤ N < code grid / 2).
     #[arg(long)]
     extend_offset: Option<usize>,
-    /// What to produce.
-    #[arg(long, value_parser = ["text", "image"])]
-    to: String,
-    /// Output file (image: PNG; several outputs get -0, -1, … suffixes; text: a UTF-8 file).
+    /// What to produce: text, image, or text,image (also image,text or interleaved) for an
+    /// answer that mixes text and images (Chameleon/Anole, Lumina-mGPT). Text is printed on
+    /// stdout, as it is decoded when the run has exactly one output.
+    #[arg(long, value_parser = parse_modality)]
+    to: Modality,
+    /// Output file. --to image: the image (default out.png; several get -0, -1, … before the
+    /// extension). --to text: a UTF-8 text file, besides stdout. --to text,image: an image name
+    /// (a.png; default out.png) numbers the answer's images a-0.png, a-1.png, … in order; any
+    /// other name (a.txt, a.md) receives the text, and the images go to a-0.png, … next to it.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Seed of the random draws (unused with --noise-uniform / --noise-normal).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Replay these uniform draws (a 1-D float32 or float64 .npy of values in [0, 1]) instead
+    /// of the seed's, in the family's draw order (README: "Noise replay"); one prompt per run.
+    #[arg(long, value_name = "FILE.npy")]
+    noise_uniform: Option<PathBuf>,
+    /// Replay these standard-normal draws (a 1-D float32 or float64 .npy), as --noise-uniform.
+    #[arg(long, value_name = "FILE.npy")]
+    noise_normal: Option<PathBuf>,
     /// Classifier-free guidance weight (1 disables).
     #[arg(long, allow_negative_numbers = true)]
     cfg: Option<f32>,
@@ -131,6 +145,14 @@ struct GenerateArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// `text`, `image`, `text,image`, `image,text`, `interleaved`.
+fn parse_modality(s: &str) -> std::result::Result<Modality, String> {
+    s.parse::<Modality>().map_err(|e| match e {
+        Error::InvalidArgument { msg, .. } => msg,
+        other => other.to_string(),
+    })
 }
 
 /// `768x512` → (768, 512).
@@ -247,10 +269,8 @@ fn check_out_dir(arg: &str, p: &Path) -> Result<()> {
     Ok(())
 }
 
-fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
-    if n == 1 {
-        return path.to_path_buf();
-    }
+/// `a.png` → `a-3.png`.
+fn numbered(path: &Path, i: usize) -> PathBuf {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
@@ -262,9 +282,60 @@ fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
     path.with_file_name(format!("{stem}-{i}{ext}"))
 }
 
-fn generate(a: GenerateArgs) -> Result<()> {
-    let want: Modality = a.to.parse()?;
-    let params = GenerationParams {
+/// Where `generate` writes: the text file and the image name (see `--out`).
+#[derive(Debug, Clone, PartialEq)]
+struct OutPlan {
+    text: Option<PathBuf>,
+    images: Option<PathBuf>,
+    /// Number the images even when there is one (interleaved answers).
+    always_number: bool,
+}
+
+impl OutPlan {
+    fn new(want: Modality, out: Option<&Path>) -> Self {
+        let default_image = || PathBuf::from("out.png");
+        let is_image = |p: &Path| image::ImageFormat::from_path(p).is_ok();
+        let (text, images) = match (want.has_text(), want.has_image(), out) {
+            (true, false, out) => (out.map(Path::to_path_buf), None),
+            (false, _, out) => (
+                None,
+                Some(out.map_or_else(default_image, Path::to_path_buf)),
+            ),
+            (true, true, Some(p)) if !is_image(p) => {
+                (Some(p.to_path_buf()), Some(p.with_extension("png")))
+            }
+            (true, true, out) => (
+                None,
+                Some(out.map_or_else(default_image, Path::to_path_buf)),
+            ),
+        };
+        Self {
+            text,
+            images,
+            always_number: want.has_text() && want.has_image(),
+        }
+    }
+
+    fn check_dirs(&self) -> Result<()> {
+        for p in self.text.iter().chain(&self.images) {
+            check_out_dir("out", p)?;
+        }
+        Ok(())
+    }
+
+    /// The file of image `i` of `n`.
+    fn image_path(&self, i: usize, n: usize) -> Option<PathBuf> {
+        let p = self.images.as_deref()?;
+        Some(if n == 1 && !self.always_number {
+            p.to_path_buf()
+        } else {
+            numbered(p, i)
+        })
+    }
+}
+
+fn params_of(a: &GenerateArgs) -> GenerationParams {
+    GenerationParams {
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
@@ -275,71 +346,167 @@ fn generate(a: GenerateArgs) -> Result<()> {
         size: a.size,
         negative_prompt: a.negative_prompt.clone(),
         seed: a.seed,
-    };
-    params.validate()?;
-    let out_path = a
-        .out
-        .clone()
-        .or_else(|| (want == Modality::Image).then(|| PathBuf::from("out.png")));
-    if let Some(p) = &out_path {
-        check_out_dir("out", p)?;
     }
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let params = params_of(&a);
+    params.validate()?;
+    let plan = OutPlan::new(a.to, a.out.as_deref());
+    plan.check_dirs()?;
     if let Some(p) = &a.json {
         check_out_dir("json", p)?;
     }
+    let reqs = requests(&a, &params)?;
+    let mut replay = load_noise(&a, reqs.len())?;
+    let pipe = a.model.load()?;
+    // Text streams when there is one output to stream; several are printed at the end.
+    let stream = a.to.has_text() && reqs.len() * a.num == 1;
+    let (outs, streamed) = run_batch(&pipe, &reqs, stream, a.quiet, replay.as_mut())?;
+    if let Some(r) = &replay {
+        note_unused_noise(r, &a);
+    }
+    write_outputs(&outs, &plan, streamed.as_deref(), a.json.as_deref())
+}
+
+/// The requests of `--prompt` (one each) or `--raw-ids`, with the `--image`s and their edit.
+fn requests(a: &GenerateArgs, params: &GenerationParams) -> Result<Vec<Request>> {
     let mut images = a
         .image
         .iter()
         .map(|p| load_image(p))
         .collect::<Result<Vec<ImageInput>>>()?;
-    apply_edit(&a, &mut images)?;
-    let mut reqs = Vec::new();
-    match (&a.raw_ids, a.prompt.is_empty()) {
-        (Some(ids), _) => {
-            let mut r = Request::new().raw_ids(ids.clone());
-            for i in &images {
-                r = r.image(i.clone());
-            }
-            reqs.push(r);
+    apply_edit(a, &mut images)?;
+    let with_images = |mut r: Request| {
+        for i in &images {
+            r = r.image(i.clone());
         }
-        (None, false) => {
-            for p in &a.prompt {
-                let mut r = Request::new();
-                for i in &images {
-                    r = r.image(i.clone());
-                }
-                reqs.push(r.text(p.clone()));
-            }
-        }
+        r
+    };
+    let reqs = match (&a.raw_ids, a.prompt.is_empty()) {
+        (Some(ids), _) => vec![with_images(Request::new().raw_ids(ids.clone()))],
+        (None, false) => a
+            .prompt
+            .iter()
+            .map(|p| with_images(Request::new()).text(p.clone()))
+            .collect(),
         (None, true) => {
             return Err(Error::invalid(
                 "prompt",
                 "give --prompt TEXT or --raw-ids 1,2,3",
             ))
         }
-    }
-    let reqs: Vec<Request> = reqs
+    };
+    Ok(reqs
         .into_iter()
-        .map(|r| r.want(want).params(params.clone()).num_outputs(a.num))
-        .collect();
-    let pipe = a.model.load()?;
+        .map(|r| r.want(a.to).params(params.clone()).num_outputs(a.num))
+        .collect())
+}
+
+/// `--noise-uniform` / `--noise-normal` as one replay source (None: draw from `--seed`).
+fn load_noise(a: &GenerateArgs, n_requests: usize) -> Result<Option<ReplayNoise>> {
+    let (u, n) = (a.noise_uniform.as_deref(), a.noise_normal.as_deref());
+    if u.is_none() && n.is_none() {
+        return Ok(None);
+    }
+    if n_requests > 1 {
+        return Err(Error::invalid(
+            if u.is_some() {
+                "noise-uniform"
+            } else {
+                "noise-normal"
+            },
+            format!(
+                "replays the draws of one request, not {n_requests}: give one --prompt \
+                 (--num N for several outputs of it)"
+            ),
+        ));
+    }
+    let name = |p: Option<&Path>| p.map(|p| p.display().to_string());
+    Ok(Some(
+        ReplayNoise::new(
+            read_noise("noise-uniform", u, true)?,
+            read_noise("noise-normal", n, false)?,
+        )
+        .uniforms_from("noise-uniform", name(u))
+        .normals_from("noise-normal", name(n)),
+    ))
+}
+
+/// The values of one noise file (none when not given): uniforms must lie in [0, 1], normals be
+/// finite. Errors name `flag` and the file.
+fn read_noise(flag: &str, path: Option<&Path>, uniform: bool) -> Result<Vec<f32>> {
+    let Some(p) = path else {
+        return Ok(Vec::new());
+    };
+    let v = npy::read_f32_1d(p).map_err(|e| Error::invalid(flag, e.to_string()))?;
+    let ok = |x: &f32| {
+        if uniform {
+            (0.0..=1.0).contains(x)
+        } else {
+            x.is_finite()
+        }
+    };
+    if let Some(i) = v.iter().position(|x| !ok(x)) {
+        let want = if uniform { "in [0, 1]" } else { "finite" };
+        return Err(Error::invalid(
+            flag,
+            format!("{}: value {i} is {} (must be {want})", p.display(), v[i]),
+        ));
+    }
+    Ok(v)
+}
+
+/// A note (not an error) for replayed values the run did not use.
+fn note_unused_noise(r: &ReplayNoise, a: &GenerateArgs) {
+    let (left, used) = (r.remaining(), r.consumed());
+    let files = [
+        ("noise-uniform", &a.noise_uniform, left.0, used.0),
+        ("noise-normal", &a.noise_normal, left.1, used.1),
+    ];
+    for (flag, path, left, used) in files {
+        if let (Some(p), true) = (path, left > 0) {
+            eprintln!(
+                "note: --{flag} {}: {left} of {} values were not used (the run drew {used})",
+                p.display(),
+                left + used
+            );
+        }
+    }
+}
+
+fn progress_bar(hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(0);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b
+}
+
+/// Runs the batch with a progress bar on stderr, Ctrl-C cancellation and the replayed noise;
+/// with `stream`, output 0's text goes to stdout as it is decoded (the bar is then off when
+/// stdout is a terminal, so the two never share a line). Returns the outputs and, with
+/// `stream`, the text printed.
+fn run_batch(
+    pipe: &Pipeline,
+    reqs: &[Request],
+    stream: bool,
+    quiet: bool,
+    noise: Option<&mut ReplayNoise>,
+) -> Result<(Vec<Output>, Option<String>)> {
     let cancel = CancelToken::new();
     {
         let c = cancel.clone();
         // A second Ctrl-C while cancelling falls through to the default handler's exit.
         let _ = ctrlc::set_handler(move || c.cancel());
     }
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b
-    };
+    let bar = progress_bar(quiet || (stream && std::io::stdout().is_terminal()));
+    let mut streamer = Streamer::new(std::io::stdout());
     let outs = {
         let bar2 = bar.clone();
         let mut hooks = Hooks::new().cancel_token(cancel).on_progress(move |p| {
@@ -349,11 +516,64 @@ fn generate(a: GenerateArgs) -> Result<()> {
             }
             bar2.set_position(p.step as u64);
         });
-        pipe.generate_batch(&reqs, &mut hooks)
+        if let Some(n) = noise {
+            hooks = hooks.noise(n);
+        }
+        if stream {
+            hooks = hooks.on_text(|d| streamer.delta(d));
+        }
+        pipe.generate_batch(reqs, &mut hooks)
     };
     bar.finish_and_clear();
-    let outs = outs?;
-    write_outputs(&outs, out_path.as_deref(), a.json.as_deref())
+    let streamed = streamer.finish()?;
+    Ok((outs?, stream.then_some(streamed)))
+}
+
+/// Prints output 0's text deltas as they come, flushed; keeps what it printed and the first
+/// write error (reported after the run).
+struct Streamer<W: Write> {
+    out: W,
+    text: String,
+    err: Option<std::io::Error>,
+}
+
+impl<W: Write> Streamer<W> {
+    fn new(out: W) -> Self {
+        Self {
+            out,
+            text: String::new(),
+            err: None,
+        }
+    }
+
+    fn delta(&mut self, d: TextDelta<'_>) {
+        if d.output != 0 || self.err.is_some() {
+            return;
+        }
+        match self
+            .out
+            .write_all(d.text.as_bytes())
+            .and_then(|()| self.out.flush())
+        {
+            Ok(()) => self.text.push_str(d.text),
+            Err(e) => self.err = Some(e),
+        }
+    }
+
+    /// The text printed, or the write error.
+    fn finish(self) -> Result<String> {
+        match self.err {
+            Some(source) => Err(stdout_error(source)),
+            None => Ok(self.text),
+        }
+    }
+}
+
+fn stdout_error(source: std::io::Error) -> Error {
+    Error::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    }
 }
 
 /// Attaches `--mask` / `--extend` to the single `--image` (typed errors naming the flag).
@@ -395,9 +615,14 @@ fn apply_edit(a: &GenerateArgs, images: &mut [ImageInput]) -> Result<()> {
 
 /// Writes every output; on an error, removes the files this call already wrote, so a failed run
 /// leaves no partial set of outputs behind.
-fn write_outputs(outs: &[Output], out: Option<&Path>, json: Option<&Path>) -> Result<()> {
+fn write_outputs(
+    outs: &[Output],
+    plan: &OutPlan,
+    streamed: Option<&str>,
+    json: Option<&Path>,
+) -> Result<()> {
     let mut written = Vec::new();
-    let res = write_outputs_into(outs, out, json, &mut written);
+    let res = write_outputs_into(outs, plan, streamed, json, &mut written);
     if res.is_err() {
         for p in &written {
             let _ = std::fs::remove_file(p);
@@ -406,63 +631,148 @@ fn write_outputs(outs: &[Output], out: Option<&Path>, json: Option<&Path>) -> Re
     res
 }
 
+/// Prints the text on stdout (what was streamed is not printed again), then writes the images,
+/// the text file and the JSON.
 fn write_outputs_into(
     outs: &[Output],
-    out: Option<&Path>,
+    plan: &OutPlan,
+    streamed: Option<&str>,
     json: Option<&Path>,
     written: &mut Vec<PathBuf>,
 ) -> Result<()> {
+    let texts: Vec<Option<String>> = outs.iter().map(output_text).collect();
+    if outs
+        .iter()
+        .flat_map(|o| &o.segments)
+        .any(is_text_without_tokenizer)
+    {
+        eprintln!("note: the model has no tokenizer: its text is given as token ids");
+    }
+    print_text(&mut std::io::stdout().lock(), &texts, streamed).map_err(stdout_error)?;
     let n_images: usize = outs.iter().map(|o| o.images().len()).sum();
-    let mut segs = Vec::new();
-    let mut texts = Vec::new();
+    let mut paths: Vec<Option<PathBuf>> = Vec::with_capacity(n_images);
+    for image in outs.iter().flat_map(|o| o.images()) {
+        let path = plan.image_path(paths.len(), n_images);
+        if let Some(p) = &path {
+            save_image(image, p)?;
+            written.push(p.clone());
+            eprintln!("wrote {}", p.display());
+        }
+        paths.push(path);
+    }
+    if let Some(p) = &plan.text {
+        let joined = texts
+            .iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        write_atomic(p, |tmp| {
+            std::fs::write(tmp, joined.as_bytes()).map_err(|source| Error::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        })?;
+        written.push(p.clone());
+        eprintln!("wrote {}", p.display());
+    }
+    if let Some(j) = json {
+        write_json(j, &outputs_json(outs, &texts, &paths))?;
+    }
+    Ok(())
+}
+
+fn is_text_without_tokenizer(s: &Generated) -> bool {
+    matches!(s, Generated::Text { text: None, .. })
+}
+
+/// An output's text segments in order (a segment without a tokenizer: its ids, comma-separated);
+/// None when it has none.
+fn output_text(o: &Output) -> Option<String> {
+    let parts: Vec<String> = o
+        .segments
+        .iter()
+        .filter_map(|s| match s {
+            Generated::Text { text: Some(t), .. } => Some(t.clone()),
+            Generated::Text { ids, text: None } => {
+                Some(ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+            }
+            Generated::Image { .. } => None,
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.concat())
+}
+
+/// Prints the outputs' text, one output per line; `streamed` (output 0's text already printed
+/// as it was decoded) is not printed again, only the rest of it and the newline.
+fn print_text(
+    w: &mut impl Write,
+    texts: &[Option<String>],
+    streamed: Option<&str>,
+) -> std::io::Result<()> {
+    let shown: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
+    let streamed = streamed.unwrap_or("");
+    if shown.is_empty() {
+        if !streamed.is_empty() {
+            writeln!(w)?;
+        }
+        return w.flush();
+    }
+    let all = shown.join("\n");
+    match all.strip_prefix(streamed) {
+        Some(rest) => writeln!(w, "{rest}")?,
+        None => {
+            writeln!(w)?;
+            eprintln!(
+                "note: the text streamed differs from the final text (the tokenizer's decoding \
+                 is not prefix-stable); --out and --json hold the final text"
+            );
+        }
+    }
+    w.flush()
+}
+
+/// The `--json` document: every segment in answer order (with its output index, image path,
+/// codes and grid), the first output's timings, and per output its text, images and timings.
+fn outputs_json(
+    outs: &[Output],
+    texts: &[Option<String>],
+    paths: &[Option<PathBuf>],
+) -> serde_json::Value {
+    let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
     let mut img_i = 0;
-    for o in outs {
+    let mut segs = Vec::new();
+    let mut per_output = Vec::new();
+    for (oi, o) in outs.iter().enumerate() {
+        let mut images = Vec::new();
         for s in &o.segments {
-            match s {
+            segs.push(match s {
                 Generated::Text { ids, text } => {
-                    if let Some(t) = text {
-                        texts.push(t.clone());
-                    }
-                    segs.push(serde_json::json!({"kind": "text", "ids": ids, "text": text}));
+                    serde_json::json!({"kind": "text", "output": oi, "ids": ids, "text": text})
                 }
-                Generated::Image { image, codes, grid } => {
-                    let path = out.map(|p| numbered(p, img_i, n_images));
-                    if let Some(p) = &path {
-                        save_image(image, p)?;
-                        written.push(p.clone());
-                        eprintln!("wrote {}", p.display());
-                    }
+                Generated::Image { codes, grid, .. } => {
+                    let path = paths.get(img_i).and_then(shown);
                     img_i += 1;
-                    segs.push(serde_json::json!({
+                    images.push(path.clone());
+                    serde_json::json!({
                         "kind": "image",
+                        "output": oi,
                         "codes": codes,
                         "height": grid.map(|g| g.0),
                         "width": grid.map(|g| g.1),
-                        "path": path.map(|p| p.display().to_string()),
-                    }));
+                        "path": path,
+                    })
                 }
-            }
+            });
         }
+        per_output.push(serde_json::json!({
+            "text": texts.get(oi).cloned().flatten(),
+            "images": images,
+            "timings": o.timings,
+        }));
     }
-    if !texts.is_empty() {
-        let joined = texts.join("\n");
-        match out {
-            Some(p) if n_images == 0 => write_atomic(p, |tmp| {
-                std::fs::write(tmp, joined.as_bytes()).map_err(|source| Error::Io {
-                    path: p.to_path_buf(),
-                    source,
-                })
-            })
-            .map(|()| written.push(p.to_path_buf()))?,
-            _ => println!("{joined}"),
-        }
-    }
-    if let Some(j) = json {
-        let timings = outs.first().map(|o| o.timings.clone()).unwrap_or_default();
-        let v = serde_json::json!({"segments": segs, "timings": timings});
-        write_json(j, &v)?;
-    }
-    Ok(())
+    let timings = outs.first().map(|o| o.timings.clone()).unwrap_or_default();
+    serde_json::json!({"segments": segs, "timings": timings, "outputs": per_output})
 }
 
 /// Writes `v` as pretty JSON, atomically.
@@ -581,4 +891,127 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         write_json(j, &rows)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(want: &str, out: Option<&str>) -> OutPlan {
+        OutPlan::new(want.parse().unwrap(), out.map(Path::new))
+    }
+
+    #[test]
+    fn out_plans() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let t = plan("text", Some("a.png"));
+        assert_eq!((t.text, t.images), (p("a.png"), None));
+        assert_eq!(plan("text", None).text, None);
+        let i = plan("image", None);
+        assert_eq!((i.text.clone(), i.image_path(0, 1)), (None, p("out.png")));
+        assert_eq!(i.image_path(1, 2), p("out-1.png"));
+        // interleaved: always numbered; a non-image --out takes the text
+        let m = plan("image,text", Some("dir/story.md"));
+        assert_eq!(m.text, p("dir/story.md"));
+        assert_eq!(m.image_path(0, 1), p("dir/story-0.png"));
+        let m = plan("interleaved", Some("story"));
+        assert_eq!(
+            (m.text.clone(), m.image_path(2, 3)),
+            (p("story"), p("story-2.png"))
+        );
+        let m = plan("text,image", Some("pic.jpg"));
+        assert_eq!((m.text.clone(), m.image_path(0, 1)), (None, p("pic-0.jpg")));
+        assert_eq!(plan("text,image", None).image_path(0, 1), p("out-0.png"));
+    }
+
+    /// Runs `deltas` (output, text) through a Hooks text callback into a Streamer, then prints
+    /// the final `texts`: returns all bytes written to "stdout".
+    fn streamed_then_printed(deltas: &[(usize, &str)], texts: &[Option<&str>]) -> String {
+        let mut streamer = Streamer::new(Vec::new());
+        {
+            let mut hooks = Hooks::new().on_text(|d| streamer.delta(d));
+            for (o, t) in deltas {
+                hooks.emit_text(*o, t);
+            }
+        }
+        let printed = streamer.text.clone();
+        let mut out = streamer.out.clone();
+        assert_eq!(streamer.finish().unwrap(), printed);
+        let texts: Vec<Option<String>> = texts.iter().map(|t| t.map(str::to_string)).collect();
+        print_text(&mut out, &texts, Some(&printed)).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn streamed_text_is_not_printed_twice() {
+        // all of it streamed: only the newline follows
+        let all = streamed_then_printed(&[(0, "Hel"), (0, "lo"), (1, "x")], &[Some("Hello")]);
+        assert_eq!(all, "Hello\n");
+        // the end was not streamed (e.g. a flush the loop did not emit): it is printed once
+        assert_eq!(
+            streamed_then_printed(&[(0, "He")], &[Some("Hello")]),
+            "Hello\n"
+        );
+        // nothing streamed (a family that does not stream): the text is printed at the end
+        assert_eq!(
+            streamed_then_printed(&[], &[Some("Hi"), Some("Yo")]),
+            "Hi\nYo\n"
+        );
+        // a final text that does not continue the streamed one is not printed again
+        assert_eq!(streamed_then_printed(&[(0, "Ab")], &[Some("Xy")]), "Ab\n");
+        // no text at all prints nothing
+        assert_eq!(streamed_then_printed(&[], &[None]), "");
+    }
+
+    #[test]
+    fn a_failed_stdout_write_is_an_error_after_the_run() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut s = Streamer::new(Broken);
+        s.delta(TextDelta {
+            output: 0,
+            text: "a",
+        });
+        s.delta(TextDelta {
+            output: 0,
+            text: "b",
+        });
+        let e = s.finish().unwrap_err().to_string();
+        assert!(e.contains("<stdout>"), "{e}");
+    }
+
+    /// The TextStream deltas of a real tokenizer (the tiny Chameleon's byte-level BPE), fed
+    /// through the CLI's streamer, print exactly the decoded text once.
+    #[test]
+    fn text_stream_deltas_through_the_cli_print_the_decoded_text() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/chameleon-tiny/tokenizer.json");
+        let tok = any2any::tokenizers::Tokenizer::from_file(&path).unwrap();
+        let ids = tok
+            .encode("héllo wörld, ünïcode ✓ text", false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        let want = tok.decode(&ids, true).unwrap();
+        let mut ts = any2any::TextStream::new();
+        let mut deltas = Vec::new();
+        for &id in &ids {
+            deltas.extend(ts.push(&tok, id).unwrap());
+        }
+        deltas.extend(ts.finish(&tok).unwrap());
+        assert!(deltas.len() > 1, "{deltas:?}");
+        assert_eq!(deltas.concat(), want);
+        let d: Vec<(usize, &str)> = deltas.iter().map(|d| (0, d.as_str())).collect();
+        assert_eq!(
+            streamed_then_printed(&d, &[Some(&want)]),
+            format!("{want}\n")
+        );
+    }
 }

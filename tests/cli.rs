@@ -6,49 +6,11 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// Runs the binary with `--model <fixture>` after the subcommand, in `cwd`.
 fn any2any(cwd: &Path, sub: &str, args: &[&str]) -> Output {
-    let model = janus_dir();
-    Command::new(env!("CARGO_BIN_EXE_any2any"))
-        .current_dir(cwd)
-        .arg(sub)
-        .arg("--model")
-        .arg(&model)
-        .args(args)
-        .output()
-        .expect("run any2any")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-#[track_caller]
-fn assert_ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "any2any failed ({:?})\nstdout: {}\nstderr: {}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-}
-
-fn read_json(p: &Path) -> Value {
-    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parse {}: {e}", p.display()))
-}
-
-fn segments(j: &Value) -> &Vec<Value> {
-    j["segments"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no segments array in {j}"))
+    run_cli(cwd, &janus_dir(), sub, args)
 }
 
 fn only_segment<'a>(j: &'a Value, kind: &str) -> &'a Value {

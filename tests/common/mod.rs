@@ -1,7 +1,8 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 pub fn fixture_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -93,50 +94,76 @@ pub fn names(dir: &std::path::Path) -> Vec<String> {
     v
 }
 
-/// Parses a little-endian float32 .npy file (format versions 1–3): returns (shape, values).
-pub fn read_npy_f32(p: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    assert_eq!(&b[..6], b"\x93NUMPY", "bad .npy magic");
-    let (header_len, start) = match b[6] {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-        2 | 3 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-        v => panic!("unknown .npy version {v}"),
-    };
+/// Reads a float32 .npy file as the CLI writes it (through `any2any::npy`, which also reads what
+/// `--noise-uniform` takes), checking the writer's layout too: a newline-terminated header and
+/// 16-byte aligned data. Returns (shape, values).
+pub fn read_npy_f32(p: &Path) -> (Vec<usize>, Vec<f32>) {
+    let a = any2any::npy::read_f32(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    assert_eq!(a.dtype, "float32", "{}", p.display());
     assert!(
-        (start + header_len).is_multiple_of(16),
+        a.header.ends_with('\n'),
+        "header must end with a newline: {:?}",
+        a.header
+    );
+    assert!(
+        a.data_offset.is_multiple_of(16),
         ".npy data must start 16-byte aligned"
     );
-    let header = std::str::from_utf8(&b[start..start + header_len]).expect("ascii header");
+    (a.shape, a.values)
+}
+
+/// Writes `values` as a 1-D float32 .npy file (candle's writer).
+pub fn write_npy_f32(p: &Path, values: &[f32]) {
+    any2any::candle_core::Tensor::new(values, &any2any::candle_core::Device::Cpu)
+        .and_then(|t| t.write_npy(p))
+        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+}
+
+/// Writes `values` as a 1-D float64 .npy file.
+pub fn write_npy_f64(p: &Path, values: &[f64]) {
+    any2any::candle_core::Tensor::new(values, &any2any::candle_core::Device::Cpu)
+        .and_then(|t| t.write_npy(p))
+        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+}
+
+/// Runs the binary: `any2any <sub> --model <model> <args…>` in `cwd`.
+pub fn run_cli(cwd: &Path, model: &Path, sub: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_any2any"))
+        .current_dir(cwd)
+        .arg(sub)
+        .arg("--model")
+        .arg(model)
+        .args(args)
+        .output()
+        .expect("run any2any")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+pub fn assert_ok(o: &Output) {
     assert!(
-        header.ends_with('\n'),
-        "header must end with a newline: {header:?}"
+        o.status.success(),
+        "any2any failed ({:?})\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        stderr(o)
     );
-    let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(
-        compact.contains("'descr':'<f4'"),
-        "not little-endian float32: {header}"
-    );
-    assert!(
-        compact.contains("'fortran_order':False"),
-        "fortran order: {header}"
-    );
-    let shape_at = compact.find("'shape':(").expect("shape key") + "'shape':(".len();
-    let shape_str = &compact[shape_at..shape_at + compact[shape_at..].find(')').unwrap()];
-    let shape: Vec<usize> = shape_str
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("shape dim"))
-        .collect();
-    let data = &b[start + header_len..];
-    let n: usize = shape.iter().product();
-    assert_eq!(
-        data.len(),
-        4 * n,
-        "data length does not match shape {shape:?}"
-    );
-    let vals = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (shape, vals)
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parse {}: {e}", p.display()))
+}
+
+pub fn segments(j: &serde_json::Value) -> &Vec<serde_json::Value> {
+    j["segments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no segments array in {j}"))
 }

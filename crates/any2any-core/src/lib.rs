@@ -13,6 +13,7 @@ pub mod kv_cache;
 pub mod loading;
 pub mod nn;
 pub mod noise;
+pub mod npy;
 pub mod progress;
 pub mod request;
 pub mod sampling;

@@ -45,6 +45,16 @@ pub struct ReplayNoise {
     normals: Vec<f32>,
     next_uniform: usize,
     next_normal: usize,
+    /// Where the uniforms and the normals came from, for the error when they run out.
+    origins: [Option<Origin>; 2],
+}
+
+/// The argument (e.g. `noise-uniform`) and file a replayed stream was read from; no file: the
+/// stream was not given.
+#[derive(Debug, Clone)]
+struct Origin {
+    arg: String,
+    file: Option<String>,
 }
 
 impl ReplayNoise {
@@ -52,12 +62,28 @@ impl ReplayNoise {
         Self {
             uniforms,
             normals,
-            next_uniform: 0,
-            next_normal: 0,
+            ..Default::default()
         }
     }
     pub fn uniforms(uniforms: Vec<f32>) -> Self {
         Self::new(uniforms, Vec::new())
+    }
+    /// Names the argument and the file (`None`: not given) the uniforms came from, so that
+    /// running out of them is an error naming both.
+    pub fn uniforms_from(mut self, arg: impl Into<String>, file: Option<String>) -> Self {
+        self.origins[0] = Some(Origin {
+            arg: arg.into(),
+            file,
+        });
+        self
+    }
+    /// As [`ReplayNoise::uniforms_from`], for the normals.
+    pub fn normals_from(mut self, arg: impl Into<String>, file: Option<String>) -> Self {
+        self.origins[1] = Some(Origin {
+            arg: arg.into(),
+            file,
+        });
+        self
     }
     /// Draws not yet consumed: (uniforms, normals).
     pub fn remaining(&self) -> (usize, usize) {
@@ -66,29 +92,67 @@ impl ReplayNoise {
             self.normals.len() - self.next_normal,
         )
     }
+    /// Draws consumed so far: (uniforms, normals).
+    pub fn consumed(&self) -> (usize, usize) {
+        (self.next_uniform, self.next_normal)
+    }
 }
 
-fn take(buf: &[f32], next: &mut usize, n: usize, what: &str) -> Result<Vec<f32>> {
-    if *next + n > buf.len() {
-        return Err(Error::invalid(
-            "noise",
-            format!(
-                "replay source has {} {what} values left, {n} requested",
-                buf.len() - *next
+/// The next `n` values of `buf`, or an error naming where they came from.
+fn take(
+    buf: &[f32],
+    next: &mut usize,
+    n: usize,
+    what: &str,
+    origin: Option<&Origin>,
+) -> Result<Vec<f32>> {
+    let end = next.checked_add(n).filter(|&e| e <= buf.len());
+    let Some(end) = end else {
+        let left = buf.len() - *next;
+        return Err(match origin {
+            None => Error::invalid(
+                "noise",
+                format!("replay source has {left} {what} values left, {n} requested"),
             ),
-        ));
-    }
-    let out = buf[*next..*next + n].to_vec();
-    *next += n;
+            Some(Origin { arg, file: None }) => Error::invalid(
+                arg.as_str(),
+                format!("the run draws {what} values ({n} requested) but none were given"),
+            ),
+            Some(Origin { arg, file: Some(f) }) => Error::invalid(
+                arg.as_str(),
+                format!(
+                    "{f} ran out: it holds {} {what} values, {} were replayed and {n} more \
+                     requested ({left} left)",
+                    buf.len(),
+                    *next
+                ),
+            ),
+        });
+    };
+    let out = buf[*next..end].to_vec();
+    *next = end;
     Ok(out)
 }
 
 impl NoiseSource for ReplayNoise {
     fn uniform(&mut self, n: usize) -> Result<Vec<f32>> {
-        take(&self.uniforms, &mut self.next_uniform, n, "uniform")
+        let o = self.origins[0].as_ref();
+        take(&self.uniforms, &mut self.next_uniform, n, "uniform", o)
     }
     fn normal(&mut self, n: usize) -> Result<Vec<f32>> {
-        take(&self.normals, &mut self.next_normal, n, "normal")
+        let o = self.origins[1].as_ref();
+        take(&self.normals, &mut self.next_normal, n, "normal", o)
+    }
+}
+
+/// A borrowed source draws from what it borrows: a caller can pass `&mut source` to
+/// [`crate::Hooks::noise`] and look at it after the run (e.g. [`ReplayNoise::remaining`]).
+impl<N: NoiseSource + ?Sized> NoiseSource for &mut N {
+    fn uniform(&mut self, n: usize) -> Result<Vec<f32>> {
+        (**self).uniform(n)
+    }
+    fn normal(&mut self, n: usize) -> Result<Vec<f32>> {
+        (**self).normal(n)
     }
 }
 
@@ -229,5 +293,32 @@ mod tests {
         assert_eq!(r.uniform(2).unwrap(), vec![0.1, 0.2]);
         assert_eq!(r.uniform(1).unwrap(), vec![0.3]);
         assert!(r.uniform(1).is_err());
+    }
+
+    #[test]
+    fn running_out_names_the_argument_and_file() {
+        let mut r = ReplayNoise::new(vec![0.1, 0.2], Vec::new())
+            .uniforms_from("noise-uniform", Some("u.npy".into()))
+            .normals_from("noise-normal", None);
+        {
+            // borrowed (as `Hooks::noise` boxes it), then looked at after
+            let mut b: Box<dyn NoiseSource + '_> = Box::new(&mut r);
+            assert_eq!(b.uniform(1).unwrap(), vec![0.1]);
+        }
+        assert_eq!((r.consumed(), r.remaining()), ((1, 0), (1, 0)));
+        let e = r.uniform(3).unwrap_err().to_string();
+        assert!(
+            e.contains("`noise-uniform`") && e.contains("u.npy") && e.contains("holds 2"),
+            "{e}"
+        );
+        assert!(e.contains("1 were replayed and 3 more"), "{e}");
+        let e = r.normal(4).unwrap_err().to_string();
+        assert!(
+            e.contains("`noise-normal`") && e.contains("none were given"),
+            "{e}"
+        );
+        // a failed draw consumes nothing
+        assert_eq!(r.uniform(1).unwrap(), vec![0.2]);
+        assert!(r.uniform(usize::MAX).is_err());
     }
 }
