@@ -270,7 +270,9 @@ impl Emu3Backend {
         Ok(g)
     }
 
-    fn generate_images(&self, req: &Request, hooks: &mut Hooks) -> Result<Vec<Output>> {
+    /// The conditioned and negative prompts of an image request (each ending in
+    /// `<|image start|>h*w<|image token|>`) and the code grid `(h, w)`.
+    fn image_prompts(&self, req: &Request) -> Result<(Vec<u32>, Vec<u32>, (usize, usize))> {
         let v = &self.model.vocab;
         let mut body = Vec::new();
         for s in &req.segments {
@@ -280,26 +282,21 @@ impl Emu3Backend {
                 other => return Err(unsupported_segment(other)),
             }
         }
-        let p = &req.params;
-        let w_cfg = p.cfg.or(self.gen.guidance_scale).unwrap_or(DEFAULT_CFG);
-        let guidance = (w_cfg != 1.0).then(|| Guidance::two_stream(w_cfg, GuidanceSpace::LogProbs));
-        let pipe = LogitsPipeline::new(guidance, self.sampling(p, Modality::Image));
+        if req.raw {
+            // The ids must already end with `<|image start|>h*w<|image token|>`. Without a
+            // negative prompt HF's unbatched CFG conditions the second stream on the last
+            // prompt token alone.
+            let grid = self.grid_of_raw(&body)?;
+            let last = body.last().copied().unwrap_or(v.img_token);
+            return Ok((body, vec![last], grid));
+        }
+        let negative = req.params.negative_prompt.as_deref();
         let neg_body = self
-            .tokens(
-                p.negative_prompt
-                    .as_deref()
-                    .unwrap_or(DEFAULT_NEGATIVE_PROMPT),
-            )
+            .tokens(negative.unwrap_or(DEFAULT_NEGATIVE_PROMPT))
             .unwrap_or_default();
-        let longest = if req.raw {
-            body.len()
-        } else {
-            body.len().max(neg_body.len()) + 1
-        };
-        let (gh, gw) = match (req.raw, p.size) {
-            (true, _) => (0, 0),
+        let (gh, gw) = match req.params.size {
             // Any aspect ratio: `--size W×H` in pixels, multiples of the VQ factor.
-            (false, Some((w, h))) => {
+            Some((w, h)) => {
                 let f = self.factor();
                 if !w.is_multiple_of(f) || !h.is_multiple_of(f) {
                     return Err(Error::invalid(
@@ -309,8 +306,8 @@ impl Emu3Backend {
                 }
                 (h / f, w / f)
             }
-            (false, None) => {
-                let g = self.image_grid(longest + 8)?;
+            None => {
+                let g = self.image_grid(body.len().max(neg_body.len()) + 1 + 8)?;
                 (g, g)
             }
         };
@@ -322,27 +319,17 @@ impl Emu3Backend {
             ids.push(v.img_token);
             Ok(ids)
         };
-        let (cond, neg, (gh, gw)) = if req.raw {
-            // The ids must already end with `<|image start|>h*w<|image token|>`. Without a
-            // negative prompt HF's unbatched CFG conditions the second stream on the last
-            // prompt token alone.
-            let (gh, gw) = self.grid_of_raw(&body)?;
-            let last = body.last().copied().unwrap_or(v.img_token);
-            (body.clone(), vec![last], (gh, gw))
-        } else {
-            (head(&body)?, head(&neg_body)?, (gh, gw))
-        };
-        let ctx = self.model.backbone_cfg.max_position_embeddings;
-        let need = cond.len().max(neg.len()) + gh * (gw + 1) + 3;
-        if need > ctx {
-            return Err(Error::ContextOverflow {
-                len: cond.len().max(neg.len()),
-                max: ctx,
-                reserved: gh * (gw + 1) + 3,
-            });
-        }
+        Ok((head(&body)?, head(&neg_body)?, (gh, gw)))
+    }
+
+    /// The images of one request: its outputs are the images of one batched loop.
+    fn generate_images(&self, req: &Request, hooks: &mut Hooks) -> Result<Vec<Output>> {
+        let (cond, neg, (gh, gw)) = self.image_prompts(req)?;
+        let p = &req.params;
+        let w_cfg = p.cfg.or(self.gen.guidance_scale).unwrap_or(DEFAULT_CFG);
+        let guidance = (w_cfg != 1.0).then(|| Guidance::two_stream(w_cfg, GuidanceSpace::LogProbs));
+        let pipe = LogitsPipeline::new(guidance, self.sampling(p, Modality::Image));
         let mut noise = hooks.take_noise(p.seed);
-        // Every output of the request is one image of one batched loop.
         let t0 = Instant::now();
         let neg_stream = pipe.guidance.as_ref().map(|_| neg.as_slice());
         let pairs = vec![(cond.as_slice(), neg_stream); req.num_outputs];
@@ -350,27 +337,26 @@ impl Emu3Backend {
             .model
             .generate_images(&pairs, (gh, gw), &pipe, noise.as_mut(), hooks)?;
         let decode_s = t0.elapsed().as_secs_f64();
-        let mut outs = Vec::with_capacity(req.num_outputs);
-        for toks in toks {
-            let t1 = Instant::now();
-            let image = self.decode_codes(&toks.codes, gh, gw)?;
-            let image_decode_s = t1.elapsed().as_secs_f64();
-            outs.push(Output {
-                segments: vec![Generated::Image {
-                    image,
-                    codes: Some(toks.codes),
-                    grid: Some((gh, gw)),
-                }],
-                timings: Timings {
-                    prefill_s: 0.0,
-                    decode_s,
-                    steps: toks.new_ids.len(),
-                    image_decode_s,
-                    total_s: t0.elapsed().as_secs_f64(),
-                },
-            });
-        }
-        Ok(outs)
+        toks.into_iter()
+            .map(|toks| {
+                let t1 = Instant::now();
+                let image = self.decode_codes(&toks.codes, gh, gw)?;
+                Ok(Output {
+                    timings: Timings {
+                        prefill_s: 0.0,
+                        decode_s,
+                        steps: toks.new_ids.len(),
+                        image_decode_s: t1.elapsed().as_secs_f64(),
+                        total_s: t0.elapsed().as_secs_f64(),
+                    },
+                    segments: vec![Generated::Image {
+                        image,
+                        codes: Some(toks.codes),
+                        grid: Some((gh, gw)),
+                    }],
+                })
+            })
+            .collect()
     }
 
     /// `h*w` between the last `<|image start|>` and a final `<|image token|>` of raw ids.
