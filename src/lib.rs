@@ -23,6 +23,7 @@ pub fn families() -> &'static [Family] {
             load: any2any_janus::load,
             resolve_dir: None,
             hub_files: &[],
+            components: &[],
         },
         Family {
             name: "chameleon",
@@ -31,6 +32,7 @@ pub fn families() -> &'static [Family] {
             // Meta's original Chameleon / Anole release: models/7b/consolidated.pth + tokenizer/
             resolve_dir: Some(any2any_chameleon::original::resolve_dir),
             hub_files: any2any_chameleon::original::HUB_FILES,
+            components: &[],
         },
         Family {
             name: "emu3",
@@ -38,6 +40,7 @@ pub fn families() -> &'static [Family] {
             load: any2any_emu3::load,
             resolve_dir: None,
             hub_files: &[],
+            components: &[],
         },
         Family {
             name: "showo",
@@ -45,6 +48,7 @@ pub fn families() -> &'static [Family] {
             load: any2any_showo::load,
             resolve_dir: None,
             hub_files: &[],
+            components: &[],
         },
     ];
     FAMILIES

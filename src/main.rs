@@ -61,6 +61,7 @@ impl ModelArgs {
             dtype: self.dtype.as_deref().map(parse_dtype).transpose()?,
             offline: self.offline,
             revision: None,
+            components: Vec::new(),
         };
         Pipeline::load(&self.model, opts)
     }

@@ -181,6 +181,7 @@ pub fn resolve_dir(dir: &Path) -> Result<Option<ModelFiles>> {
         config: params,
         weights: vec![weights],
         tokenizer: Some(tokenizer),
+        components: Default::default(),
     }))
 }
 
