@@ -24,6 +24,7 @@ pub fn families() -> &'static [Family] {
             load: any2any_janus::load,
             resolve_dir: None,
             hub_files: &[],
+            components: &[],
         },
         #[cfg(feature = "chameleon")]
         Family {
@@ -33,6 +34,7 @@ pub fn families() -> &'static [Family] {
             // Meta's original Chameleon / Anole release: models/7b/consolidated.pth + tokenizer/
             resolve_dir: Some(any2any_chameleon::original::resolve_dir),
             hub_files: any2any_chameleon::original::HUB_FILES,
+            components: any2any_chameleon::COMPONENTS,
         },
         #[cfg(feature = "emu3")]
         Family {
@@ -41,6 +43,7 @@ pub fn families() -> &'static [Family] {
             load: any2any_emu3::load,
             resolve_dir: None,
             hub_files: &[],
+            components: &[],
         },
         #[cfg(feature = "showo")]
         Family {
@@ -49,6 +52,7 @@ pub fn families() -> &'static [Family] {
             load: any2any_showo::load,
             resolve_dir: None,
             hub_files: &[],
+            components: any2any_showo::COMPONENTS,
         },
     ];
     FAMILIES
@@ -78,7 +82,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads from a local directory or a hub id; the family is recognised from config.json, or
     /// for a local directory without one, from a family's own layout (e.g. Meta's original
-    /// Chameleon / Anole release).
+    /// Chameleon / Anole release). [`LoadOptions::components`] replace or add components, and
+    /// the family's own ([`Family::components`]) are listed in [`ModelFiles::components`].
     pub fn load(model: &str, opts: LoadOptions) -> Result<Self> {
         let dir = std::path::Path::new(model);
         if dir.is_dir() && !dir.join("config.json").is_file() {
@@ -86,13 +91,9 @@ impl Pipeline {
                 let Some(resolve) = fam.resolve_dir else {
                     continue;
                 };
-                if let Some(files) = resolve(dir)? {
-                    let backend = (fam.load)(&files, &opts)?;
-                    return Ok(Self {
-                        backend,
-                        family: fam.name,
-                        files,
-                    });
+                if let Some(mut files) = resolve(dir)? {
+                    files.apply_components(&opts)?;
+                    return Self::load_family(fam, files, &opts);
                 }
             }
         }
@@ -106,12 +107,8 @@ impl Pipeline {
                     if let Some(root) = ModelFiles::fetch_hub_tree(model, &opts, fam.hub_files)? {
                         if let Some(mut files) = resolve(&root)? {
                             files.name = model.to_string();
-                            let backend = (fam.load)(&files, &opts)?;
-                            return Ok(Self {
-                                backend,
-                                family: fam.name,
-                                files,
-                            });
+                            files.apply_components(&opts)?;
+                            return Self::load_family(fam, files, &opts);
                         }
                     }
                 }
@@ -132,7 +129,17 @@ impl Pipeline {
                 path: files.config.clone(),
                 supported: supported_families_hint(&cfg),
             })?;
-        let backend = (fam.load)(&files, &opts)?;
+        Self::load_family(fam, files, &opts)
+    }
+
+    /// Lists the family's own components in `files`, then loads it.
+    fn load_family(
+        fam: &'static Family,
+        mut files: ModelFiles,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        files.add_layout_components(fam.components)?;
+        let backend = (fam.load)(&files, opts)?;
         Ok(Self {
             backend,
             family: fam.name,

@@ -4,7 +4,7 @@ mod bench;
 
 use any2any::edit::load_mask;
 use any2any::imageops::{load_image, save_image, write_atomic};
-use any2any::loading::{parse_device, parse_dtype};
+use any2any::loading::{parse_component, parse_device, parse_dtype};
 use any2any::{
     npy, CancelToken, Error, ExtendDirection, Generated, GenerationParams, Hooks, ImageInput,
     LoadOptions, Modality, Output, Pipeline, ReplayNoise, Request, Result, TextDelta,
@@ -53,6 +53,10 @@ struct ModelArgs {
     /// Never use the network (the HF cache only).
     #[arg(long)]
     offline: bool,
+    /// Take a component from elsewhere: NAME=DIR_OR_HUB_ID, repeatable (e.g. vae=stabilityai/sdxl-vae,
+    /// magvit=./magvit); replaces or adds the checkpoint's component of that name.
+    #[arg(long = "component", value_name = "NAME=DIR_OR_HUB_ID")]
+    components: Vec<String>,
 }
 
 impl ModelArgs {
@@ -62,6 +66,11 @@ impl ModelArgs {
             dtype: self.dtype.as_deref().map(parse_dtype).transpose()?,
             offline: self.offline,
             revision: None,
+            components: self
+                .components
+                .iter()
+                .map(|c| parse_component(c))
+                .collect::<Result<_>>()?,
         };
         Pipeline::load(&self.model, opts)
     }
@@ -830,10 +839,14 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let pipe = a.model.load()?;
     let info = pipe.info();
     if a.json {
+        let mut j =
+            serde_json::to_value(&info).map_err(|e| Error::invalid("json", e.to_string()))?;
+        if let Some(o) = j.as_object_mut() {
+            o.insert("components".into(), pipe.files().components_json());
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&info)
-                .map_err(|e| Error::invalid("json", e.to_string()))?
+            serde_json::to_string_pretty(&j).map_err(|e| Error::invalid("json", e.to_string()))?
         );
         return Ok(());
     }
@@ -851,6 +864,9 @@ fn inspect(a: InspectArgs) -> Result<()> {
     println!("dtype       {}", info.dtype);
     println!("device      {}", info.device);
     println!("directions  {}", info.directions.join(", "));
+    for c in pipe.files().components.values() {
+        println!("component   {c}");
+    }
     Ok(())
 }
 

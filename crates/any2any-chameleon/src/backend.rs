@@ -87,7 +87,8 @@ struct Rows {
 
 impl ChameleonBackend {
     /// Loads the HF layout (config.json) or Meta's original release (params.json, see
-    /// [`original`]); the VQGAN decoder comes from a file found by [`vq_files::find_vq`].
+    /// [`original`]); the VQGAN decoder comes from the `vqgan` component
+    /// ([`vq_files::VQGAN_LAYOUT`]).
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
         let dtype = opts.dtype();
         let dev = &opts.device;
@@ -118,7 +119,7 @@ impl ChameleonBackend {
                 .unwrap_or(true);
             let decoder = Decoder::load(vb.pp("model"), &cfg.backbone)?;
             let head = any2any_core::backbone::lm_head(vb.pp("lm_head"), &cfg.backbone)?;
-            let vq = vq_files::load_vq(&files.dir, Some(&cfg.vq), dtype, dev)?;
+            let vq = vq_files::load_vq_component(files, &[], Some(&cfg.vq), dtype, dev)?;
             // The HF conversion keeps the VQ encoder under `model.vqmodel`; a checkpoint without
             // it (Lumina-mGPT may ship the LM alone) takes the encoder of the VQGAN next to it.
             let (encoder, vq_decoder) = match vq {
@@ -913,7 +914,7 @@ impl ChameleonBackend {
         Error::invalid(
             "model",
             format!(
-                "image output needs the taming VQGAN decoder, which HF Chameleon checkpoints do not ship: put the original release's {} + {} or one of {} (keys decoder.*, post_quant_conv.*, quantize.embedding.weight; config in {}) next to {} or in its tokenizer/ subdirectory",
+                "image output needs the taming VQGAN decoder, which HF Chameleon checkpoints do not ship: put the original release's {} + {} or one of {} (keys decoder.*, post_quant_conv.*, quantize.embedding.weight; config in {}) next to {} or in its tokenizer/ subdirectory, or pass their folder with --component vqgan=DIR",
                 vq_files::VQGAN_CKPT,
                 vq_files::VQGAN_YAML,
                 DECODER_FILES.join(" / "),

@@ -12,4 +12,9 @@ pub mod vq_files;
 
 pub use backend::{load, matches, ChameleonBackend};
 pub use config::{ChameleonConfig, SpecialIds, VocabMapping, VqConfig};
-pub use vq_files::{load_vq, load_vq_files, LoadedVq, VqFiles, VqFormat};
+pub use vq_files::{
+    load_vq, load_vq_component, load_vq_files, LoadedVq, VqFiles, VqFormat, VQGAN_LAYOUT,
+};
+
+/// Chameleon's own components (for [`any2any_core::Family::components`]): the VQGAN.
+pub const COMPONENTS: &[any2any_core::loading::ComponentLayout] = &[VQGAN_LAYOUT];

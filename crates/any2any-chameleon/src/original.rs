@@ -173,7 +173,7 @@ pub fn resolve_dir(dir: &Path) -> Result<Option<ModelFiles>> {
             ),
         })?;
     let opt = |name: &str| Some(model_dir.join(name)).filter(|p| p.is_file());
-    Ok(Some(ModelFiles {
+    let mut files = ModelFiles {
         name: dir.display().to_string(),
         generation_config: opt("generation_config.json"),
         preprocessor_config: opt("preprocessor_config.json"),
@@ -181,7 +181,14 @@ pub fn resolve_dir(dir: &Path) -> Result<Option<ModelFiles>> {
         config: params,
         weights: vec![weights],
         tokenizer: Some(tokenizer),
-    }))
+        components: Default::default(),
+    };
+    // The VQGAN sits next to the text tokenizer (`<root>/tokenizer/`), outside the model folder.
+    let extra: Vec<PathBuf> = tokenizer_dir(&files).into_iter().collect();
+    if let Some(vq) = files.layout_component(&vq_files::VQGAN_LAYOUT, &extra)? {
+        files.components.insert(vq.name.clone(), vq);
+    }
+    Ok(Some(files))
 }
 
 /// The directory of `text_tokenizer.json` (where the release keeps the VQGAN too).
@@ -196,27 +203,29 @@ fn tokenizer_dir(files: &ModelFiles) -> Option<PathBuf> {
 /// The VQGAN of an original-layout checkpoint (`tokenizer/vqgan.ckpt` + `vqgan.yaml`, or a
 /// safetensors conversion next to the weights); its encoder is required (image input).
 pub fn load_vq(files: &ModelFiles, dtype: DType, device: &Device) -> Result<LoadedVq> {
-    let mut dirs = vq_files::search_dirs(&files.dir);
-    if let Some(t) = tokenizer_dir(files) {
-        if !dirs.contains(&t) {
-            dirs.push(t);
+    let extra: Vec<PathBuf> = tokenizer_dir(files).into_iter().collect();
+    let vq = vq_files::load_vq_component(files, &extra, None, dtype, device)?.ok_or_else(|| {
+        let mut dirs = vq_files::search_dirs(&files.dir);
+        for t in &extra {
+            if !dirs.contains(t) {
+                dirs.push(t.clone());
+            }
         }
-    }
-    let found = vq_files::find_vq(&dirs).ok_or_else(|| Error::MissingFile {
-        dir: files.name.clone(),
-        what: "Chameleon VQGAN (original layout)".into(),
-        looked_for: format!(
-            "{TOKENIZER_DIR}/{VQGAN_CKPT} + {TOKENIZER_DIR}/{VQGAN_YAML} (in {})",
-            dirs.iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Error::MissingFile {
+            dir: files.name.clone(),
+            what: "Chameleon VQGAN (original layout)".into(),
+            looked_for: format!(
+                "{TOKENIZER_DIR}/{VQGAN_CKPT} + {TOKENIZER_DIR}/{VQGAN_YAML} (in {})",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
     })?;
-    let vq = vq_files::load_vq_files(&found, None, dtype, device)?;
     if vq.encoder.is_none() {
         return Err(Error::WeightFile {
-            path: found.weights.clone(),
+            path: vq.files.weights.clone(),
             msg: "no VQGAN encoder (`encoder.*`) in this file; the original-layout loader needs it (vqgan.ckpt has it)".into(),
         });
     }

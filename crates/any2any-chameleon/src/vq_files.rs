@@ -9,7 +9,9 @@
 //!   `vqgan.yaml`, or the checkpoint's own `vq_config`.
 //!
 //! Both are looked for in a directory and in its `tokenizer/` subdirectory (where the original
-//! release keeps them). [`load_vq`] is the entry point for any backend that needs the VQGAN
+//! release keeps them), as the checkpoint's `vqgan` component ([`VQGAN_LAYOUT`]), which
+//! `--component vqgan=DIR_OR_HUB_ID` points elsewhere. [`load_vq_component`] (a checkpoint's) and
+//! [`load_vq`] (a directory's) are the entry points for any backend that needs the VQGAN
 //! (Chameleon, Anole, Lumina-mGPT, whose checkpoints ship none).
 
 use crate::backend::DECODER_FILES;
@@ -18,8 +20,8 @@ use crate::vq::{VqDecoder, VqEncoder};
 use any2any_core::candle_core::{DType, Device};
 use any2any_core::candle_nn::var_builder::SimpleBackend;
 use any2any_core::candle_nn::VarBuilder;
-use any2any_core::loading::{read_json, WeightStore};
-use any2any_core::{Error, Result};
+use any2any_core::loading::{read_json, Component, ComponentLayout, LayoutFile, WeightStore};
+use any2any_core::{Error, ModelFiles, Result};
 use std::path::{Path, PathBuf};
 
 /// The original release's VQGAN checkpoint (PyTorch Lightning).
@@ -30,6 +32,32 @@ pub const VQGAN_YAML: &str = "vqgan.yaml";
 pub const VQGAN_CONFIG_JSON: &str = "vqgan_config.json";
 /// The entry of a Lightning checkpoint that holds the weights.
 pub const STATE_DICT_KEY: &str = "state_dict";
+
+/// The checkpoint's `vqgan` component: in the model directory, then `tokenizer/`, then
+/// `original_tokenizers/` (where Alpha-VLLM/Chameleon_7B_mGPT, Lumina-mGPT's VQGAN, keeps it);
+/// within one folder the safetensors conversions of [`DECODER_FILES`] (config
+/// `vqgan_config.json` or `vqgan.yaml`) before `vqgan.ckpt` (config `vqgan.yaml`). It loads in
+/// the model's dtype.
+pub const VQGAN_LAYOUT: ComponentLayout = ComponentLayout {
+    name: "vqgan",
+    dirs: &["", "tokenizer", "original_tokenizers"],
+    files: &[
+        LayoutFile {
+            weights: DECODER_FILES[0],
+            configs: &[VQGAN_CONFIG_JSON, VQGAN_YAML],
+        },
+        LayoutFile {
+            weights: DECODER_FILES[1],
+            configs: &[VQGAN_CONFIG_JSON, VQGAN_YAML],
+        },
+        LayoutFile {
+            weights: VQGAN_CKPT,
+            configs: &[VQGAN_YAML],
+        },
+    ],
+    dtype: None,
+    optional: true,
+};
 
 /// On-disk format of a VQGAN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,41 +88,52 @@ pub struct LoadedVq {
 }
 
 /// Where a VQGAN is looked for next to a checkpoint directory: the directory, then `tokenizer/`,
-/// then `original_tokenizers/`.
+/// then `original_tokenizers/` ([`VQGAN_LAYOUT`]'s folders).
 pub fn search_dirs(dir: &Path) -> Vec<PathBuf> {
-    // `original_tokenizers/` is where Alpha-VLLM/Chameleon_7B_mGPT (Lumina-mGPT's VQGAN) keeps it.
-    vec![
-        dir.to_path_buf(),
-        dir.join("tokenizer"),
-        dir.join("original_tokenizers"),
-    ]
+    VQGAN_LAYOUT.dirs_under(dir)
 }
 
 /// The first VQGAN in `dirs` (in order; within one directory the safetensors files of
 /// [`DECODER_FILES`] come before `vqgan.ckpt`).
 pub fn find_vq(dirs: &[PathBuf]) -> Option<VqFiles> {
-    for dir in dirs {
-        let cfg = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
-        for f in DECODER_FILES {
-            let p = dir.join(f);
-            if p.is_file() {
-                return Some(VqFiles {
-                    weights: p,
-                    config: cfg(&[VQGAN_CONFIG_JSON, VQGAN_YAML]),
-                    format: VqFormat::Safetensors,
-                });
+    // The layout's files are all of a known format, so `from_component` cannot fail here.
+    VQGAN_LAYOUT
+        .find_in(dirs)
+        .and_then(|c| VqFiles::from_component(&c).ok())
+}
+
+impl VqFiles {
+    /// The VQGAN of a `vqgan` component: its one weights file (`vqgan.ckpt`, a Lightning
+    /// checkpoint, or a `.safetensors` file) and config; else an error naming the component.
+    pub fn from_component(c: &Component) -> Result<Self> {
+        let bad = |msg: String| {
+            Error::invalid(
+                "component",
+                format!("`{}` ({}): {msg}", c.name, c.dir.display()),
+            )
+        };
+        let [weights] = c.weights.as_slice() else {
+            return Err(bad(format!(
+                "a VQGAN is one weights file ({VQGAN_CKPT} or .safetensors), found {}",
+                c.weights.len()
+            )));
+        };
+        let format = match weights.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => VqFormat::Safetensors,
+            Some("ckpt") => VqFormat::LightningCkpt,
+            _ => {
+                return Err(bad(format!(
+                    "{} is not a VQGAN checkpoint ({VQGAN_CKPT} or .safetensors)",
+                    weights.display()
+                )))
             }
-        }
-        let p = dir.join(VQGAN_CKPT);
-        if p.is_file() {
-            return Some(VqFiles {
-                weights: p,
-                config: cfg(&[VQGAN_YAML]),
-                format: VqFormat::LightningCkpt,
-            });
-        }
+        };
+        Ok(Self {
+            weights: weights.clone(),
+            config: c.config.clone(),
+            format,
+        })
     }
-    None
 }
 
 /// Parses YAML text into JSON (mappings with string keys, sequences, scalars).
@@ -259,6 +298,26 @@ pub fn load_vq(
 ) -> Result<Option<LoadedVq>> {
     match find_vq(&search_dirs(dir)) {
         Some(files) => load_vq_files(&files, fallback, dtype, device).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The VQGAN of a checkpoint: its `vqgan` component ([`VQGAN_LAYOUT`], also looked for in
+/// `extra_dirs`, or the user's `--component vqgan=…`), loaded in the component's dtype, else
+/// `dtype`; `Ok(None)` when there is none. A safetensors VQGAN without its own config file uses
+/// `fallback`.
+pub fn load_vq_component(
+    files: &ModelFiles,
+    extra_dirs: &[PathBuf],
+    fallback: Option<&VqConfig>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Option<LoadedVq>> {
+    match files.layout_component(&VQGAN_LAYOUT, extra_dirs)? {
+        Some(c) => {
+            let vq = VqFiles::from_component(&c)?;
+            load_vq_files(&vq, fallback, c.dtype_or(dtype), device).map(Some)
+        }
         None => Ok(None),
     }
 }

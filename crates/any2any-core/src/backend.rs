@@ -312,6 +312,9 @@ pub struct Family {
     /// For a hub repository in that layout (no config.json): the files to fetch, relative to the
     /// repository root, before `resolve_dir` runs on the local snapshot.
     pub hub_files: &'static [&'static str],
+    /// The family's own components (Show-o's `magvit`, Chameleon's `vqgan`), found in its layout
+    /// or given by the user (`--component NAME=…`), and listed with the checkpoint's.
+    pub components: &'static [crate::loading::ComponentLayout],
 }
 
 /// See [`Family::resolve_dir`].

@@ -8,8 +8,12 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+mod components;
+pub use components::{parse_component, Component, ComponentLayout, LayoutFile};
+use components::{read_component, COMPONENT_CONFIGS};
 
 /// How to load a model.
 #[derive(Debug, Clone)]
@@ -20,6 +24,10 @@ pub struct LoadOptions {
     /// Never touch the network (also on when `HF_HUB_OFFLINE=1`).
     pub offline: bool,
     pub revision: Option<String>,
+    /// Components taken from elsewhere, `(name, local directory or hub id)`, each replacing or
+    /// adding the component of that name (`--component vae=stabilityai/sdxl-vae`); applied by
+    /// [`ModelFiles::resolve`] (see [`ModelFiles::apply_components`]).
+    pub components: Vec<(String, String)>,
 }
 
 impl Default for LoadOptions {
@@ -29,6 +37,7 @@ impl Default for LoadOptions {
             dtype: None,
             offline: false,
             revision: None,
+            components: Vec::new(),
         }
     }
 }
@@ -80,13 +89,28 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 pub struct ModelFiles {
     /// What the user named (a directory or a hub id), for messages.
     pub name: String,
+    /// The directory of the main config (for a hub id, its snapshot in the HF cache).
     pub dir: PathBuf,
+    /// `config.json`, a family's own config (`params.json`), or `model_index.json` for a
+    /// diffusers layout without a root config.
     pub config: PathBuf,
+    /// The root weight files; empty for a diffusers layout whose weights are all in components.
     pub weights: Vec<PathBuf>,
+    /// `tokenizer.json`, when present.
     pub tokenizer: Option<PathBuf>,
+    /// `generation_config.json`, when present.
     pub generation_config: Option<PathBuf>,
+    /// `preprocessor_config.json`, when present.
     pub preprocessor_config: Option<PathBuf>,
+    /// The named parts with their own folder, config, weights and dtype, by name: the
+    /// sub-folders of a diffusers `model_index.json`, a family's own parts (Show-o's `magvit`,
+    /// Chameleon's `vqgan`, see [`ComponentLayout`]) and the user's
+    /// [`LoadOptions::components`].
+    pub components: BTreeMap<String, Component>,
 }
+
+/// The diffusers pipeline index at a checkpoint's root (`{"unet": ["diffusers", "UNet2DConditionModel"], …}`).
+pub const MODEL_INDEX: &str = "model_index.json";
 
 const WEIGHT_INDEXES: [&str; 2] = [
     "model.safetensors.index.json",
@@ -104,36 +128,273 @@ fn opt(dir: &Path, name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// `owner/name` (not a path that starts with `.` or `/`).
+fn is_hub_id(s: &str) -> bool {
+    !(s.starts_with('.') || s.starts_with('/') || s.split('/').count() != 2)
+}
+
+/// The folder holding `p`.
+fn parent_dir(p: &Path) -> PathBuf {
+    p.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Whether a relative file name from an index stays inside its folder (no `..`, no root).
+fn is_inside(rel: &str) -> bool {
+    use std::path::Component as Part;
+    let parts: Vec<Part> = Path::new(rel).components().collect();
+    parts.iter().any(|p| matches!(p, Part::Normal(_)))
+        && parts
+            .iter()
+            .all(|p| matches!(p, Part::Normal(_) | Part::CurDir))
+}
+
+/// Where the files of a checkpoint, or of one of its components, are looked up: a local folder,
+/// or a hub repository whose files are fetched into the HF cache.
+struct Lookup<'a> {
+    fetch: &'a Fetch<'a>,
+    /// The folder inside the fetcher's root, with a trailing `/` (`""`: the root).
+    prefix: String,
+    /// The folder for messages (`DIR`, `hub:owner/name`, `hub:owner/name/vae`).
+    place: String,
+    /// `" (offline cache)"` for an offline hub lookup.
+    note: &'static str,
+    /// The component looked up, for messages.
+    component: Option<String>,
+    /// The local folder (its files may be listed); `None` on the hub.
+    local: Option<PathBuf>,
+}
+
+impl<'a> Lookup<'a> {
+    fn local(fetch: &'a Fetch<'a>, dir: &Path, component: Option<&str>) -> Self {
+        Self {
+            fetch,
+            prefix: String::new(),
+            place: dir.display().to_string(),
+            note: "",
+            component: component.map(str::to_string),
+            local: Some(dir.to_path_buf()),
+        }
+    }
+
+    fn hub(fetch: &'a Fetch<'a>, id: &str, offline: bool, component: Option<&str>) -> Self {
+        Self {
+            fetch,
+            prefix: String::new(),
+            place: format!("hub:{id}"),
+            note: if offline { " (offline cache)" } else { "" },
+            component: component.map(str::to_string),
+            local: None,
+        }
+    }
+
+    /// The sub-folder `name` of this folder, looked up as component `name`.
+    fn sub(&self, name: &str) -> Lookup<'a> {
+        Lookup {
+            fetch: self.fetch,
+            prefix: format!("{}{name}/", self.prefix),
+            place: match &self.local {
+                Some(d) => d.join(name).display().to_string(),
+                None => format!("{}/{name}", self.place),
+            },
+            note: self.note,
+            component: Some(name.to_string()),
+            local: self.local.as_ref().map(|d| d.join(name)),
+        }
+    }
+
+    fn get(&self, file: &str) -> Result<Option<PathBuf>> {
+        (self.fetch)(&format!("{}{file}", self.prefix))
+    }
+
+    /// The first of `names` present.
+    fn first_of(&self, names: &[&str]) -> Result<Option<PathBuf>> {
+        names
+            .iter()
+            .map(|n| self.get(n))
+            .find_map(|r| r.transpose())
+            .transpose()
+    }
+
+    /// The folder (and component) for messages.
+    fn here(&self) -> String {
+        match &self.component {
+            Some(c) => format!("component `{c}` ({}{})", self.place, self.note),
+            None => format!("{}{}", self.place, self.note),
+        }
+    }
+}
+
+/// A file getter over a local folder.
+fn local_fetch(dir: &Path) -> impl Fn(&str) -> Result<Option<PathBuf>> {
+    let dir = dir.to_path_buf();
+    move |f: &str| Ok(opt(&dir, f))
+}
+
+/// Weights found in a folder.
+struct FoundWeights {
+    /// The index or weights file they were found by.
+    anchor: PathBuf,
+    files: Vec<PathBuf>,
+}
+
+/// The weights of a folder: the first of `indexes` (every shard it lists), else the first of
+/// `singles`, else, in a local folder, its files with the extensions of the first group of
+/// `globs` that has any. `Ok(None)` when there are none.
+fn find_weights(
+    l: &Lookup,
+    indexes: &[&str],
+    singles: &[&str],
+    globs: &[&[&str]],
+) -> Result<Option<FoundWeights>> {
+    for idx in indexes {
+        if let Some(p) = l.get(idx)? {
+            let files = shards_of(l, idx, &p)?;
+            return Ok(Some(FoundWeights { anchor: p, files }));
+        }
+    }
+    if let Some(p) = l.first_of(singles)? {
+        return Ok(Some(FoundWeights {
+            anchor: p.clone(),
+            files: vec![p],
+        }));
+    }
+    let Some(dir) = &l.local else {
+        return Ok(None);
+    };
+    for exts in globs {
+        let found = files_with_ext(dir, exts)?;
+        if let Some(first) = found.first() {
+            return Ok(Some(FoundWeights {
+                anchor: first.clone(),
+                files: found,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The shards a weight index lists, each inside the folder and present (else an error naming
+/// the index or the shard).
+fn shards_of(l: &Lookup, idx: &str, index_path: &Path) -> Result<Vec<PathBuf>> {
+    let index: WeightIndex = read_json(index_path)?;
+    let mut files: Vec<String> = index.weight_map.into_values().collect();
+    files.sort();
+    files.dedup();
+    files
+        .into_iter()
+        .map(|f| {
+            if !is_inside(&f) {
+                return Err(Error::Config {
+                    path: index_path.to_path_buf(),
+                    msg: format!(
+                        "{}: weight shard `{f}` is not a file inside that folder",
+                        l.here()
+                    ),
+                });
+            }
+            l.get(&f)?.ok_or_else(|| Error::MissingFile {
+                dir: l.here(),
+                what: format!("weight shard listed in {idx}"),
+                looked_for: f,
+            })
+        })
+        .collect()
+}
+
+/// The files of `dir` with one of `exts`, sorted.
+fn files_with_ext(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| exts.contains(&e))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// The root weights of a checkpoint; none is an error unless it is a diffusers layout
+/// (`diffusers`), whose weights live in its components.
+fn root_weights(root: &Lookup, diffusers: bool) -> Result<Vec<PathBuf>> {
+    match find_weights(root, &WEIGHT_INDEXES, &WEIGHT_SINGLES, &[&["safetensors"]])? {
+        Some(w) => Ok(w.files),
+        None if diffusers => Ok(Vec::new()),
+        None => {
+            let listed = if root.local.is_some() {
+                format!(
+                    "{}, {} or *.safetensors",
+                    WEIGHT_INDEXES.join(", "),
+                    WEIGHT_SINGLES.join(", ")
+                )
+            } else {
+                format!(
+                    "{} or {}",
+                    WEIGHT_INDEXES.join(", "),
+                    WEIGHT_SINGLES.join(", ")
+                )
+            };
+            Err(Error::MissingFile {
+                dir: root.here(),
+                what: "weights".into(),
+                looked_for: listed,
+            })
+        }
+    }
+}
+
 impl ModelFiles {
-    /// A local directory, or else a hub id.
+    /// A local directory, or else a hub id; then the user's components
+    /// ([`LoadOptions::components`], see [`ModelFiles::apply_components`]).
     pub fn resolve(name: &str, opts: &LoadOptions) -> Result<Self> {
         let p = Path::new(name);
-        if p.is_dir() {
-            return Self::from_dir(p);
-        }
-        if p.exists() {
+        let mut files = if p.is_dir() {
+            Self::from_dir(p)?
+        } else if p.exists() {
             return Err(Error::invalid(
                 "model",
                 format!("{name} is a file, not a model directory"),
             ));
-        }
-        if name.starts_with('.') || name.starts_with('/') || name.split('/').count() != 2 {
+        } else if !is_hub_id(name) {
             return Err(Error::invalid(
                 "model",
                 format!("{name}: no such directory, and not a hub id of the form owner/name"),
             ));
-        }
-        Self::from_hub(name, opts)
+        } else {
+            Self::from_hub(name, opts)?
+        };
+        files.apply_components(opts)?;
+        Ok(files)
     }
 
+    /// A local checkpoint directory: `config.json` and its weights, or a diffusers layout
+    /// (`model_index.json`, its sub-folders as [`ModelFiles::components`], root weights
+    /// optional).
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let name = dir.display().to_string();
-        let config = opt(dir, "config.json").ok_or_else(|| Error::MissingFile {
-            dir: name.clone(),
-            what: "model config".into(),
-            looked_for: "config.json".into(),
-        })?;
-        let weights = Self::weights_in(dir)?;
+        let fetch = local_fetch(dir);
+        let root = Lookup::local(&fetch, dir, None);
+        let index = opt(dir, MODEL_INDEX);
+        let config = opt(dir, "config.json")
+            .or_else(|| index.clone())
+            .ok_or_else(|| Error::MissingFile {
+                dir: name.clone(),
+                what: "model config".into(),
+                looked_for: "config.json".into(),
+            })?;
+        let weights = root_weights(&root, index.is_some())?;
+        let components = match &index {
+            Some(p) => read_model_index(&root, p)?,
+            None => BTreeMap::new(),
+        };
         Ok(Self {
             name,
             dir: dir.to_path_buf(),
@@ -142,57 +403,10 @@ impl ModelFiles {
             tokenizer: opt(dir, "tokenizer.json"),
             generation_config: opt(dir, "generation_config.json"),
             preprocessor_config: opt(dir, "preprocessor_config.json"),
+            components,
         })
     }
 
-    fn weights_in(dir: &Path) -> Result<Vec<PathBuf>> {
-        for idx in WEIGHT_INDEXES {
-            if let Some(p) = opt(dir, idx) {
-                let index: WeightIndex = read_json(&p)?;
-                let mut files: Vec<String> = index.weight_map.into_values().collect();
-                files.sort();
-                files.dedup();
-                return files
-                    .into_iter()
-                    .map(|f| {
-                        opt(dir, &f).ok_or_else(|| Error::MissingFile {
-                            dir: dir.display().to_string(),
-                            what: format!("weight shard listed in {idx}"),
-                            looked_for: f,
-                        })
-                    })
-                    .collect();
-            }
-        }
-        for single in WEIGHT_SINGLES {
-            if let Some(p) = opt(dir, single) {
-                return Ok(vec![p]);
-            }
-        }
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-            .collect();
-        found.sort();
-        if found.is_empty() {
-            return Err(Error::MissingFile {
-                dir: dir.display().to_string(),
-                what: "weights".into(),
-                looked_for: format!(
-                    "{}, {} or *.safetensors",
-                    WEIGHT_INDEXES.join(", "),
-                    WEIGHT_SINGLES.join(", ")
-                ),
-            });
-        }
-        Ok(found)
-    }
-
-    /// Downloads (or finds in the HF cache) the files of a hub repository.
     /// Fetches the files of a repository that has no config.json, at the given relative paths
     /// (a family's own layout, e.g. `models/7b/params.json`), and returns the local snapshot
     /// directory that holds them as the repository does. `Ok(None)` when the first file does
@@ -216,64 +430,39 @@ impl ModelFiles {
         let depth = Path::new(first).components().count();
         let mut root = p;
         for _ in 0..depth {
-            root = root
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."));
+            root = parent_dir(&root);
         }
         Ok(Some(root))
     }
 
+    /// Downloads (or finds in the HF cache) the files of a hub repository: config.json and its
+    /// weights, or a diffusers layout (`model_index.json` and its sub-folders' files).
     pub fn from_hub(id: &str, opts: &LoadOptions) -> Result<Self> {
         let (fetch, offline) = hub_fetcher(id, opts)?;
-        let need = |f: &str| -> Result<PathBuf> {
-            fetch(f)?.ok_or_else(|| Error::MissingFile {
-                dir: format!("hub:{id}{}", if offline { " (offline cache)" } else { "" }),
-                what: f.into(),
-                looked_for: f.into(),
-            })
+        let root = Lookup::hub(&*fetch, id, offline, None);
+        let config = root.get("config.json")?;
+        let index = root.get(MODEL_INDEX)?;
+        let config = config
+            .or_else(|| index.clone())
+            .ok_or_else(|| Error::MissingFile {
+                dir: root.here(),
+                what: "config.json".into(),
+                looked_for: "config.json".into(),
+            })?;
+        let weights = root_weights(&root, index.is_some())?;
+        let components = match &index {
+            Some(p) => read_model_index(&root, p)?,
+            None => BTreeMap::new(),
         };
-        let config = need("config.json")?;
-        let dir = config
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let mut weights = None;
-        for idx in WEIGHT_INDEXES {
-            if let Some(p) = fetch(idx)? {
-                let index: WeightIndex = read_json(&p)?;
-                let mut files: Vec<String> = index.weight_map.into_values().collect();
-                files.sort();
-                files.dedup();
-                weights = Some(files.iter().map(|f| need(f)).collect::<Result<Vec<_>>>()?);
-                break;
-            }
-        }
-        if weights.is_none() {
-            for single in WEIGHT_SINGLES {
-                if let Some(p) = fetch(single)? {
-                    weights = Some(vec![p]);
-                    break;
-                }
-            }
-        }
-        let weights = weights.ok_or_else(|| Error::MissingFile {
-            dir: format!("hub:{id}"),
-            what: "weights".into(),
-            looked_for: format!(
-                "{} or {}",
-                WEIGHT_INDEXES.join(", "),
-                WEIGHT_SINGLES.join(", ")
-            ),
-        })?;
         Ok(Self {
             name: id.to_string(),
-            dir,
+            dir: parent_dir(&config),
             config,
             weights,
-            tokenizer: fetch("tokenizer.json")?,
-            generation_config: fetch("generation_config.json")?,
-            preprocessor_config: fetch("preprocessor_config.json")?,
+            tokenizer: root.get("tokenizer.json")?,
+            generation_config: root.get("generation_config.json")?,
+            preprocessor_config: root.get("preprocessor_config.json")?,
+            components,
         })
     }
 
@@ -311,7 +500,60 @@ impl ModelFiles {
     }
 }
 
-/// Looks a file up in a hub repository (`None` when the repository has no such file).
+/// The components of a diffusers `model_index.json`: every `"name": [library, class]` entry
+/// whose sub-folder exists (locally; on the hub: whose sub-folder has a config or weights),
+/// which must hold a config. `[null, null]` entries (absent optional parts), `_` keys and other
+/// values are skipped.
+fn read_model_index(root: &Lookup, index: &Path) -> Result<BTreeMap<String, Component>> {
+    let v: serde_json::Value = read_json(index)?;
+    let bad = |msg: String| Error::Config {
+        path: index.to_path_buf(),
+        msg,
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("expected a JSON object".into()))?;
+    let mut out = BTreeMap::new();
+    for (key, val) in obj {
+        let Some([lib, class]) = val
+            .as_array()
+            .and_then(|a| <&[_; 2]>::try_from(&a[..]).ok())
+        else {
+            continue;
+        };
+        if key.starts_with('_') || (lib.is_null() && class.is_null()) {
+            continue;
+        }
+        let (Some(lib), Some(class)) = (lib.as_str(), class.as_str()) else {
+            return Err(bad(format!(
+                "`{key}`: expected [library, class] or [null, null], found {val}"
+            )));
+        };
+        if !is_inside(key) || key.contains(['/', '\\']) {
+            return Err(bad(format!("`{key}`: not a sub-folder name")));
+        }
+        let sub = root.sub(key);
+        if sub.local.as_ref().is_some_and(|d| !d.is_dir()) {
+            continue;
+        }
+        let mut c = match read_component(key, &sub)? {
+            Some(c) if c.config.is_some() => c,
+            // On the hub a sub-folder with none of the files looked for is taken as absent.
+            None if sub.local.is_none() => continue,
+            _ => {
+                return Err(Error::MissingFile {
+                    dir: sub.here(),
+                    what: format!("config of component `{key}` ({lib} {class})"),
+                    looked_for: COMPONENT_CONFIGS.join(", "),
+                })
+            }
+        };
+        c.class = Some((lib.to_string(), class.to_string()));
+        out.insert(key.clone(), c);
+    }
+    Ok(out)
+}
+
 /// A file getter for a hub repository: the HF cache only when offline (`--offline` or
 /// `HF_HUB_OFFLINE`), else hf-hub downloads into it; `Ok(None)` for a file the repo lacks.
 fn hub_fetcher(id: &str, opts: &LoadOptions) -> Result<(Box<Fetch<'static>>, bool)> {

@@ -23,6 +23,7 @@ use crate::model::ShowoModel;
 use crate::prompt;
 use any2any_core::backend::{Capabilities, Param};
 use any2any_core::edit::resize_shortest_center_crop;
+use any2any_core::loading::{ComponentLayout, LayoutFile};
 use any2any_core::sampling::{LogitsPipeline, SamplingParams};
 use any2any_core::{image, tokenizers};
 use any2any_core::{
@@ -31,7 +32,6 @@ use any2any_core::{
     Result, Segment,
 };
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use std::time::Instant;
 
 /// Text slots before `[soi]` of a t2i prompt (Show-o's `max_seq_length`, 128 in its configs).
@@ -53,25 +53,36 @@ pub struct ShowoBackend {
     name: String,
 }
 
-/// Loads a Show-o checkpoint directory (MAGVIT-v2 from its `magvit/` subfolder when present).
+/// Where Show-o keeps MAGVIT-v2: `magvit/model.safetensors` (+ `magvit/config.json`, else the
+/// official defaults), always in f32; `--component magvit=DIR_OR_HUB_ID` points elsewhere.
+pub const MAGVIT_LAYOUT: ComponentLayout = ComponentLayout {
+    name: "magvit",
+    dirs: &["magvit"],
+    files: &[LayoutFile {
+        weights: "model.safetensors",
+        configs: &["config.json"],
+    }],
+    dtype: Some(DType::F32),
+    optional: true,
+};
+
+/// Show-o's own components (for [`any2any_core::Family::components`]).
+pub const COMPONENTS: &[ComponentLayout] = &[MAGVIT_LAYOUT];
+
+/// Loads a Show-o checkpoint directory (MAGVIT-v2 from its `magvit` component, see
+/// [`MAGVIT_LAYOUT`], when present).
 pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Backend>> {
     let (cfg, bb) = ShowoConfig::load(&files.config)?;
     let dtype = opts.dtype();
     let device = &opts.device;
     let vb = files.var_builder(dtype, device)?;
     let model = ShowoModel::load(vb, cfg, &bb)?;
-    let mdir = files.dir.join("magvit");
-    let magvit = if mdir.join("model.safetensors").is_file() {
-        let mcfg: MagvitConfig = if mdir.join("config.json").is_file() {
-            any2any_core::loading::read_json(&mdir.join("config.json"))?
-        } else {
-            MagvitConfig::default()
-        };
-        let store = any2any_core::loading::WeightStore::open(&[mdir.join("model.safetensors")])?;
-        let vb = VarBuilder::from_backend(Box::new(store), DType::F32, device.clone());
-        Some(Magvit::load(vb, &mcfg)?)
-    } else {
-        None
+    let magvit = match files.layout_component(&MAGVIT_LAYOUT, &[])? {
+        Some(c) => {
+            let mcfg: MagvitConfig = ModelFiles::optional_json(&c.config)?;
+            Some(Magvit::load(c.var_builder(DType::F32, device)?, &mcfg)?)
+        }
+        None => None,
     };
     let phi: serde_json::Value = {
         let p = files.dir.join("phi_config.json");
@@ -159,7 +170,7 @@ impl ShowoBackend {
         self.magvit.as_ref().ok_or_else(|| Error::MissingFile {
             dir: self.name.clone(),
             what: "Show-o's MAGVIT-v2 image tokenizer (showlab/magvitv2 weights)".into(),
-            looked_for: "magvit/model.safetensors".into(),
+            looked_for: "magvit/model.safetensors (or a `magvit` component: --component magvit=DIR_OR_HUB_ID)".into(),
         })
     }
 

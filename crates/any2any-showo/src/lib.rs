@@ -10,7 +10,7 @@ pub mod mmu;
 pub mod model;
 pub mod prompt;
 
-pub use backend::{load, ShowoBackend};
+pub use backend::{load, ShowoBackend, COMPONENTS, MAGVIT_LAYOUT};
 pub use config::{ShowoConfig, Vocab};
 pub use maskgit::{t2i_generate, t2i_generate_batch, MaskgitRow, T2iOptions};
 pub use model::ShowoModel;
