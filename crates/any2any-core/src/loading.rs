@@ -556,6 +556,16 @@ fn read_model_index(root: &Lookup, index: &Path) -> Result<BTreeMap<String, Comp
 
 /// A file getter for a hub repository: the HF cache only when offline (`--offline` or
 /// `HF_HUB_OFFLINE`), else hf-hub downloads into it; `Ok(None)` for a file the repo lacks.
+#[cfg(not(feature = "hub"))]
+fn hub_fetcher(id: &str, _opts: &LoadOptions) -> Result<(Box<Fetch<'static>>, bool)> {
+    Err(Error::Hub(format!(
+        "{id}: this build has no hub support (enable the `hub` feature of any2any-core, on by \
+         default in any2any), so only local directories load"
+    )))
+}
+
+/// A file getter for a hub repository (see above).
+#[cfg(feature = "hub")]
 fn hub_fetcher(id: &str, opts: &LoadOptions) -> Result<(Box<Fetch<'static>>, bool)> {
     let offline = opts.offline
         || std::env::var("HF_HUB_OFFLINE")
