@@ -1,6 +1,10 @@
 //! A small reader of NumPy `.npy` files (format versions 1–3, float32 or float64, converted to
 //! f32), e.g. to replay a reference implementation's random draws.
 //!
+//! Not candle's `Tensor::read_npy`: that one allocates what the header claims before reading,
+//! so a hostile file declaring a huge shape aborts the process; this reader checks the claim
+//! against the file's size first and never reads past it.
+//!
 //! ```
 //! # let dir = tempfile::tempdir()?;
 //! # let path = dir.path().join("u.npy");
