@@ -20,6 +20,7 @@ pub struct SeededNoise {
 }
 
 impl SeededNoise {
+    /// The stream of `seed`.
     pub fn new(seed: u64) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -48,6 +49,8 @@ pub struct ReplayNoise {
 }
 
 impl ReplayNoise {
+    /// Replays `uniforms` and `normals`, each in order; drawing past the end is an
+    /// [`Error::InvalidArgument`] naming `noise`.
     pub fn new(uniforms: Vec<f32>, normals: Vec<f32>) -> Self {
         Self {
             uniforms,
@@ -56,6 +59,7 @@ impl ReplayNoise {
             next_normal: 0,
         }
     }
+    /// Replays uniforms only.
     pub fn uniforms(uniforms: Vec<f32>) -> Self {
         Self::new(uniforms, Vec::new())
     }
@@ -103,6 +107,7 @@ pub struct StackedNoise<'a> {
 }
 
 impl<'a> StackedNoise<'a> {
+    /// Stacks per-request sources, each with its row count, in batch row order.
     pub fn new(parts: Vec<(Box<dyn NoiseSource + 'a>, usize)>) -> Self {
         let rows = parts.iter().map(|p| p.1).sum();
         Self {
