@@ -172,6 +172,7 @@ fn gen_case(case: &str, sampled: bool) {
             Slot::Fixed(id) if *id == m.vocab.eoi => "EOI".into(),
             Slot::Fixed(id) if *id == m.vocab.eos => "EOS".into(),
             Slot::Fixed(id) => format!("{id}"),
+            other => panic!("unexpected slot {other:?}"),
         })
         .collect();
     assert_eq!(names, sched);
