@@ -242,7 +242,12 @@ pub fn run(
     let vb = VarBuilder::from_backend(Box::new(Filled), dtype, device.clone());
     let decoder = Decoder::load(vb.pp("model"), bb)?;
     let proj = if w.head_proj {
-        Some(Linear::load(bb.hidden_size, bb.hidden_size, true, vb.pp("proj"))?)
+        Some(Linear::load(
+            bb.hidden_size,
+            bb.hidden_size,
+            true,
+            vb.pp("proj"),
+        )?)
     } else {
         None
     };

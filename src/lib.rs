@@ -8,8 +8,49 @@
 //! out.images()[0].save("fox.png").ok();
 //! # Ok::<(), any2any::Error>(())
 //! ```
+//!
+//! `use any2any::prelude::*;` brings the everyday types into scope. The modules of
+//! `any2any-core` are re-exported as they are ([`request`], [`sampling`], [`decode`], …) for
+//! lower-level use, and so are the libraries in its public API ([`candle_core`], [`candle_nn`],
+//! [`image`], [`tokenizers`]). Each family's own API is in its crate (`any2any_janus`,
+//! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`).
 
-pub use any2any_core::*;
+pub use any2any_core::{
+    backbone, backend, codec, decode, edit, error, imageops, kv_cache, loading, nn, noise,
+    progress, request, sampling, stream, text_stream,
+};
+pub use any2any_core::{candle_core, candle_nn, image, tokenizers};
+pub use any2any_core::{
+    Backend, CancelToken, Direction, EditKind, Error, ExtendDirection, Family, Generated,
+    GenerationParams, Hooks, ImageEdit, ImageInput, LoadOptions, Modality, ModelFiles, ModelInfo,
+    NoiseSource, Output, Preview, Progress, ReplayNoise, Request, Result, SeededNoise, Segment,
+    TextDelta, Timings,
+};
+
+/// The everyday types: `use any2any::prelude::*;`.
+///
+/// ```no_run
+/// use any2any::prelude::*;
+/// let pipe = Pipeline::load("path/to/show-o", LoadOptions::default())?;
+/// let req = Request::new()
+///     .text("a lighthouse at dusk")
+///     .want(Modality::Image)
+///     .params(GenerationParams { steps: Some(18), ..Default::default() });
+/// let out = pipe.generate_with(req, &mut Hooks::new().on_progress(|p| eprintln!("{}", p.step)))?;
+/// for seg in &out.segments {
+///     if let Generated::Image { image, .. } = seg {
+///         image.save("lighthouse.png").ok();
+///     }
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+pub mod prelude {
+    pub use crate::Pipeline;
+    pub use any2any_core::{
+        CancelToken, Error, ExtendDirection, Generated, GenerationParams, Hooks, ImageInput,
+        LoadOptions, Modality, Output, Request, Result,
+    };
+}
 
 use any2any_core::backend::config_kind;
 use candle_core::Tensor;
@@ -147,15 +188,19 @@ impl Pipeline {
         })
     }
 
+    /// The short name of the family that loaded the model ("janus", "emu3", …).
     pub fn family(&self) -> &'static str {
         self.family
     }
+    /// The files the model was loaded from.
     pub fn files(&self) -> &ModelFiles {
         &self.files
     }
+    /// The family backend, for its capabilities and lower-level entry points.
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
+    /// What the loaded model is (sizes, directions, dtype, device).
     pub fn info(&self) -> ModelInfo {
         self.backend.info()
     }

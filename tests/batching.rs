@@ -230,7 +230,8 @@ fn segment_ids(o: &any2any::Output) -> Vec<Vec<u32>> {
         .iter()
         .map(|s| match s {
             Generated::Text { ids, .. } => ids.clone(),
-            Generated::Image { codes, .. } => codes.clone().unwrap(),
+            Generated::Image { codes: Some(c), .. } => c.clone(),
+            other => panic!("no ids in {other:?}"),
         })
         .collect()
 }

@@ -59,7 +59,10 @@ fn text_deltas_add_up_to_the_final_text_janus_and_emu3() {
         let (deltas, outs) = streamed(&pipe, &reqs);
         let texts = final_texts(&outs);
         assert_eq!(outs.len(), 6, "{name}");
-        assert!(texts.iter().any(|t| !t.is_empty()), "{name}: no text at all");
+        assert!(
+            texts.iter().any(|t| !t.is_empty()),
+            "{name}: no text at all"
+        );
         let mut got = deltas;
         got.resize(texts.len(), String::new());
         assert_eq!(got, texts, "{name}");
@@ -91,10 +94,22 @@ fn image_previews_come_every_k_steps_with_the_codes_so_far() {
     let steps: Vec<(usize, usize)> = seen.iter().map(|s| (s.0, s.1)).collect();
     assert_eq!(
         steps,
-        vec![(0, 5), (1, 5), (0, 10), (1, 10), (0, 15), (1, 15), (0, 16), (1, 16)]
+        vec![
+            (0, 5),
+            (1, 5),
+            (0, 10),
+            (1, 10),
+            (0, 15),
+            (1, 15),
+            (0, 16),
+            (1, 16)
+        ]
     );
     for (o, step, codes) in &seen {
-        let Generated::Image { codes: Some(all), .. } = &out[*o].segments[0] else {
+        let Generated::Image {
+            codes: Some(all), ..
+        } = &out[*o].segments[0]
+        else {
             panic!("expected image codes");
         };
         assert_eq!(&all[..*step], &codes[..], "output {o} step {step}");

@@ -12,19 +12,29 @@ use candle_core::Tensor;
 /// What a loaded model is and can do.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModelInfo {
+    /// The family's short name ("janus").
     pub family: String,
     /// e.g. "deepseek-community/Janus-Pro-1B layout (HF transformers)".
     pub variant: String,
+    /// The directions served, as displayed ("text→image", …).
     pub directions: Vec<String>,
+    /// Parameters of the backbone.
     pub parameters: usize,
+    /// Entries of the backbone's vocabulary.
     pub vocab_size: usize,
+    /// Width of the backbone's hidden states.
     pub hidden_size: usize,
+    /// Decoder layers of the backbone.
     pub layers: usize,
+    /// Positions the backbone attends over at most.
     pub context: usize,
-    /// Image grid of generated images (codes), and their pixel size.
+    /// Image grid of generated images (codes), (height, width).
     pub image_tokens: Option<(usize, usize)>,
+    /// Pixel size of generated images, (height, width).
     pub image_size: Option<(usize, usize)>,
+    /// The weights' dtype, e.g. "F32".
     pub dtype: String,
+    /// The device the model runs on, e.g. "Cpu".
     pub device: String,
 }
 
@@ -62,14 +72,23 @@ impl ModelInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Param {
+    /// [`GenerationParams::temperature`].
     Temperature,
+    /// [`GenerationParams::top_k`].
     TopK,
+    /// [`GenerationParams::top_p`].
     TopP,
+    /// [`GenerationParams::cfg`].
     Cfg,
+    /// [`GenerationParams::max_new_tokens`].
     MaxNewTokens,
+    /// [`GenerationParams::steps`].
     Steps,
+    /// [`GenerationParams::image_top_k`].
     ImageTopK,
+    /// [`GenerationParams::size`].
     Size,
+    /// [`GenerationParams::negative_prompt`].
     NegativePrompt,
 }
 
@@ -303,6 +322,7 @@ pub struct Family {
     pub name: &'static str,
     /// `model_type` values (or other markers) of config.json this family loads.
     pub matches: fn(&serde_json::Value) -> bool,
+    /// Loads the checkpoint `matches` recognised.
     pub load: fn(&ModelFiles, &LoadOptions) -> Result<Box<dyn Backend>>,
     /// A family's own on-disk layout without config.json (e.g. Meta's original release):
     /// `Ok(None)` when a local directory does not look like it, `Ok(Some(files))` (`files.config`

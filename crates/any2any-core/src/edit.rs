@@ -11,7 +11,11 @@
 //! - [`luma_pil`] / [`load_mask`]: PIL's `convert("L")` (ITU-R 601-2 luma, fixed point).
 //!
 //! A family that carries out an edit lists it in [`Backend::image_edits`]; any other family
-//! refuses a request holding one ([`check_edit_kinds`], run by `Backend::generate_batch`) instead of silently ignoring it.
+//! refuses a request holding one ([`check_edit_kinds`], run by [`Backend::generate_batch`])
+//! instead of silently ignoring it.
+//!
+//! [`Backend::image_edits`]: crate::backend::Backend::image_edits
+//! [`Backend::generate_batch`]: crate::backend::Backend::generate_batch
 
 use crate::request::Request;
 use crate::stream::Segment;
@@ -21,10 +25,15 @@ use std::path::Path;
 
 /// One side to grow an image on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ExtendDirection {
+    /// Grow past the left border.
     Left,
+    /// Grow past the right border.
     Right,
+    /// Grow past the top border.
     Up,
+    /// Grow past the bottom border.
     Down,
 }
 
@@ -80,24 +89,33 @@ impl std::fmt::Display for ExtendDirection {
 /// step adds is family-specific (Show-o: `grid/2 + offset` code columns or rows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extend {
+    /// The sides to grow on, one step each, in order (a side may repeat).
     pub directions: Vec<ExtendDirection>,
+    /// Moves the seam of every step (family-specific range, e.g. Show-o: `< grid/2`).
     pub offset: usize,
 }
 
 /// An edit of an input image; the request then asks for the edited image.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ImageEdit {
     /// Regenerate the white part of `mask` (8-bit, the image's size; the family brings it to its
     /// code grid, e.g. Show-o: bicubic to the grid, then ≥ 0.5 regenerates) and keep the rest.
-    Inpaint { mask: GrayImage },
+    Inpaint {
+        /// White (255) marks what to regenerate, black what to keep.
+        mask: GrayImage,
+    },
     /// Extrapolate past the borders.
     Extend(Extend),
 }
 
-/// The kind of an [`ImageEdit`], for [`Backend::image_edits`].
+/// The kind of an [`ImageEdit`], for [`Backend::image_edits`](crate::backend::Backend::image_edits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EditKind {
+    /// [`ImageEdit::Inpaint`].
     Inpaint,
+    /// [`ImageEdit::Extend`].
     Extend,
 }
 
@@ -111,6 +129,7 @@ impl std::fmt::Display for EditKind {
 }
 
 impl ImageEdit {
+    /// What kind of edit this is.
     pub fn kind(&self) -> EditKind {
         match self {
             ImageEdit::Inpaint { .. } => EditKind::Inpaint,

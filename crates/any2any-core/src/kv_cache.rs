@@ -20,6 +20,8 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// An empty cache of `layers` layers for `rows` rows, `kv_heads × head_dim` per position and
+    /// room for `capacity` positions, allocated at once (zeros) in `dtype` on `device`.
     pub fn new(
         layers: usize,
         rows: usize,
@@ -49,12 +51,15 @@ impl KvCache {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Whether no token is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Positions the buffers hold at most.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+    /// Rows (sequences) of the batch.
     pub fn rows(&self) -> usize {
         self.layers.first().map_or(0, |l| l.k.dims()[0])
     }

@@ -9,14 +9,21 @@ use candle_nn::VarBuilder;
 /// decoding (a 2×512 by 512×1408 product measured 540 µs with `x·W.t()` and 205 µs with the
 /// stored transpose). Elsewhere it is `candle_nn::Linear` unchanged.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Linear {
     /// CPU: `Wᵀ` (contiguous, `[in, out]`) and the bias; the original layout is not kept.
-    Transposed { wt: Tensor, bias: Option<Tensor> },
+    Transposed {
+        /// `Wᵀ`, `[in, out]`, contiguous.
+        wt: Tensor,
+        /// `[out]`.
+        bias: Option<Tensor>,
+    },
     /// Other devices: candle's layer.
     Candle(candle_nn::Linear),
 }
 
 impl Linear {
+    /// The layout for `l`'s device: [`Linear::Transposed`] on the CPU, `l` itself elsewhere.
     pub fn new(l: candle_nn::Linear) -> Result<Self> {
         if !l.weight().device().is_cpu() {
             return Ok(Self::Candle(l));

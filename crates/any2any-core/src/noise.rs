@@ -20,6 +20,7 @@ pub struct SeededNoise {
 }
 
 impl SeededNoise {
+    /// The stream of `seed`.
     pub fn new(seed: u64) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -58,6 +59,8 @@ struct Origin {
 }
 
 impl ReplayNoise {
+    /// Replays `uniforms` and `normals`, each in order; drawing past the end is an
+    /// [`Error::InvalidArgument`] naming `noise`.
     pub fn new(uniforms: Vec<f32>, normals: Vec<f32>) -> Self {
         Self {
             uniforms,
@@ -65,6 +68,7 @@ impl ReplayNoise {
             ..Default::default()
         }
     }
+    /// Replays uniforms only.
     pub fn uniforms(uniforms: Vec<f32>) -> Self {
         Self::new(uniforms, Vec::new())
     }
@@ -167,6 +171,7 @@ pub struct StackedNoise<'a> {
 }
 
 impl<'a> StackedNoise<'a> {
+    /// Stacks per-request sources, each with its row count, in batch row order.
     pub fn new(parts: Vec<(Box<dyn NoiseSource + 'a>, usize)>) -> Self {
         let rows = parts.iter().map(|p| p.1).sum();
         Self {

@@ -10,12 +10,16 @@ use std::sync::Arc;
 pub struct CancelToken(Arc<AtomicBool>);
 
 impl CancelToken {
+    /// A token not (yet) cancelled; clones share the flag.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Asks the running loop to stop before its next step (it returns
+    /// [`Error::Cancelled`]).
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst)
     }
+    /// Whether [`CancelToken::cancel`] was called on this token or a clone.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
@@ -24,8 +28,11 @@ impl CancelToken {
 /// One report: `step` of `total` done in `stage` (e.g. "prefill", "image tokens", "decode").
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'s> {
+    /// The loop reporting ("prefill", "image", "text tokens", "vq decode", …).
     pub stage: &'s str,
+    /// Steps done (0 when the stage starts).
     pub step: usize,
+    /// Steps of the stage.
     pub total: usize,
 }
 
@@ -37,7 +44,9 @@ pub type ProgressFn<'a> = Box<dyn FnMut(Progress<'_>) + 'a>;
 /// outputs of the `generate_batch` call (request-major, `num_outputs` per request).
 #[derive(Debug, Clone, Copy)]
 pub struct TextDelta<'s> {
+    /// The output the text belongs to, in the batch's output order.
     pub output: usize,
+    /// The new text (never empty, never half a character).
     pub text: &'s str,
 }
 
@@ -48,10 +57,16 @@ pub type TextFn<'a> = Box<dyn FnMut(TextDelta<'_>) + 'a>;
 /// `grid` (height, width), after `step` of `total` steps.
 #[derive(Debug, Clone, Copy)]
 pub struct Preview<'s> {
+    /// The output the image belongs to, in the batch's output order.
     pub output: usize,
+    /// Steps done.
     pub step: usize,
+    /// Steps of the image loop.
     pub total: usize,
+    /// The code grid, (height, width).
     pub grid: (usize, usize),
+    /// The codes drawn so far, row-major (fewer than `grid.0 · grid.1` for an autoregressive
+    /// loop before its last step).
     pub codes: &'s [u32],
 }
 
@@ -59,9 +74,27 @@ pub struct Preview<'s> {
 pub type PreviewFn<'a> = Box<dyn FnMut(Preview<'_>) + 'a>;
 
 /// Callbacks and overrides a caller passes to `generate`.
+///
+/// ```
+/// use any2any_core::{CancelToken, Hooks, ReplayNoise};
+/// let cancel = CancelToken::new();
+/// let mut steps = 0;
+/// let mut hooks = Hooks::new()
+///     .on_progress(|p| steps = p.step)
+///     .cancel_token(cancel.clone())
+///     .noise(ReplayNoise::uniforms(vec![0.5; 4]));
+/// hooks.step("image", 1, 2)?;
+/// cancel.cancel();
+/// assert!(hooks.step("image", 2, 2).is_err());
+/// drop(hooks);
+/// assert_eq!(steps, 1);
+/// # Ok::<(), any2any_core::Error>(())
+/// ```
 #[derive(Default)]
 pub struct Hooks<'a> {
+    /// Receives every step of every loop.
     pub progress: Option<ProgressFn<'a>>,
+    /// Stops the running loop between steps once cancelled.
     pub cancel: Option<CancelToken>,
     /// Replaces the seeded noise of the request (for replaying a reference's draws).
     pub noise: Option<Box<dyn NoiseSource + 'a>>,
@@ -75,17 +108,21 @@ pub struct Hooks<'a> {
 }
 
 impl<'a> Hooks<'a> {
+    /// No callbacks, no overrides.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Calls `f` with every step of every loop (see [`Progress`]).
     pub fn on_progress(mut self, f: impl FnMut(Progress<'_>) + 'a) -> Self {
         self.progress = Some(Box::new(f));
         self
     }
+    /// Stops the running loop once `t` is cancelled.
     pub fn cancel_token(mut self, t: CancelToken) -> Self {
         self.cancel = Some(t);
         self
     }
+    /// Replaces the seeded noise of the (first) request with `n`.
     pub fn noise(mut self, n: impl NoiseSource + 'a) -> Self {
         self.noise = Some(Box::new(n));
         self

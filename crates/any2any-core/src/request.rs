@@ -7,12 +7,15 @@ use crate::{Error, Result};
 /// generation_config.json where it has one).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GenerationParams {
-    /// 0 = greedy.
+    /// Softmax temperature; 0 = greedy.
     pub temperature: Option<f32>,
+    /// Keep only the `k` most likely tokens before drawing (≥ 1).
     pub top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability mass reaches `p` (in `(0, 1]`).
     pub top_p: Option<f32>,
     /// Classifier-free guidance weight `w` in `u + w·(c − u)`; 1 disables guidance.
     pub cfg: Option<f32>,
+    /// Most tokens to generate for a text answer (≥ 1).
     pub max_new_tokens: Option<usize>,
     /// Denoising / unmasking steps for the iterative families.
     pub steps: Option<usize>,
@@ -25,6 +28,8 @@ pub struct GenerationParams {
     /// The unconditioned stream's prompt of classifier-free guidance, for families that
     /// condition it on text (Emu3); `None` is the family's default.
     pub negative_prompt: Option<String>,
+    /// Seed of the request's noise stream: the same seed gives the same output, whatever else
+    /// shares the batch.
     pub seed: u64,
 }
 
@@ -79,10 +84,29 @@ impl GenerationParams {
 }
 
 /// One prompt: the input token stream, what to produce, and how.
+///
+/// Built with its chained methods:
+///
+/// ```
+/// use any2any_core::{GenerationParams, Modality, Request};
+/// let req = Request::new()
+///     .text("a red fox in snow")
+///     .want(Modality::Image)
+///     .params(GenerationParams { cfg: Some(5.0), ..Default::default() })
+///     .seed(7)
+///     .num_outputs(2);
+/// assert_eq!(req.segments.len(), 1);
+/// assert_eq!(req.params.seed, 7);
+/// req.validate()?;
+/// # Ok::<(), any2any_core::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The input token stream, in order.
     pub segments: Vec<Segment>,
+    /// What to produce.
     pub want: Modality,
+    /// Sampling and loop settings.
     pub params: GenerationParams,
     /// Outputs per prompt (e.g. n images for one prompt).
     pub num_outputs: usize,
@@ -98,6 +122,7 @@ impl Default for Request {
 }
 
 impl Request {
+    /// An empty request asking for text, with default parameters and one output.
     pub fn new() -> Self {
         Self {
             segments: Vec::new(),
@@ -107,14 +132,17 @@ impl Request {
             raw: false,
         }
     }
+    /// Appends text, tokenized and templated by the family.
     pub fn text(mut self, t: impl Into<String>) -> Self {
         self.segments.push(Segment::Text(t.into()));
         self
     }
+    /// Appends an image (optionally carrying an edit).
     pub fn image(mut self, img: ImageInput) -> Self {
         self.segments.push(Segment::Image(img));
         self
     }
+    /// Appends any segment.
     pub fn segment(mut self, s: Segment) -> Self {
         self.segments.push(s);
         self
@@ -125,18 +153,22 @@ impl Request {
         self.raw = true;
         self
     }
+    /// Sets what to produce.
     pub fn want(mut self, m: Modality) -> Self {
         self.want = m;
         self
     }
+    /// Sets the generation parameters (replacing the seed too).
     pub fn params(mut self, p: GenerationParams) -> Self {
         self.params = p;
         self
     }
+    /// Sets the seed of the request's noise.
     pub fn seed(mut self, seed: u64) -> Self {
         self.params.seed = seed;
         self
     }
+    /// Sets how many outputs to generate for this prompt.
     pub fn num_outputs(mut self, n: usize) -> Self {
         self.num_outputs = n;
         self
@@ -151,6 +183,8 @@ impl Request {
             })
             .collect()
     }
+    /// Refuses a request no family could serve: no segments, zero outputs, an invalid image
+    /// edit (or one with a text answer), or invalid parameters; the error names the argument.
     pub fn validate(&self) -> Result<()> {
         if self.segments.is_empty() {
             return Err(Error::invalid(
@@ -181,11 +215,16 @@ impl Request {
 /// One generated piece.
 #[derive(Debug, Clone)]
 pub enum Generated {
+    /// Generated text.
     Text {
+        /// The new token ids (a stop token the reference keeps included).
         ids: Vec<u32>,
+        /// The ids decoded, when the checkpoint has a tokenizer.
         text: Option<String>,
     },
+    /// A generated image.
     Image {
+        /// The decoded pixels.
         image: image::RgbImage,
         /// Row-major codebook indices, for the code-based families.
         codes: Option<Vec<u32>>,
@@ -197,21 +236,29 @@ pub enum Generated {
 /// Wall-clock timings in seconds.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Timings {
+    /// Encoding the prompt (images included) and filling the KV cache.
     pub prefill_s: f64,
+    /// The token (or unmasking) loop.
     pub decode_s: f64,
+    /// Steps of the loop.
     pub steps: usize,
+    /// Decoding image codes or latents to pixels.
     pub image_decode_s: f64,
+    /// The whole call.
     pub total_s: f64,
 }
 
 /// What one request produced (one per output when `num_outputs > 1`).
 #[derive(Debug, Clone, Default)]
 pub struct Output {
+    /// The generated pieces, in order.
     pub segments: Vec<Generated>,
+    /// Where the time went.
     pub timings: Timings,
 }
 
 impl Output {
+    /// The generated images, in order.
     pub fn images(&self) -> Vec<&image::RgbImage> {
         self.segments
             .iter()
@@ -221,6 +268,7 @@ impl Output {
             })
             .collect()
     }
+    /// The decoded text of every text segment, concatenated (empty when there is none).
     pub fn text(&self) -> String {
         self.segments
             .iter()

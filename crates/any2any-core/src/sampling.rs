@@ -1,6 +1,25 @@
 //! The logits pipeline, in one fixed order: CFG mix → allowed-token constraint → temperature →
 //! top-k → top-p → draw. It runs on the logits' device; only the drawn ids (one per row) and one
 //! uniform per row cross between host and device.
+//!
+//! ```
+//! use any2any_core::candle_core::{Device, Tensor};
+//! use any2any_core::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
+//! use any2any_core::SeededNoise;
+//! // one output row with classifier-free guidance: [cond; uncond] logits over 3 tokens
+//! let logits = Tensor::new(&[[1f32, 2.0, 0.0], [0.0, 1.0, 0.0]], &Device::Cpu)?;
+//! let pipe = LogitsPipeline::new(
+//!     Some(Guidance::two_stream(3.0, GuidanceSpace::Logits)),
+//!     SamplingParams::greedy(),
+//! );
+//! assert_eq!(pipe.streams(), 2);
+//! // u + 3·(c − u) = [3, 4, 0]: greedy picks token 1
+//! let mixed = pipe.process(&logits, None)?;
+//! assert_eq!(mixed.to_vec2::<f32>()?, vec![vec![3.0, 4.0, 0.0]]);
+//! let ids = pipe.sample(&logits, None, &mut SeededNoise::new(0))?;
+//! assert_eq!(ids.to_vec1::<u32>()?, vec![1]);
+//! # Ok::<(), any2any_core::Error>(())
+//! ```
 
 use crate::noise::NoiseSource;
 use crate::{Error, Result};
@@ -8,6 +27,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 /// How guidance streams are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GuidanceSpace {
     /// Mix raw logits (Janus, Chameleon, Lumina).
     Logits,
@@ -23,16 +43,19 @@ pub enum GuidanceSpace {
 pub struct Guidance {
     /// `n − 1` weights.
     pub weights: Vec<f32>,
+    /// Whether logits or log-probabilities are mixed.
     pub space: GuidanceSpace,
 }
 
 impl Guidance {
+    /// The usual two streams, `[cond; uncond]`, mixed as `u + w·(c − u)`.
     pub fn two_stream(w: f32, space: GuidanceSpace) -> Self {
         Self {
             weights: vec![w],
             space,
         }
     }
+    /// Number of streams (weights + 1).
     pub fn streams(&self) -> usize {
         self.weights.len() + 1
     }
@@ -66,12 +89,16 @@ impl Guidance {
 /// Temperature, top-k and top-p. `temperature == 0` is greedy (argmax after CFG and constraint).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingParams {
+    /// Softmax temperature; 0 is greedy.
     pub temperature: f32,
+    /// Keep the `k` most likely tokens (ties at the k-th value kept).
     pub top_k: Option<usize>,
+    /// Keep the smallest nucleus whose mass reaches `p` (always at least one token).
     pub top_p: Option<f32>,
 }
 
 impl SamplingParams {
+    /// Argmax decoding.
     pub fn greedy() -> Self {
         Self {
             temperature: 0.0,
@@ -79,6 +106,7 @@ impl SamplingParams {
             top_p: None,
         }
     }
+    /// Whether the temperature is 0.
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
     }
@@ -87,11 +115,14 @@ impl SamplingParams {
 /// The whole logits pipeline of one loop.
 #[derive(Debug, Clone)]
 pub struct LogitsPipeline {
+    /// Classifier-free guidance over stacked streams (`None`: one stream).
     pub guidance: Option<Guidance>,
+    /// Temperature, top-k and top-p.
     pub sampling: SamplingParams,
 }
 
 impl LogitsPipeline {
+    /// A pipeline of optional guidance and sampling settings.
     pub fn new(guidance: Option<Guidance>, sampling: SamplingParams) -> Self {
         Self { guidance, sampling }
     }

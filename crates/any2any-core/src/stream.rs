@@ -70,8 +70,11 @@ impl std::str::FromStr for Modality {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Direction {
+    /// A text prompt, a text answer.
     TextToText,
+    /// A prompt holding images, a text answer (captioning, visual question answering).
     ImageToText,
+    /// A text prompt, an image answer.
     TextToImage,
     /// Text and images out of one `generate` (Anole-style).
     Interleaved,
@@ -105,12 +108,14 @@ impl std::fmt::Display for Direction {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ImageInput {
+    /// The image, RGB 8 bit, at its own size (the family resizes it as its reference does).
     pub pixels: image::RgbImage,
     /// What to change (None: use the image as it is).
     pub edit: Option<crate::edit::ImageEdit>,
 }
 
 impl ImageInput {
+    /// An image used as it is (no edit).
     pub fn new(pixels: image::RgbImage) -> Self {
         Self { pixels, edit: None }
     }
@@ -149,16 +154,22 @@ impl ImageInput {
             None => Ok(()),
         }
     }
+    /// Width in pixels.
     pub fn width(&self) -> u32 {
         self.pixels.width()
     }
+    /// Height in pixels.
     pub fn height(&self) -> u32 {
         self.pixels.height()
     }
 }
 
 /// One segment of the token stream.
+///
+/// `#[non_exhaustive]`: families refuse a segment kind they do not take with
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument), naming it by [`Segment::kind`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Segment {
     /// Text, tokenized and templated by the family.
     Text(String),
@@ -168,8 +179,11 @@ pub enum Segment {
     Image(ImageInput),
     /// An image as discrete codes on an `height × width` grid, row-major codebook indices.
     ImageCodes {
+        /// `height × width` codebook indices, row-major.
         codes: Vec<u32>,
+        /// Rows of the code grid.
         height: usize,
+        /// Columns of the code grid.
         width: usize,
     },
     /// Continuous embeddings, `n × d` (visual features, regressed visual embeddings).
@@ -179,6 +193,7 @@ pub enum Segment {
 }
 
 impl Segment {
+    /// A short name of the segment's kind ("text", "image codes", …), for messages.
     pub fn kind(&self) -> &'static str {
         match self {
             Segment::Text(_) => "text",

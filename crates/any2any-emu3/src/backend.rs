@@ -28,11 +28,12 @@ pub const DEFAULT_NEGATIVE_PROMPT: &str = "lowres, bad anatomy, bad hands, text,
 /// Side of the generated code grid of the HF example (720×720 pixels at f = 8).
 const DEFAULT_GRID: usize = 90;
 
-/// A loaded Emu3 checkpoint.
+/// A loaded Emu3 checkpoint: the model, its image processor and generation settings, and the
+/// tokenizer.
 pub struct Emu3Backend {
-    pub model: Emu3Model,
-    pub pre: Emu3ImageProcessorConfig,
-    pub gen: GenerationConfigJson,
+    model: Emu3Model,
+    pre: Emu3ImageProcessorConfig,
+    gen: GenerationConfigJson,
     tokenizer: Option<any2any_core::tokenizers::Tokenizer>,
     name: String,
 }
@@ -52,6 +53,9 @@ fn unsupported_segment(s: &Segment) -> Error {
 }
 
 impl Emu3Backend {
+    /// Loads a checkpoint in the HF layout (config.json, safetensors, tokenizer.json,
+    /// processor/preprocessor and generation configs where present) with `opts`' dtype and
+    /// device; checks that every special and visual id lies inside the vocabulary.
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
         let cfg: Emu3Config = any2any_core::loading::read_json(&files.config)?;
         let pre = Emu3ImageProcessorConfig::find(&files.dir, files.preprocessor_config.as_deref())?;
@@ -88,6 +92,21 @@ impl Emu3Backend {
             tokenizer,
             name: files.name.clone(),
         })
+    }
+
+    /// The model's weights.
+    pub fn model(&self) -> &Emu3Model {
+        &self.model
+    }
+
+    /// The image processor settings.
+    pub fn preprocessor(&self) -> &Emu3ImageProcessorConfig {
+        &self.pre
+    }
+
+    /// The generation defaults (generation_config.json, or none).
+    pub fn generation_config(&self) -> &GenerationConfigJson {
+        &self.gen
     }
 
     fn device(&self) -> &Device {

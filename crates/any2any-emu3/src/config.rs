@@ -9,8 +9,11 @@ use std::path::Path;
 
 /// `config.json` of `Emu3ForConditionalGeneration`.
 #[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
 pub struct Emu3Config {
+    /// The Llama language model.
     pub text_config: LlamaTextConfig,
+    /// The MoVQGAN-style image tokenizer.
     pub vq_config: Emu3VqConfig,
     /// Token string → id; the visual tokens and image markers are found here by name.
     pub vocabulary_map: HashMap<String, u32>,
@@ -20,31 +23,45 @@ pub struct Emu3Config {
 
 /// `vq_config` (`Emu3VQVAEConfig`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Emu3VqConfig {
+    /// Codebook entries: the visual-token vocabulary.
     #[serde(default = "d_codebook")]
     pub codebook_size: usize,
+    /// Width of a codebook entry.
     #[serde(default = "d_embed_dim")]
     pub embed_dim: usize,
+    /// `z_channels` of the bottleneck.
     #[serde(default = "d_latent")]
     pub latent_channels: usize,
+    /// Whether the encoder writes twice `latent_channels` channels.
     #[serde(default)]
     pub double_latent: bool,
+    /// Channels of the input image (3).
     #[serde(default = "d_three")]
     pub in_channels: usize,
+    /// Channels of the decoded image (3).
     #[serde(default = "d_three")]
     pub out_channels: usize,
+    /// Frames per latent frame (an image is one frame, repeated to fill the window).
     #[serde(default = "d_tdf")]
     pub temporal_downsample_factor: usize,
+    /// Channels of the first resolution level.
     #[serde(default = "d_base")]
     pub base_channels: usize,
+    /// Channel multiplier per resolution level (its length sets the spatial factor).
     #[serde(default = "d_mult")]
     pub channel_multiplier: Vec<usize>,
+    /// Residual blocks per encoder level.
     #[serde(default = "d_two")]
     pub num_res_blocks: usize,
+    /// The resolution levels that have attention blocks.
     #[serde(default = "d_attn")]
     pub attn_resolutions: Vec<usize>,
+    /// Width of the attention blocks' projections.
     #[serde(default = "d_hidden")]
     pub hidden_size: usize,
+    /// Heads of the attention blocks.
     #[serde(default = "d_one")]
     pub num_attention_heads: usize,
 }
@@ -102,6 +119,7 @@ impl Emu3VqConfig {
 
 /// The special ids of an Emu3 vocabulary, all looked up by token name.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Emu3Vocab {
     /// `visual[k]` is the BPE id of VQ code `k` (`<|visual token kkkkkk|>`).
     pub visual: Vec<u32>,
@@ -109,14 +127,17 @@ pub struct Emu3Vocab {
     pub eol: u32,
     /// End of the code grid, `<|extra_201|>`.
     pub eof: u32,
-    /// `<|image start|>`, `<|image end|>`, `<|image token|>`.
+    /// `<|image start|>`.
     pub boi: u32,
+    /// `<|image end|>`.
     pub eoi: u32,
+    /// `<|image token|>`, after the `H*W` size text of an image.
     pub img_token: u32,
     /// The processor's `<image>` placeholder.
     pub image_placeholder: u32,
-    /// `<|extra_203|>` / `<|extra_204|>` (BOS / EOS of Emu3).
+    /// `<|extra_203|>`, BOS of Emu3.
     pub bos: u32,
+    /// `<|extra_204|>`, EOS of Emu3.
     pub eos: u32,
 }
 
@@ -186,17 +207,24 @@ impl Emu3Vocab {
 /// `Emu3ImageProcessor` settings (`preprocessor_config.json`, or the `image_processor` entry of
 /// `processor_config.json`); HF class defaults when absent.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Emu3ImageProcessorConfig {
+    /// Fewest pixels an input image is resized to.
     #[serde(default = "d_min_pixels")]
     pub min_pixels: u64,
+    /// Most pixels an input image is resized to.
     #[serde(default = "d_max_pixels")]
     pub max_pixels: u64,
+    /// Pixel scale before normalisation (1/255).
     #[serde(default = "d_rescale")]
     pub rescale_factor: f64,
+    /// Whether `(x − mean) / std` is applied.
     #[serde(default = "d_true")]
     pub do_normalize: bool,
+    /// Per-channel mean.
     #[serde(default = "d_half")]
     pub image_mean: [f64; 3],
+    /// Per-channel standard deviation.
     #[serde(default = "d_half")]
     pub image_std: [f64; 3],
 }

@@ -16,12 +16,19 @@ use any2any_core::{Error, Hooks, Result};
 
 /// Every weight of an Emu3 checkpoint.
 pub struct Emu3Model {
+    /// The checkpoint's configuration.
     pub cfg: Emu3Config,
+    /// The special ids, parsed from `cfg.vocabulary_map`.
     pub vocab: Emu3Vocab,
+    /// The language model's shape, from `cfg.text_config`.
     pub backbone_cfg: BackboneConfig,
+    /// The Llama decoder (`text_model.model`).
     pub decoder: Decoder,
+    /// Logits over text and visual tokens (`text_model.lm_head`).
     pub lm_head: Linear,
+    /// Pixels to VQ codes (`vqmodel.encoder`, `quant_conv`, the codebook).
     pub vq_encoder: Emu3VqEncoder,
+    /// VQ codes to pixels (`vqmodel.decoder`, `post_quant_conv`, the codebook).
     pub vq_decoder: Emu3VqDecoder,
 }
 
@@ -53,8 +60,11 @@ pub struct ImageTokens {
 /// What the layout grammar allows at step `i` of an `h × w` image: a visual token inside a row,
 /// EOL at each row end, then EOF, EOI and EOS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Slot {
+    /// Any visual token (one VQ code).
     Visual,
+    /// Exactly this id (a marker: EOL, EOF, EOI, EOS).
     Fixed(u32),
 }
 

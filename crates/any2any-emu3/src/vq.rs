@@ -106,6 +106,8 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
+    /// Loads `weight`, `bias`, `running_mean` and `running_var` of `c` channels, folded into
+    /// one scale and shift.
     pub fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         let w = vb.get(c, "weight")?;
         let b = vb.get(c, "bias")?;
@@ -136,6 +138,7 @@ pub struct TemporalResBlock {
 }
 
 impl TemporalResBlock {
+    /// Loads `norm1`, `conv1`, `norm2`, `conv2` (3×3×3 causal convolutions) of `c` channels.
     pub fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         Ok(Self {
             norm1: BatchNorm::load(vb.pp("norm1"), c)?,
@@ -145,6 +148,7 @@ impl TemporalResBlock {
         })
     }
 
+    /// Output frame 0 from input frame 0 alone (an image repeated in time is not needed).
     pub fn forward_frame0(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.conv1.forward_frame0(&self.norm1.forward(x)?.silu()?)?;
         let h = self
@@ -153,6 +157,7 @@ impl TemporalResBlock {
         x + h
     }
 
+    /// All output frames of `frames` (each `[B, C, H, W]`).
     pub fn forward(&self, frames: &[Tensor]) -> Result<Vec<Tensor>> {
         let h = frames
             .iter()
@@ -177,6 +182,8 @@ pub struct SpatialNorm {
 }
 
 impl SpatialNorm {
+    /// Loads `norm_layer` (GroupNorm of `c` channels) and the 1×1 `conv_y`, `conv_b` from
+    /// `zq_ch` latent channels.
     pub fn load(vb: VarBuilder, zq_ch: usize, c: usize) -> Result<Self> {
         Ok(Self {
             norm: Normalize::load(vb.pp("norm_layer"), c, NormConfig::default())?,
@@ -185,6 +192,7 @@ impl SpatialNorm {
         })
     }
 
+    /// Normalises `x` `[B, C, H, W]`, modulated by the quantized latents `zq`.
     pub fn forward(&self, x: &Tensor, zq: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let zq = zq.upsample_nearest2d(h, w)?;
@@ -195,7 +203,7 @@ impl SpatialNorm {
 
 /// GroupNorm (encoder) or SpatialNorm (decoder).
 #[derive(Debug, Clone)]
-pub enum Norm {
+enum Norm {
     Group(Normalize),
     Spatial(SpatialNorm),
 }
@@ -234,6 +242,8 @@ pub struct ResBlock {
 }
 
 impl ResBlock {
+    /// Loads `norm1`, `conv1`, `norm2`, `conv2` and, when `cin ≠ cout`, `nin_shortcut`;
+    /// SpatialNorm over `zq_ch` latent channels when given (decoder), GroupNorm otherwise.
     pub fn load(vb: VarBuilder, cin: usize, cout: usize, zq_ch: Option<usize>) -> Result<Self> {
         Ok(Self {
             norm1: Norm::load(vb.pp("norm1"), zq_ch, cin)?,
@@ -248,6 +258,7 @@ impl ResBlock {
         })
     }
 
+    /// `x + block(x)`; `zq`: the quantized latents a SpatialNorm block needs.
     pub fn forward(&self, x: &Tensor, zq: Option<&Tensor>) -> Result<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward(x, zq)?.silu()?)?;
         let h = self.conv2.forward(&self.norm2.forward(&h, zq)?.silu()?)?;
@@ -292,6 +303,7 @@ impl Attn {
         })
     }
 
+    /// `x + attention(norm(x))` over the `H·W` positions of `x` `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor, zq: Option<&Tensor>) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let n = self.norm.forward(x, zq)?;
@@ -310,7 +322,7 @@ impl Attn {
 
 /// `block_1`, attention, `block_2`.
 #[derive(Debug, Clone)]
-pub struct Middle {
+struct Middle {
     block_1: ResBlock,
     attn: Attn,
     block_2: ResBlock,
@@ -439,6 +451,7 @@ impl Emu3VqDecoder {
         })
     }
 
+    /// The codebook, `[codebook_size, embed_dim]`.
     pub fn codebook(&self) -> &Tensor {
         &self.codebook
     }

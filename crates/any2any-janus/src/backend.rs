@@ -25,21 +25,29 @@ const DEFAULT_CFG: f32 = 5.0;
 
 /// Special token ids, from the tokenizer, generation_config.json and config.json.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct SpecialIds {
+    /// Begin of sentence, first of every templated prompt.
     pub bos: u32,
+    /// End of sentence: stops text generation.
     pub eos: u32,
+    /// Pad: every token of the unconditioned stream but BOS and BOI.
     pub pad: u32,
+    /// Begin of image: before an understood image's placeholders, last of an image prompt.
     pub boi: u32,
+    /// End of image, after an understood image's placeholders (when the tokenizer has it).
     pub eoi: Option<u32>,
+    /// The image placeholder (`image_token_id`) an image's features replace.
     pub image: u32,
 }
 
-/// A loaded Janus checkpoint.
+/// A loaded Janus checkpoint: the model, its processor and generation settings, the special
+/// ids and the tokenizer.
 pub struct JanusBackend {
-    pub model: JanusModel,
-    pub pre: JanusPreprocessorConfig,
-    pub gen: GenerationConfigJson,
-    pub ids: SpecialIds,
+    model: JanusModel,
+    pre: JanusPreprocessorConfig,
+    gen: GenerationConfigJson,
+    ids: SpecialIds,
     tokenizer: Option<any2any_core::tokenizers::Tokenizer>,
     name: String,
 }
@@ -57,6 +65,9 @@ pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Backend>> 
 use any2any_core::loading::tokenize as piece_ids;
 
 impl JanusBackend {
+    /// Loads a checkpoint in the HF layout (config.json, safetensors, tokenizer.json,
+    /// preprocessor_config.json and generation_config.json where present) with `opts`' dtype
+    /// and device; checks that the special ids lie inside the vocabulary.
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
         let cfg: JanusConfig = any2any_core::loading::read_json(&files.config)?;
         let pre: JanusPreprocessorConfig = ModelFiles::optional_json(&files.preprocessor_config)?;
@@ -117,6 +128,26 @@ impl JanusBackend {
             tokenizer,
             name: files.name.clone(),
         })
+    }
+
+    /// The model's weights.
+    pub fn model(&self) -> &JanusModel {
+        &self.model
+    }
+
+    /// The image processor settings (preprocessor_config.json, or the HF defaults).
+    pub fn preprocessor(&self) -> &JanusPreprocessorConfig {
+        &self.pre
+    }
+
+    /// The generation defaults (generation_config.json, or none).
+    pub fn generation_config(&self) -> &GenerationConfigJson {
+        &self.gen
+    }
+
+    /// The special token ids in use.
+    pub fn special_ids(&self) -> SpecialIds {
+        self.ids
     }
 
     fn device(&self) -> &Device {

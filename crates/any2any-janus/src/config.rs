@@ -7,12 +7,17 @@ use serde::Deserialize;
 
 /// `config.json` of `JanusForConditionalGeneration` (transformers ≥ 4.51 layout).
 #[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
 pub struct JanusConfig {
+    /// The Llama language model.
     pub text_config: LlamaTextConfig,
+    /// The understanding tower and its aligner.
     #[serde(default)]
     pub vision_config: JanusVisionConfig,
+    /// The VQ-16 image tokenizer and the generation aligner/head.
     #[serde(default)]
     pub vq_config: JanusVqConfig,
+    /// The placeholder id an understood image's features replace (one per image token).
     #[serde(default = "default_image_token_id")]
     pub image_token_id: u32,
     /// Top-level copy; the checkpoint carries its own `lm_head.weight` regardless.
@@ -26,17 +31,24 @@ fn default_image_token_id() -> u32 {
 
 /// `preprocessor_config.json` of `JanusImageProcessor`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct JanusPreprocessorConfig {
+    /// The letterbox size (its longer side); `None`: the vision tower's `image_size`.
     #[serde(default)]
     pub size: Option<ImageSize>,
+    /// The shorter side is never resized below this.
     #[serde(default = "default_min_size")]
     pub min_size: u32,
+    /// Pixel scale before normalisation (1/255).
     #[serde(default = "default_rescale")]
     pub rescale_factor: f64,
+    /// Whether `(x − mean) / std` is applied.
     #[serde(default = "default_true")]
     pub do_normalize: bool,
+    /// Per-channel mean.
     #[serde(default = "default_mean")]
     pub image_mean: [f64; 3],
+    /// Per-channel standard deviation.
     #[serde(default = "default_std")]
     pub image_std: [f64; 3],
     /// Letterbox colour when the file names one.
@@ -44,9 +56,13 @@ pub struct JanusPreprocessorConfig {
     pub background_color: Option<[u8; 3]>,
 }
 
+/// A `{"height", "width"}` size of a processor config.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct ImageSize {
+    /// Height in pixels.
     pub height: u32,
+    /// Width in pixels.
     pub width: u32,
 }
 

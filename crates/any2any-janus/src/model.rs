@@ -19,6 +19,7 @@ pub struct GenAligner {
 }
 
 impl GenAligner {
+    /// Loads `fc1` (`input → dim`) and `layers − 1` hidden layers (`dim → dim`) under `vb`.
     pub fn load(
         vb: VarBuilder,
         input: usize,
@@ -79,15 +80,25 @@ pub fn activation(name: &str) -> Result<candle_nn::Activation> {
 
 /// Every weight of a Janus checkpoint.
 pub struct JanusModel {
+    /// The checkpoint's configuration.
     pub cfg: JanusConfig,
+    /// The language model's shape, from `cfg.text_config`.
     pub backbone_cfg: BackboneConfig,
+    /// The Llama language model (`model.language_model`).
     pub decoder: Decoder,
+    /// Text logits (`lm_head`, or the tied embeddings).
     pub lm_head: Linear,
+    /// The SigLIP understanding tower (`model.vision_model`).
     pub vision: JanusVisionModel,
+    /// Projects understood image features into the embedding space (`model.aligner`).
     pub aligner: JanusAligner,
+    /// Embeddings of generated image codes (`model.generation_embeddings`).
     pub gen_embed: Embedding,
+    /// Projects code embeddings into the embedding space (`model.generation_aligner`).
     pub gen_aligner: GenAligner,
+    /// Image-code logits of hidden states (`model.generation_head`).
     pub gen_head: GenHead,
+    /// The VQ-16 image tokenizer (`model.vqmodel`).
     pub vq: JanusVq,
 }
 

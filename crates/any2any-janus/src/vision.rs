@@ -10,10 +10,15 @@ use serde::{Deserialize, Deserializer};
 /// take the HF class defaults, unknown keys are ignored.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct JanusVisionConfig {
+    /// Width of the ViT's hidden states.
     pub hidden_size: usize,
+    /// Encoder layers.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer.
     pub num_attention_heads: usize,
+    /// Channels of the input image (3).
     pub num_channels: usize,
     /// Square input side; the JSON may hold an int or an `[h, w]` pair with `h == w`.
     #[serde(deserialize_with = "square_size")]
@@ -21,19 +26,29 @@ pub struct JanusVisionConfig {
     /// Square patch side; int or `[h, w]` pair with `h == w`.
     #[serde(deserialize_with = "square_size")]
     pub patch_size: usize,
+    /// Activation of the MLPs and the aligner, by its HF name (see [`HfActivation`]).
     pub hidden_act: String,
+    /// Epsilon of the LayerNorms.
     pub layer_norm_eps: f64,
+    /// Training-only; ignored at inference.
     pub attention_dropout: f64,
+    /// MLP width over hidden width (see [`JanusVisionConfig::intermediate_size`]).
     pub mlp_ratio: f64,
+    /// Whether the q/k/v projections have biases.
     pub attention_bias: bool,
+    /// Training-only; ignored at inference.
     pub hidden_dropout_rate: f64,
     /// Output width of the aligner.
     pub projection_dim: usize,
+    /// Training-only; ignored at inference.
     pub projection_dropout: f64,
+    /// LayerNorm on queries and keys (HF supports it with a single head only).
     pub use_qk_norm: bool,
+    /// Training-only; ignored at inference.
     pub initializer_range: f64,
     /// Number of linear layers in the aligner (`fc1` plus `depth - 1` hidden layers).
     pub depth: usize,
+    /// Image tokens per image, in the prompt and in a generated image (576 = 24 × 24).
     pub num_image_tokens: usize,
 }
 
@@ -94,6 +109,8 @@ impl JanusVisionConfig {
         (self.hidden_size as f64 * self.mlp_ratio) as usize
     }
 
+    /// Refuses shapes the model cannot be built with (zero or indivisible sizes, a patch larger
+    /// than the image, q/k norm with several heads, an empty MLP).
     pub fn validate(&self) -> Result<()> {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             bail!(
@@ -137,6 +154,7 @@ impl JanusVisionConfig {
 
 /// Activation functions by their Hugging Face `ACT2FN` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HfActivation {
     /// `"gelu"`: exact erf GELU.
     GeluErf,
@@ -151,6 +169,7 @@ pub enum HfActivation {
 }
 
 impl HfActivation {
+    /// The activation of an HF name; an unknown name is an error naming it.
     pub fn from_hf_name(name: &str) -> Result<Self> {
         Ok(match name {
             "gelu" => Self::GeluErf,
@@ -366,6 +385,7 @@ impl JanusVisionModel {
         })
     }
 
+    /// The configuration the model was built with.
     pub fn config(&self) -> &JanusVisionConfig {
         &self.cfg
     }

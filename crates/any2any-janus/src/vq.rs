@@ -12,24 +12,40 @@ use serde::Deserialize;
 /// the HF class defaults, unknown keys are ignored.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct JanusVqConfig {
+    /// Width of a codebook entry (and of the generation embeddings).
     pub embed_dim: usize,
+    /// Codebook entries: the image-token vocabulary.
     pub num_embeddings: usize,
+    /// Whether the encoder writes twice `latent_channels` channels.
     pub double_latent: bool,
+    /// `z_channels` of the encoder/decoder bottleneck.
     pub latent_channels: usize,
+    /// Channels of the input image (3).
     pub in_channels: usize,
+    /// Channels of the first resolution level.
     pub base_channels: usize,
+    /// Channel multiplier per resolution level (its length sets the downsampling, 2^(L-1)).
     pub channel_multiplier: Vec<usize>,
+    /// Residual blocks per encoder level.
     pub num_res_blocks: usize,
+    /// Training-only; ignored at inference.
     pub dropout: f64,
+    /// Training-only; ignored at inference.
     pub initializer_range: f64,
     /// Side of the code grid HF expects (`vision image_size / patch_size`, overwritten by
     /// `JanusConfig`); informative only here, the grid size is passed to `decode_codes`.
     pub num_patches: usize,
+    /// Channels of the decoded image (3).
     pub out_channels: usize,
+    /// Width of the generation aligner and head (the language model's hidden size).
     pub projection_dim: usize,
+    /// Linear layers of the generation aligner.
     pub num_hidden_layers: usize,
+    /// Activation of the generation aligner and head, by its HF name.
     pub hidden_act: String,
+    /// Input width of the generation head.
     pub image_token_embed_dim: usize,
 }
 
@@ -187,6 +203,7 @@ impl JanusVq {
         self.encoder.is_some()
     }
 
+    /// The configuration the model was built with.
     pub fn config(&self) -> &JanusVqConfig {
         &self.cfg
     }

@@ -38,12 +38,15 @@ use std::time::Instant;
 pub const MAX_SEQ_LENGTH: usize = 128;
 /// Show-o's default guidance scale s (w = 1 + s).
 pub const DEFAULT_GUIDANCE_SCALE: f64 = 1.75;
+/// Show-o's default number of MaskGIT steps.
 pub const DEFAULT_STEPS: usize = 18;
 /// Most uniforms pre-drawn for one request (1 GiB of f32): a step draws 2 per image code.
 const MAX_PREDRAWN: usize = 1 << 28;
 /// The reference's `max_new_tokens` for image→text.
 const DEFAULT_MMU_TOKENS: usize = 100;
 
+/// A loaded Show-o checkpoint: the transformer, MAGVIT-v2 (when the checkpoint has it) and the
+/// tokenizer. Load it with [`load`].
 pub struct ShowoBackend {
     model: ShowoModel,
     magvit: Option<Magvit>,
@@ -325,6 +328,8 @@ impl ShowoBackend {
                         grid: CodeGrid::new(g, g, codes)?,
                     }
                 }
+                // an edit kind this family does not list is refused by `check` already
+                Some(other) => return Err(self.unsupported(&other.kind().to_string())),
             },
             Some(other) => {
                 return Err(Error::invalid(

@@ -1,3 +1,6 @@
+//! Show-o's `config.json`, the Phi backbone config next to it, and the special ids of its
+//! vocabulary.
+
 use any2any_core::backbone::{BackboneConfig, PhiConfig};
 use any2any_core::{Error, Result};
 use serde::Deserialize;
@@ -5,14 +8,23 @@ use std::path::Path;
 
 /// Show-o's diffusers-style `config.json` (`_class_name: "Showo"`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct ShowoConfig {
+    /// Entries of the whole vocabulary: LLM, special tokens, codebook, mask.
     pub vocab_size: usize,
+    /// Entries of the Phi tokenizer's vocabulary (the first ids).
     pub llm_vocab_size: usize,
+    /// MAGVIT-v2 codebook entries.
     pub codebook_size: usize,
+    /// Image tokens of a generated image (its code grid, `grid × grid`).
     pub num_vq_tokens: usize,
+    /// The id of a masked image token (last of the vocabulary).
     pub mask_token_id: usize,
+    /// The Phi config: a local file next to config.json, or a hub id (then
+    /// `phi_config.json` is used).
     #[serde(default)]
     pub llm_model_path: Option<String>,
+    /// Whether understanding uses CLIP-ViT features (not supported: MAGVIT codes only).
     #[serde(default)]
     pub w_clip_vit: bool,
 }
@@ -21,16 +33,27 @@ pub struct ShowoConfig {
 /// (`<|pad|> <|soi|> <|eoi|> <|sov|> <|eov|> <|t2i|> <|mmu|> <|t2v|> <|v2v|> <|lvg|>`), then the
 /// codebook, then the mask id (last).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Vocab {
+    /// Entries of the LLM vocabulary; the special tokens follow.
     pub llm_vocab_size: usize,
+    /// `<|pad|>`: fills the text slots of a t2i prompt.
     pub pad: u32,
+    /// `<|soi|>`: start of an image span.
     pub soi: u32,
+    /// `<|eoi|>`: end of an image span.
     pub eoi: u32,
+    /// `<|t2i|>`: first token of a text→image prompt.
     pub t2i: u32,
+    /// `<|mmu|>`: first token of an understanding (image→text) prompt.
     pub mmu: u32,
+    /// Id of code 0: code `k` is id `code_offset + k`.
     pub code_offset: u32,
+    /// MAGVIT-v2 codebook entries.
     pub codebook_size: usize,
+    /// The masked image token.
     pub mask: u32,
+    /// Entries of the whole vocabulary.
     pub vocab_size: usize,
 }
 
@@ -38,6 +61,7 @@ pub struct Vocab {
 pub const NUM_NEW_SPECIAL_TOKENS: usize = 10;
 
 impl ShowoConfig {
+    /// The special ids this configuration implies.
     pub fn vocab(&self) -> Vocab {
         let l = self.llm_vocab_size as u32;
         Vocab {

@@ -12,12 +12,16 @@ use any2any_core::{Error, Result};
 /// A row-major `h × w` grid of codes (or the mask id where a code is to be generated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeGrid {
+    /// Rows.
     pub h: usize,
+    /// Columns.
     pub w: usize,
+    /// `h · w` codes, row-major.
     pub codes: Vec<u32>,
 }
 
 impl CodeGrid {
+    /// A grid of `codes`; their count must be `h · w`.
     pub fn new(h: usize, w: usize, codes: Vec<u32>) -> Result<Self> {
         if h.checked_mul(w) != Some(codes.len()) {
             return Err(Error::invalid(
@@ -46,6 +50,11 @@ pub fn code_mask(
     let f: Vec<f32> = m.as_raw().iter().map(|&b| b as f32 / 255.0).collect();
     let v = interpolate_bicubic(&f, (r, r), (grid, grid))?;
     Ok((v.iter().map(|&x| x >= 0.5).collect(), v))
+}
+
+/// A direction Show-o has no window for (`ExtendDirection` may gain sides).
+fn unknown_direction(dir: ExtendDirection) -> Error {
+    Error::invalid("extend", format!("Show-o cannot extend {dir}"))
 }
 
 /// Checks an extrapolation request against a `grid × grid` model: one axis only (the official
@@ -121,6 +130,7 @@ pub fn extend_window(
                 ExtendDirection::Up => cur.at(r - band, c),
                 ExtendDirection::Down if r < keep => cur.at(cur.h - keep + r, c),
                 ExtendDirection::Down => mask,
+                other => return Err(unknown_direction(other)),
             });
         }
     }
@@ -165,6 +175,7 @@ pub fn extend_merge(
             codes.extend_from_slice(&gen.codes);
             (h - keep + gen.h, w)
         }
+        other => return Err(unknown_direction(other)),
     };
     CodeGrid::new(out.0, out.1, codes)
 }

@@ -10,31 +10,45 @@ use serde::Deserialize;
 
 /// One side of `magvit/config.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct SideConfig {
+    /// Channels of the first resolution level.
     pub ch: usize,
+    /// Channel multiplier per resolution level.
     pub ch_mult: Vec<usize>,
+    /// Residual blocks per resolution level.
     pub num_res_blocks: Vec<usize>,
+    /// Channels of the input image (encoder; 3).
     #[serde(default = "d_in")]
     pub in_ch: usize,
+    /// Channels of the output image (decoder; 3).
     #[serde(default = "d_in")]
     pub out_ch: usize,
+    /// Channels of the latent (the quantizer's bits).
     pub z_channels: usize,
 }
 fn d_in() -> usize {
     3
 }
 
+/// The look-up-free quantizer of `magvit/config.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct QuantizerConfig {
+    /// Bits per code (13: a codebook of 8192).
     pub codebook_dim: usize,
 }
 
 /// `magvit/config.json` (the official class takes no arguments; real: ch 128, encoder ch_mult
-/// [1,2,2,4,4] blocks [4,3,4,3,4], decoder ch_mult [1,1,2,2,4] blocks [4,4,3,4,3], 13 bits).
+/// `[1,2,2,4,4]` blocks `[4,3,4,3,4]`, decoder ch_mult `[1,1,2,2,4]` blocks `[4,4,3,4,3]`, 13 bits).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct MagvitConfig {
+    /// The encoder's shape.
     pub encoder: SideConfig,
+    /// The decoder's shape.
     pub decoder: SideConfig,
+    /// The quantizer.
     pub quantizer: QuantizerConfig,
 }
 

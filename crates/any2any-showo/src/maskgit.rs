@@ -47,7 +47,9 @@ pub struct StepTrace {
     pub drawn: Vec<u32>,
     /// Codes after restoring the known ones.
     pub sampled: Vec<u32>,
+    /// How many positions the step re-masks ([`mask_len`]).
     pub mask_len: usize,
+    /// The positions re-masked (lowest confidence), ascending.
     pub remasked: Vec<usize>,
 }
 

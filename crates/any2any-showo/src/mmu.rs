@@ -41,10 +41,15 @@ pub fn mmu_greedy(
 /// One MMU batch: prompts (each `[mmu] [soi] codes [eoi] text…`), outputs per prompt, the
 /// budget, the stop ids and the sampling.
 pub struct Mmu<'a> {
+    /// The prompts, each `[mmu] [soi] codes [eoi] text…`.
     pub prompts: &'a [&'a [u32]],
+    /// Outputs (rows) per prompt, one entry per prompt.
     pub outputs: &'a [usize],
+    /// Most new tokens per row.
     pub max_new: usize,
+    /// Ids that end a row (appended, then the row stops).
     pub stop: &'a [u32],
+    /// The sampling of every row.
     pub pipe: &'a LogitsPipeline,
 }
 

@@ -1,3 +1,6 @@
+//! The Show-o transformer: the Phi decoder and LM head over the merged vocabulary, with the
+//! explicit-mask forwards the MaskGIT and MMU loops use.
+
 use crate::config::ShowoConfig;
 use any2any_core::backbone::{BackboneConfig, Decoder, ForwardArgs, MaskKind, RowLayout};
 use any2any_core::kv_cache::KvCache;
@@ -10,8 +13,11 @@ use candle_nn::VarBuilder;
 /// (`showo.lm_head`) over the merged text + special + code + mask vocabulary.
 #[derive(Debug, Clone)]
 pub struct ShowoModel {
+    /// The Phi decoder (`showo.model`).
     pub decoder: Decoder,
+    /// Logits over the merged vocabulary (`showo.lm_head`).
     pub lm_head: Linear,
+    /// The checkpoint's configuration.
     pub config: ShowoConfig,
 }
 
@@ -28,6 +34,7 @@ impl ShowoModel {
         })
     }
 
+    /// The device the weights live on.
     pub fn device(&self) -> &Device {
         self.decoder.device()
     }

@@ -20,7 +20,9 @@ use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 /// Group count and epsilon of the GroupNorm layers of a taming-style autoencoder.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NormConfig {
+    /// GroupNorm groups (the channel count must be a multiple).
     pub groups: usize,
+    /// Added to the variance.
     pub eps: f64,
 }
 
@@ -98,6 +100,7 @@ impl Normalize {
         })
     }
 
+    /// Channels normalised.
     pub fn channels(&self) -> usize {
         self.channels
     }
@@ -136,6 +139,7 @@ impl Module for Normalize {
 
 /// How a [`ResnetBlock`] projects its residual when the channel count changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Shortcut {
     /// 1×1 convolution stored as `nin_shortcut` (the default in taming, Janus, Chameleon).
     #[default]
@@ -211,6 +215,7 @@ pub struct AttnBlock {
 }
 
 impl AttnBlock {
+    /// Loads `norm`, `q`, `k`, `v` and `proj_out` (1×1 convolutions) of `channels` channels.
     pub fn load(vb: VarBuilder, channels: usize, norm: NormConfig) -> Result<Self> {
         Ok(Self {
             norm: Normalize::load(vb.pp("norm"), channels, norm)?,
@@ -271,6 +276,7 @@ pub struct Downsample {
 }
 
 impl Downsample {
+    /// Loads `conv` (3×3, stride 2) of `channels` channels.
     pub fn load(vb: VarBuilder, channels: usize) -> Result<Self> {
         Ok(Self {
             conv: conv(channels, channels, 3, 2, 0, vb.pp("conv"))?,
@@ -293,6 +299,7 @@ pub struct Upsample {
 }
 
 impl Upsample {
+    /// Loads `conv` (3×3) of `channels` channels.
     pub fn load(vb: VarBuilder, channels: usize) -> Result<Self> {
         Ok(Self {
             conv: conv(channels, channels, 3, 1, 1, vb.pp("conv"))?,
@@ -324,8 +331,11 @@ pub fn conv2d(
 /// where the level has attention, then an optional `downsample` / `upsample`.
 #[derive(Debug, Clone)]
 pub struct Level<S> {
+    /// `block.{i}`, in order.
     pub blocks: Vec<ResnetBlock>,
+    /// `attn.{i}`, run after `block.{i}` (empty where the level has no attention).
     pub attns: Vec<AttnBlock>,
+    /// `downsample` / `upsample` (none at the last level).
     pub resample: Option<S>,
 }
 
@@ -354,6 +364,7 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
+    /// Loads `block_1`, `attn_1` and `block_2` of `channels` channels.
     pub fn load(vb: VarBuilder, channels: usize, norm: NormConfig) -> Result<Self> {
         Ok(Self {
             block_1: ResnetBlock::load(vb.pp("block_1"), channels, channels, norm, Shortcut::Nin)?,
@@ -494,6 +505,7 @@ mod tests {
 
 /// How a decoder numbers its `up.i` levels in the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UpOrder {
     /// taming / original checkpoints: `up.L` is resolution level `L`, 0 = full resolution.
     ByLevel,
@@ -504,17 +516,25 @@ pub enum UpOrder {
 /// The shape of a taming encoder/decoder pair (the `ddconfig` of a VQGAN).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TamingConfig {
+    /// Channels of the encoder's input image (3).
     pub in_channels: usize,
+    /// Channels of the decoder's output image (3).
     pub out_channels: usize,
+    /// `ch`: channels of the first level.
     pub base_channels: usize,
+    /// `ch_mult`: level `L` has `base_channels · channel_multiplier[L]` channels.
     pub channel_multiplier: Vec<usize>,
+    /// Residual blocks per encoder level (the decoder has one more).
     pub num_res_blocks: usize,
     /// `z_channels`; the encoder writes twice as many with `double_latent`.
     pub latent_channels: usize,
+    /// Whether the encoder writes `2 · latent_channels` channels (mean and log-variance).
     pub double_latent: bool,
     /// Whether resolution level `L` (0 = full resolution) has attention blocks.
     pub attn_levels: Vec<bool>,
+    /// How the decoder's `up.i` levels are numbered in the weights.
     pub up_order: UpOrder,
+    /// The GroupNorm settings of every block.
     pub norm: NormConfig,
 }
 

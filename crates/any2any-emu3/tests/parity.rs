@@ -2,18 +2,17 @@
 //! (tests/fixtures/emu3-tiny, made by scripts/fixtures/make_emu3.py).
 //! Tolerances: logits 1e-4 abs, ids equal, pixels within 1 level.
 
-mod common;
-use any2any::candle_core::{DType, Device, Tensor};
-use any2any::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
-use any2any::ModelFiles;
-use any2any::{Modality, NoiseSource, ReplayNoise, Request, SeededNoise};
+use any2any_core::candle_core::{DType, Device, Tensor};
+use any2any_core::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
+use any2any_core::ModelFiles;
+use any2any_core::{Backend, Modality, NoiseSource, ReplayNoise, Request, SeededNoise};
 use any2any_emu3::{Emu3Config, Emu3Model, Slot};
-use common::*;
+use any2any_test_util::*;
 
 fn load() -> Emu3Model {
     let dir = fixture_dir("emu3-tiny");
     let files = ModelFiles::from_dir(&dir).unwrap();
-    let cfg: Emu3Config = any2any::loading::read_json(&dir.join("config.json")).unwrap();
+    let cfg: Emu3Config = any2any_core::loading::read_json(&dir.join("config.json")).unwrap();
     let vb = files.var_builder(DType::F32, &Device::Cpu).unwrap();
     Emu3Model::load(vb, &cfg).unwrap()
 }
@@ -91,7 +90,7 @@ fn decode_generated_matches_hf() {
 }
 
 fn pixel_values() -> Tensor {
-    let img = image::open(fixture_dir("emu3-tiny").join("image.png"))
+    let img = any2any_core::image::open(fixture_dir("emu3-tiny").join("image.png"))
         .unwrap()
         .to_rgb8();
     let (w, h) = img.dimensions();
@@ -173,6 +172,7 @@ fn gen_case(case: &str, sampled: bool) {
             Slot::Fixed(id) if *id == m.vocab.eoi => "EOI".into(),
             Slot::Fixed(id) if *id == m.vocab.eos => "EOS".into(),
             Slot::Fixed(id) => format!("{id}"),
+            other => panic!("unexpected slot {other:?}"),
         })
         .collect();
     assert_eq!(names, sched);
@@ -221,7 +221,7 @@ fn gen_case(case: &str, sampled: bool) {
             (h, w),
             &pipe,
             noise.as_mut(),
-            &mut any2any::Hooks::new(),
+            &mut any2any_core::Hooks::new(),
         )
         .unwrap();
     assert_eq!(out.new_ids, u32s(&c["new_ids"]));
@@ -238,29 +238,25 @@ fn sampled_image_generation_matches_hf() {
     gen_case("image_gen_sampled", true);
 }
 
-// ---- through the public Pipeline (family registry, Backend, templates) ----
+// ---- through the Backend (templates, registry entry point) ----
 
-fn pipeline() -> any2any::Pipeline {
-    any2any::Pipeline::load(
-        fixture_dir("emu3-tiny").to_str().unwrap(),
-        any2any::LoadOptions::default(),
-    )
-    .expect("load tiny emu3")
+fn pipeline() -> Box<dyn Backend> {
+    load_fixture("emu3-tiny", any2any_emu3::load)
 }
 
-fn fixture_image() -> any2any::ImageInput {
-    any2any::imageops::load_image(&fixture_dir("emu3-tiny").join("image.png")).unwrap()
+fn fixture_image() -> any2any_core::ImageInput {
+    any2any_test_util::fixture_image("emu3-tiny", "image.png")
 }
 
-fn text_ids(out: &any2any::Output) -> Vec<u32> {
+fn text_ids(out: &any2any_core::Output) -> Vec<u32> {
     match &out.segments[0] {
-        any2any::Generated::Text { ids, .. } => ids.clone(),
+        any2any_core::Generated::Text { ids, .. } => ids.clone(),
         other => panic!("expected text, got {other:?}"),
     }
 }
 
-fn greedy(n: usize) -> any2any::GenerationParams {
-    any2any::GenerationParams {
+fn greedy(n: usize) -> any2any_core::GenerationParams {
+    any2any_core::GenerationParams {
         temperature: Some(0.0),
         max_new_tokens: Some(n),
         ..Default::default()
@@ -271,7 +267,7 @@ fn greedy(n: usize) -> any2any::GenerationParams {
 fn pipeline_logits_match_hf() {
     let p = parity("emu3-tiny");
     let pipe = pipeline();
-    assert_eq!(pipe.family(), "emu3");
+    assert_eq!(pipe.capabilities().family, "emu3");
     let c = &p["text_logits"];
     let got = pipe.last_logits(&u32s(&c["input_ids"]), &[]).unwrap();
     let d = max_abs_diff(&got.to_vec1::<f32>().unwrap(), &f32s(&c["logits"]));
@@ -289,25 +285,25 @@ fn pipeline_templated_text_matches_hf() {
     let p = parity("emu3-tiny");
     let pipe = pipeline();
     let want = u32s(&p["text_greedy"]["new_ids"]);
-    let out = pipe
-        .generate(
-            Request::new()
-                .text("what is a cat?")
-                .want(Modality::Text)
-                .params(greedy(want.len())),
-        )
-        .unwrap();
+    let out = generate(
+        pipe.as_ref(),
+        Request::new()
+            .text("what is a cat?")
+            .want(Modality::Text)
+            .params(greedy(want.len())),
+    )
+    .unwrap();
     assert_eq!(text_ids(&out), want);
     let want = u32s(&p["image_text_greedy"]["new_ids"]);
-    let out = pipe
-        .generate(
-            Request::new()
-                .image(fixture_image())
-                .text("what is it?")
-                .want(Modality::Text)
-                .params(greedy(want.len())),
-        )
-        .unwrap();
+    let out = generate(
+        pipe.as_ref(),
+        Request::new()
+            .image(fixture_image())
+            .text("what is it?")
+            .want(Modality::Text)
+            .params(greedy(want.len())),
+    )
+    .unwrap();
     assert_eq!(text_ids(&out), want);
 }
 
@@ -317,19 +313,19 @@ fn pipeline_raw_text_to_image_decodes_generated_codes() {
     let c = &p["image_gen_greedy"];
     let pipe = pipeline();
     // raw ids end with `<|image start|>2*3<|image token|>`: the grid comes from the prompt
-    let out = pipe
-        .generate(
-            Request::new()
-                .raw_ids(u32s(&c["input_ids"]))
-                .want(Modality::Image)
-                .params(any2any::GenerationParams {
-                    temperature: Some(0.0),
-                    cfg: Some(1.0),
-                    ..Default::default()
-                }),
-        )
-        .unwrap();
-    let any2any::Generated::Image { image, codes, grid } = &out.segments[0] else {
+    let out = generate(
+        pipe.as_ref(),
+        Request::new()
+            .raw_ids(u32s(&c["input_ids"]))
+            .want(Modality::Image)
+            .params(any2any_core::GenerationParams {
+                temperature: Some(0.0),
+                cfg: Some(1.0),
+                ..Default::default()
+            }),
+    )
+    .unwrap();
+    let any2any_core::Generated::Image { image, codes, grid } = &out.segments[0] else {
         panic!("expected an image");
     };
     assert_eq!(*grid, Some((2, 3)));
@@ -337,14 +333,11 @@ fn pipeline_raw_text_to_image_decodes_generated_codes() {
     let codes = codes.clone().unwrap();
     assert_eq!(codes.len(), 6);
     // the codes decode to the same pixels through decode_codes
-    let again = pipe.backend().decode_codes(&codes, 2, 3).unwrap();
+    let again = pipe.decode_codes(&codes, 2, 3).unwrap();
     assert_eq!(&again, image);
     // and the fixture's generated codes decode to its pixels (±1)
     let dg = &p["decode_generated"];
-    let img = pipe
-        .backend()
-        .decode_codes(&u32s(&dg["codes"]), 2, 3)
-        .unwrap();
+    let img = pipe.decode_codes(&u32s(&dg["codes"]), 2, 3).unwrap();
     let worst = img
         .as_raw()
         .iter()
@@ -358,15 +351,15 @@ fn pipeline_raw_text_to_image_decodes_generated_codes() {
 #[test]
 fn pipeline_text_to_image_fits_the_context() {
     let pipe = pipeline();
-    let out = pipe
-        .generate(
-            Request::new()
-                .text("a red cat.")
-                .want(Modality::Image)
-                .seed(7),
-        )
-        .unwrap();
-    let any2any::Generated::Image { image, codes, grid } = &out.segments[0] else {
+    let out = generate(
+        pipe.as_ref(),
+        Request::new()
+            .text("a red cat.")
+            .want(Modality::Image)
+            .seed(7),
+    )
+    .unwrap();
+    let any2any_core::Generated::Image { image, codes, grid } = &out.segments[0] else {
         panic!("expected an image");
     };
     let (gh, gw) = grid.unwrap();
@@ -384,19 +377,21 @@ fn pipeline_text_to_image_takes_any_aspect_ratio() {
         Request::new()
             .text("a red cat.")
             .want(Modality::Image)
-            .params(any2any::GenerationParams {
+            .params(any2any_core::GenerationParams {
                 size: Some(size),
                 seed: 3,
                 ..Default::default()
             })
     };
-    let out = pipe.generate(req((6, 4))).unwrap();
-    let any2any::Generated::Image { image, grid, .. } = &out.segments[0] else {
+    let out = generate(pipe.as_ref(), req((6, 4))).unwrap();
+    let any2any_core::Generated::Image { image, grid, .. } = &out.segments[0] else {
         panic!("expected an image");
     };
     assert_eq!(*grid, Some((2, 3)));
     assert_eq!(image.dimensions(), (6, 4));
-    let err = pipe.generate(req((5, 4))).unwrap_err().to_string();
+    let err = generate(pipe.as_ref(), req((5, 4)))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("size") && err.contains("multiples of 2"),
         "{err}"

@@ -2,12 +2,15 @@
 //! (tests/fixtures/janus-tiny, made by scripts/fixtures/make_janus.py).
 //! Tolerances: logits 1e-4 abs, ids equal, pixels within 1 level.
 
-mod common;
-use any2any::{GenerationParams, Hooks, Modality, ReplayNoise, Request};
-use common::*;
+use any2any_core::{Backend, GenerationParams, Hooks, Modality, ReplayNoise, Request};
+use any2any_test_util::*;
 
-fn image() -> any2any::ImageInput {
-    any2any::imageops::load_image(&janus_dir().join("image.png")).unwrap()
+fn load_janus() -> Box<dyn Backend> {
+    load_fixture("janus-tiny", any2any_janus::load)
+}
+
+fn image() -> any2any_core::ImageInput {
+    fixture_image("janus-tiny", "image.png")
 }
 
 #[test]
@@ -38,7 +41,7 @@ fn image_prompt_logits_match_hf() {
     assert!(d <= 1e-4, "max abs diff {d}");
 }
 
-fn greedy_text(ids: Vec<u32>, images: Vec<any2any::ImageInput>, n: usize) -> Vec<u32> {
+fn greedy_text(ids: Vec<u32>, images: Vec<any2any_core::ImageInput>, n: usize) -> Vec<u32> {
     let pipe = load_janus();
     let mut r = Request::new()
         .raw_ids(ids)
@@ -51,9 +54,9 @@ fn greedy_text(ids: Vec<u32>, images: Vec<any2any::ImageInput>, n: usize) -> Vec
     for i in images {
         r = r.image(i);
     }
-    let out = pipe.generate(r).unwrap();
+    let out = generate(pipe.as_ref(), r).unwrap();
     match &out.segments[0] {
-        any2any::Generated::Text { ids, .. } => ids.clone(),
+        any2any_core::Generated::Text { ids, .. } => ids.clone(),
         other => panic!("expected text, got {other:?}"),
     }
 }
@@ -85,9 +88,9 @@ fn image_codes(ids: Vec<u32>, params: GenerationParams, uniforms: Option<Vec<f32
     if let Some(u) = uniforms {
         hooks = hooks.noise(ReplayNoise::uniforms(u));
     }
-    let out = pipe.generate_with(req, &mut hooks).unwrap();
+    let out = generate_with(pipe.as_ref(), req, &mut hooks).unwrap();
     match &out.segments[0] {
-        any2any::Generated::Image {
+        any2any_core::Generated::Image {
             codes: Some(c),
             grid,
             ..
@@ -119,7 +122,7 @@ fn greedy_cfg_image_codes_match_hf() {
 fn uncond_stream_follows_reference_rule() {
     let p = parity("janus-tiny");
     let c = &p["image_greedy"];
-    let files = any2any::ModelFiles::from_dir(&janus_dir()).unwrap();
+    let files = fixture_files("janus-tiny");
     let j = any2any_janus::JanusBackend::load(&files, &Default::default()).unwrap();
     assert_eq!(
         j.uncond_ids(&u32s(&c["input_ids"])),
@@ -167,9 +170,9 @@ fn sampled_text_matches_hf_under_replayed_noise() {
             ..Default::default()
         });
     let mut hooks = Hooks::new().noise(ReplayNoise::uniforms(f32s(&c["uniforms"])));
-    let out = pipe.generate_with(req, &mut hooks).unwrap();
+    let out = generate_with(pipe.as_ref(), req, &mut hooks).unwrap();
     match &out.segments[0] {
-        any2any::Generated::Text { ids, .. } => assert_eq!(ids, &u32s(&c["new_ids"])),
+        any2any_core::Generated::Text { ids, .. } => assert_eq!(ids, &u32s(&c["new_ids"])),
         other => panic!("expected text, got {other:?}"),
     }
 }

@@ -1,17 +1,18 @@
 //! Show-o parity against the official showlab/Show-o code on a tiny random model
 //! (`tests/fixtures/showo-tiny`, written by `scripts/fixtures/make_showo.py`).
-mod common;
 
-use any2any::backbone::MaskKind;
-use any2any::candle_core::{DType, Device, Tensor};
-use any2any::ReplayNoise;
+use any2any_core::backbone::MaskKind;
+use any2any_core::candle_core::{DType, Device, Tensor};
+use any2any_core::{Backend, ReplayNoise};
 use any2any_showo::{maskgit, prompt, ShowoConfig, ShowoModel, T2iOptions};
-use common::{f32s, fixture_dir, max_abs_diff, parity, u32s};
+use any2any_test_util::{
+    f32s, fixture_dir, fixture_image, generate, load_fixture, max_abs_diff, parity, u32s,
+};
 
 fn load() -> ShowoModel {
     let dir = fixture_dir("showo-tiny");
     let (cfg, bb) = ShowoConfig::load(&dir.join("config.json")).expect("config");
-    let files = any2any::ModelFiles::from_dir(&dir).expect("files");
+    let files = any2any_core::ModelFiles::from_dir(&dir).expect("files");
     let vb = files
         .var_builder(DType::F32, &Device::Cpu)
         .expect("weights");
@@ -202,9 +203,10 @@ fn mmu_greedy_matches_cached_and_uncached() {
 fn load_magvit() -> any2any_showo::magvit::Magvit {
     let dir = fixture_dir("showo-tiny").join("magvit");
     let cfg: any2any_showo::magvit::MagvitConfig =
-        any2any::loading::read_json(&dir.join("config.json")).unwrap();
-    let store = any2any::loading::WeightStore::open(&[dir.join("model.safetensors")]).unwrap();
-    let vb = any2any::candle_nn::VarBuilder::from_backend(Box::new(store), DType::F32, Device::Cpu);
+        any2any_core::loading::read_json(&dir.join("config.json")).unwrap();
+    let store = any2any_core::loading::WeightStore::open(&[dir.join("model.safetensors")]).unwrap();
+    let vb =
+        any2any_core::candle_nn::VarBuilder::from_backend(Box::new(store), DType::F32, Device::Cpu);
     any2any_showo::magvit::Magvit::load(vb, &cfg).unwrap()
 }
 
@@ -212,7 +214,7 @@ fn load_magvit() -> any2any_showo::magvit::Magvit {
 fn magvit_encode_and_decode_match() {
     let p = parity("showo-tiny");
     let mv = load_magvit();
-    let img = image::open(fixture_dir("showo-tiny").join("image.png"))
+    let img = any2any_core::image::open(fixture_dir("showo-tiny").join("image.png"))
         .unwrap()
         .to_rgb8();
     let (w, h) = img.dimensions();
@@ -279,16 +281,15 @@ fn magvit_encode_and_decode_match() {
     assert!(dr <= 1e-4 && dp <= 1);
 }
 
-fn pipeline() -> any2any::Pipeline {
-    let dir = fixture_dir("showo-tiny");
-    any2any::Pipeline::load(dir.to_str().unwrap(), any2any::LoadOptions::default()).unwrap()
+fn pipeline() -> Box<dyn Backend> {
+    load_fixture("showo-tiny", any2any_showo::load)
 }
 
 #[test]
 fn pipeline_image_to_text_and_logits_match() {
     let p = parity("showo-tiny");
     let pipe = pipeline();
-    assert_eq!(pipe.family(), "showo");
+    assert_eq!(pipe.capabilities().family, "showo");
     let c = &p["mmu_greedy"];
     let ids = u32s(&c["input_ids"]);
     let logits = pipe
@@ -298,20 +299,20 @@ fn pipeline_image_to_text_and_logits_match() {
         .unwrap();
     assert!(max_abs_diff(&logits, &f32s(&c["step0_logits"])) <= 1e-4);
     // the fixture's image → its MAGVIT codes → [mmu][soi]codes[eoi][bos] + question
-    let img = any2any::imageops::load_image(&fixture_dir("showo-tiny").join("image.png")).unwrap();
+    let img = fixture_image("showo-tiny", "image.png");
     let text = u32s(&p["meta"]["text_ids"]["USER: \nwhat is this? ASSISTANT:"]);
-    let params = any2any::GenerationParams {
+    let params = any2any_core::GenerationParams {
         max_new_tokens: Some(8),
         ..Default::default()
     };
-    let req = any2any::Request::new()
+    let req = any2any_core::Request::new()
         .image(img)
         .raw_ids(text)
-        .want(any2any::Modality::Text)
+        .want(any2any_core::Modality::Text)
         .params(params);
-    let out = pipe.generate(req).unwrap();
+    let out = generate(pipe.as_ref(), req).unwrap();
     match &out.segments[0] {
-        any2any::Generated::Text { ids, .. } => assert_eq!(ids, &u32s(&c["new_ids"])),
+        any2any_core::Generated::Text { ids, .. } => assert_eq!(ids, &u32s(&c["new_ids"])),
         _ => panic!("text expected"),
     }
 }
@@ -319,18 +320,18 @@ fn pipeline_image_to_text_and_logits_match() {
 #[test]
 fn pipeline_text_to_image_runs_and_decodes() {
     let pipe = pipeline();
-    let params = any2any::GenerationParams {
+    let params = any2any_core::GenerationParams {
         steps: Some(4),
         cfg: Some(2.75),
         ..Default::default()
     };
-    let req = any2any::Request::new()
+    let req = any2any_core::Request::new()
         .raw_ids(vec![17, 42, 8, 63])
-        .want(any2any::Modality::Image)
+        .want(any2any_core::Modality::Image)
         .params(params);
-    let out = pipe.generate(req).unwrap();
+    let out = generate(pipe.as_ref(), req).unwrap();
     match &out.segments[0] {
-        any2any::Generated::Image { image, codes, grid } => {
+        any2any_core::Generated::Image { image, codes, grid } => {
             assert_eq!(image.dimensions(), (64, 64));
             assert_eq!(codes.as_ref().unwrap().len(), 16);
             assert_eq!(*grid, Some((4, 4)));
