@@ -16,7 +16,7 @@
 //! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`).
 
 pub use any2any_core::{
-    backbone, backend, codec, decode, edit, error, imageops, kv_cache, loading, nn, noise,
+    backbone, backend, codec, decode, edit, error, imageops, kv_cache, loading, nn, noise, npy,
     progress, request, sampling, stream, text_stream,
 };
 pub use any2any_core::{candle_core, candle_nn, image, tokenizers};
@@ -24,7 +24,7 @@ pub use any2any_core::{
     Backend, CancelToken, Direction, EditKind, Error, ExtendDirection, Family, Generated,
     GenerationParams, Hooks, ImageEdit, ImageInput, LoadOptions, Modality, ModelFiles, ModelInfo,
     NoiseSource, Output, Preview, Progress, ReplayNoise, Request, Result, SeededNoise, Segment,
-    TextDelta, Timings,
+    TextDelta, TextStream, Timings,
 };
 
 /// The everyday types: `use any2any::prelude::*;`.

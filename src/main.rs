@@ -706,7 +706,7 @@ fn output_text(o: &Output) -> Option<String> {
             Generated::Text { ids, text: None } => {
                 Some(ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
             }
-            Generated::Image { .. } => None,
+            _ => None,
         })
         .collect();
     (!parts.is_empty()).then(|| parts.concat())
@@ -772,6 +772,7 @@ fn outputs_json(
                         "path": path,
                     })
                 }
+                _ => continue,
             });
         }
         per_output.push(serde_json::json!({

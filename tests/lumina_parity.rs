@@ -63,6 +63,7 @@ fn output_ids(out: &any2any::Output, newline: u32, eoi: u32) -> Vec<u32> {
                 }
                 ids.push(eoi);
             }
+            other => panic!("unexpected segment {other:?}"),
         }
     }
     ids

@@ -30,12 +30,6 @@ pub fn load_chameleon() -> any2any::Pipeline {
     .expect("load tiny chameleon")
 }
 
-
-
-
-
-
-
 /// Runs the binary: `any2any <sub> --model <model> <args…>` in `cwd`.
 pub fn run_cli(cwd: &Path, model: &Path, sub: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_any2any"))

@@ -214,6 +214,7 @@ impl Request {
 
 /// One generated piece.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Generated {
     /// Generated text.
     Text {

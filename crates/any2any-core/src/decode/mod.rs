@@ -16,9 +16,9 @@
 mod code;
 mod latent;
 mod rows;
-mod text;
 #[cfg(test)]
 mod tests;
+mod text;
 
 pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange};
 pub use latent::{initial_latent, Denoiser, FlowEuler, LatentLoop, Scheduler};

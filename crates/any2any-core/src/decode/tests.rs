@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::backbone::{Decoder, LlamaTextConfig};
-use crate::noise::{NoiseSource, SeededNoise, StackedNoise};
 use crate::nn::Linear;
+use crate::noise::{NoiseSource, SeededNoise, StackedNoise};
 use crate::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
 use crate::{Hooks, Result};
 use candle_core::{DType, Device, Shape, Tensor};
@@ -23,9 +23,9 @@ impl candle_nn::var_builder::SimpleBackend for Hashed {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let mut h: u64 = name
-            .bytes()
-            .fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let mut h: u64 = name.bytes().fold(0xcbf29ce484222325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
         let v: Vec<f32> = (0..s.elem_count())
             .map(|_| {
                 h ^= h << 13;
@@ -122,15 +122,20 @@ fn batched_rows_equal_lone_runs_and_finished_rows_leave() {
         assert_eq!(batched[i], alone[0], "row {i}");
         ends.insert(batched[i].ids.len());
     }
-    assert!(ends.len() > 1, "rows should end at different steps for the test to mean anything");
+    assert!(
+        ends.len() > 1,
+        "rows should end at different steps for the test to mean anything"
+    );
 }
 
 #[test]
 fn a_handed_off_row_keeps_its_last_id_and_the_rest_go_on() {
     let (dec, head) = model();
     let prompts: [&[u32]; 2] = [&[1, 2], &[3, 4]];
-    let free = text(&dec, &head, &prompts, &[5, 6], &[], &mut |_, _| TokenAction::Continue)
-        .unwrap();
+    let free = text(&dec, &head, &prompts, &[5, 6], &[], &mut |_, _| {
+        TokenAction::Continue
+    })
+    .unwrap();
     let cut = free[0].ids[2];
     let out = text(&dec, &head, &prompts, &[5, 6], &[], &mut |row, id| {
         if row == 0 && id == cut {
@@ -164,7 +169,14 @@ fn guidance_over_identical_streams_is_plain_decoding_and_a_constraint_ends_early
         let rows = vec![RowInput::Ids(p); streams];
         let (mut b, h) = RowBatch::prefill(&dec, &rows, 8).unwrap();
         CodeLoop::new(&pipe, 8)
-            .run(&mut b, &lm, h, constraint, &mut SeededNoise::new(0), &mut Hooks::new())
+            .run(
+                &mut b,
+                &lm,
+                h,
+                constraint,
+                &mut SeededNoise::new(0),
+                &mut Hooks::new(),
+            )
             .unwrap()
     };
     let plain = run(1, &mut NoConstraint).to_vec2::<u32>().unwrap();
@@ -205,7 +217,13 @@ fn text_deltas_never_split_a_character() {
     let tail = s.finish(&tok).unwrap();
     assert_eq!(
         deltas,
-        vec![Some("a".into()), None, Some("é".into()), Some(" b".into()), None]
+        vec![
+            Some("a".into()),
+            None,
+            Some("é".into()),
+            Some(" b".into()),
+            None
+        ]
     );
     assert_eq!(tail.as_deref(), Some("\u{FFFD}"));
 }
