@@ -18,7 +18,7 @@ mod latent;
 mod rows;
 mod text;
 
-pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange};
+pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange, RowGrid};
 pub use latent::{initial_latent, Denoiser, FlowEuler, LatentLoop, Scheduler};
 pub use rows::{Head, LmHead, RowBatch, RowInput};
 pub use text::{text_budget, TextEnd, TextLoop, TextRow, TokenAction};
