@@ -95,7 +95,8 @@ fn config_and_vocab_come_from_params_and_text_tokenizer() {
         (c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size),
         (4, 2, 8, 64)
     );
-    assert!(c.qk_norm && !c.swin_norm);
+    assert_eq!(c.qk_norm, any2any::backbone::QkNorm::PerHead);
+    assert_eq!(c.block, any2any::backbone::BlockOrder::PreNorm);
     assert_eq!(c.rope_layout, any2any::backbone::RopeLayout::Interleaved);
     assert_eq!(c.naming, any2any::backbone::WeightNaming::Meta);
     let p = parity("chameleon-tiny");

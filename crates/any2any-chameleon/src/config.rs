@@ -1,7 +1,7 @@
 //! config.json of a Chameleon checkpoint: the text fields, `vq_config` (new and old key
 //! spellings), and the `vocabulary_map` with the image-code ↔ token-id mapping.
 
-use any2any_core::backbone::{BackboneConfig, LlamaTextConfig};
+use any2any_core::backbone::{BackboneConfig, BlockOrder, LlamaTextConfig, QkNorm};
 use any2any_core::{Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -238,11 +238,10 @@ impl ChameleonConfig {
         let text: LlamaTextConfig =
             serde_json::from_value(text_v).map_err(|e| cfg_err(e.to_string()))?;
         let mut backbone = text.to_backbone(&path.display().to_string())?;
-        backbone.qk_norm = true;
-        backbone.swin_norm = v
-            .get("swin_norm")
-            .and_then(|x| x.as_bool())
-            .unwrap_or(false);
+        backbone.qk_norm = QkNorm::PerHead;
+        if v.get("swin_norm").and_then(|x| x.as_bool()) == Some(true) {
+            backbone.block = BlockOrder::SwinNorm;
+        }
         let vq = VqConfig::from_json(v.get("vq_config").unwrap_or(&serde_json::json!({})))
             .map_err(|e| cfg_err(e.to_string()))?;
         let map: HashMap<String, u32> =

@@ -13,7 +13,7 @@
 
 use crate::config::{ChameleonConfig, VocabMapping, VqConfig};
 use crate::vq_files::{self, LoadedVq, VQGAN_CKPT, VQGAN_YAML};
-use any2any_core::backbone::{LlamaTextConfig, RopeLayout, WeightNaming};
+use any2any_core::backbone::{BlockOrder, LlamaTextConfig, QkNorm, RopeLayout, WeightNaming};
 use any2any_core::candle_core::{DType, Device};
 use any2any_core::loading::read_json;
 use any2any_core::{Error, ModelFiles, Result};
@@ -377,11 +377,15 @@ pub fn config(files: &ModelFiles, vq: &VqConfig) -> Result<ChameleonConfig> {
         attention_bias: false,
         mlp_bias: false,
         tie_word_embeddings: false,
-        hidden_act: "silu".into(),
+        hidden_act: any2any_core::candle_nn::Activation::Silu,
     };
     let mut backbone = text.to_backbone(&path.display().to_string())?;
-    backbone.qk_norm = qk_norm;
-    backbone.swin_norm = swin_norm;
+    if qk_norm {
+        backbone.qk_norm = QkNorm::PerHead;
+    }
+    if swin_norm {
+        backbone.block = BlockOrder::SwinNorm;
+    }
     backbone.naming = WeightNaming::Meta;
     backbone.rope_layout = RopeLayout::Interleaved;
     let tok = files.tokenizer.as_ref().ok_or_else(|| Error::MissingFile {
