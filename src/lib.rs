@@ -33,6 +33,14 @@ pub fn families() -> &'static [Family] {
             hub_files: any2any_chameleon::original::HUB_FILES,
         },
         Family {
+            // Lumina-mGPT: architectures ChameleonXLLMXForConditionalGeneration
+            name: "lumina",
+            matches: any2any_chameleon::lumina::matches,
+            load: any2any_chameleon::lumina::load,
+            resolve_dir: None,
+            hub_files: &[],
+        },
+        Family {
             name: "emu3",
             matches: any2any_emu3::matches,
             load: any2any_emu3::load,
