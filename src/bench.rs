@@ -3,7 +3,7 @@
 //! downloaded). Reports per-step time, tokens/s, time per image and peak memory for each batch
 //! size with CFG on and off, as a table and as JSON.
 
-use any2any::backbone::{BackboneConfig, Decoder, MlpKind, NormKind};
+use any2any::backbone::{BackboneConfig, BlockOrder, Decoder, MlpKind, NormKind, QkNorm};
 use any2any::candle_core::{DType, Device, Module, Tensor};
 use any2any::candle_nn::{self, VarBuilder};
 use any2any::decode::{CodeLoop, Head, NoConstraint, RowBatch, RowInput};
@@ -49,17 +49,20 @@ fn llama(
         head_dim: hidden / heads,
         norm_eps: 1e-6,
         norm: NormKind::Rms,
-        mlp: MlpKind::GatedSilu,
+        mlp: MlpKind::Gated,
+        hidden_act: candle_nn::Activation::Silu,
+        block: BlockOrder::PreNorm,
+        qk_norm: if qk_norm {
+            QkNorm::PerHead
+        } else {
+            QkNorm::None
+        },
         rope_theta: theta,
         rope_layout: Default::default(),
         partial_rotary_factor: 1.0,
         max_position_embeddings: max_pos,
         attention_bias: false,
         mlp_bias: false,
-        qk_norm,
-        swin_norm: false,
-        parallel_residual: false,
-        qk_layernorm: false,
         naming: Default::default(),
     }
 }

@@ -77,6 +77,16 @@ pub fn families() -> &'static [Family] {
             hub_files: any2any_chameleon::original::HUB_FILES,
             components: any2any_chameleon::COMPONENTS,
         },
+        #[cfg(feature = "chameleon")]
+        Family {
+            // Lumina-mGPT: architectures ChameleonXLLMXForConditionalGeneration
+            name: "lumina",
+            matches: any2any_chameleon::lumina::matches,
+            load: any2any_chameleon::lumina::load,
+            resolve_dir: None,
+            hub_files: &[],
+            components: any2any_chameleon::COMPONENTS,
+        },
         #[cfg(feature = "emu3")]
         Family {
             name: "emu3",

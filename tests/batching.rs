@@ -264,7 +264,7 @@ fn chameleon_text_requests_share_one_batch_and_match_lone_runs() {
     ] {
         let reqs: Vec<Request> = prompts
             .iter()
-            .map(|q| raw(q, Modality::Text, &params))
+            .map(|q| raw(q, Modality::Interleaved, &params))
             .collect();
         let batched = pipe.generate_batch(&reqs, &mut Hooks::new()).unwrap();
         assert_eq!(batched.len(), 3);

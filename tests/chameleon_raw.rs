@@ -90,17 +90,18 @@ fn root_and_model_dir_load_as_chameleon() {
 #[test]
 fn config_and_vocab_come_from_params_and_text_tokenizer() {
     let b = raw_backend();
-    let c = &b.cfg.backbone;
+    let c = &b.model.cfg.backbone;
     assert_eq!(
         (c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size),
         (4, 2, 8, 64)
     );
-    assert!(c.qk_norm && !c.swin_norm);
+    assert_eq!(c.qk_norm, any2any::backbone::QkNorm::PerHead);
+    assert_eq!(c.block, any2any::backbone::BlockOrder::PreNorm);
     assert_eq!(c.rope_layout, any2any::backbone::RopeLayout::Interleaved);
     assert_eq!(c.naming, any2any::backbone::WeightNaming::Meta);
     let p = parity("chameleon-tiny");
     let m = &p["meta"]["vocab"];
-    let v = &b.cfg.vocab;
+    let v = &b.model.cfg.vocab;
     assert_eq!(v.image_ids, u32s(&m["image_token_ids"]));
     assert_eq!(v.code_to_id, (4..20).collect::<Vec<u32>>());
     assert_eq!(v.ids.boi, m["boi <racm3:break>"].as_u64().unwrap() as u32);
@@ -108,8 +109,8 @@ fn config_and_vocab_come_from_params_and_text_tokenizer() {
     assert_eq!(v.ids.sep, m["sep <reserved08706>"].as_u64().unwrap() as u32);
     // the release has no `<image>`: the placeholder is `<reserved08707>`, as the HF converter maps it
     assert_eq!(v.ids.image, m["<image>"].as_u64().unwrap() as u32);
-    assert_eq!(b.cfg.vq.num_embeddings, 16);
-    assert_eq!(b.image_seq_length, 256);
+    assert_eq!(b.model.cfg.vq.num_embeddings, 16);
+    assert_eq!(b.model.image_seq_length, 256);
 }
 
 #[test]
@@ -182,7 +183,13 @@ fn vq_encode_and_decode_from_vqgan_ckpt_match_reference() {
             .unwrap()
             .unsqueeze(0)
             .unwrap();
-        let raw = b.vq_decoder.as_ref().unwrap().decode(&t, h, w).unwrap();
+        let raw = b
+            .model
+            .vq_decoder
+            .as_ref()
+            .unwrap()
+            .decode(&t, h, w)
+            .unwrap();
         let raw = raw.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let d = max_abs_diff(&raw, &f32s(&c["raw_all"]));
         assert!(d <= 1e-4, "{case}: raw max abs diff {d}");

@@ -10,7 +10,7 @@
 mod common;
 use any2any::{Backend, ReplayNoise};
 use any2any::{Generated, GenerationParams, Hooks, LoadOptions, Modality, ModelFiles, Request};
-use any2any_chameleon::ChameleonBackend;
+use any2any_chameleon::LuminaBackend;
 use common::*;
 
 fn dir() -> std::path::PathBuf {
@@ -21,10 +21,10 @@ fn pipeline() -> any2any::Pipeline {
     any2any::Pipeline::load(dir().to_str().unwrap(), LoadOptions::default()).unwrap()
 }
 
-fn backend() -> ChameleonBackend {
+fn backend() -> LuminaBackend {
     let opts = LoadOptions::default();
     let files = ModelFiles::resolve(dir().to_str().unwrap(), &opts).unwrap();
-    ChameleonBackend::load(&files, &opts).unwrap()
+    LuminaBackend::load(&files, &opts).unwrap()
 }
 
 fn params(case: &serde_json::Value) -> GenerationParams {
@@ -39,11 +39,11 @@ fn params(case: &serde_json::Value) -> GenerationParams {
     }
 }
 
-/// Replays one case through the free-running loop (text out: the image inside is interleaved).
+/// Replays one case through the free-running loop (interleaved output, as the reference runs).
 fn replay(case: &serde_json::Value) -> any2any::Output {
     let req = Request::new()
         .raw_ids(u32s(&case["prompt_ids"]))
-        .want(Modality::Text)
+        .want(Modality::Interleaved)
         .params(params(case));
     let mut hooks = Hooks::new().noise(ReplayNoise::uniforms(f32s(&case["uniforms"])));
     pipeline().generate_with(req, &mut hooks).unwrap()
@@ -72,7 +72,7 @@ fn output_ids(out: &any2any::Output, newline: u32, eoi: u32) -> Vec<u32> {
 #[test]
 fn layout_tokens_from_the_vocabulary() {
     let b = backend();
-    let lt = b.lumina.as_ref().expect("detected as Lumina-mGPT");
+    let lt = &b.lumina;
     assert_eq!(lt.newline, 8803);
     assert_eq!(lt.size_token(1).unwrap(), 8805);
     assert_eq!(lt.units_of(8806), Some(2));
@@ -111,10 +111,10 @@ fn image_block_and_logits_match_reference() {
     let b = backend();
     let ids = u32s(&c["input_ids"]);
     // [BOS] + block + text: the block from our encoder and layout equals the reference's.
-    let block = b.lumina_image_block(&img).unwrap();
+    let block = b.image_block(&img).unwrap();
     assert_eq!(block, ids[1..1 + block.len()].to_vec());
     // The CLI contract: `<image>` in raw ids stands for the block.
-    let mut raw = vec![ids[0], b.cfg.vocab.ids.image];
+    let mut raw = vec![ids[0], b.model.cfg.vocab.ids.image];
     raw.extend_from_slice(&ids[1 + block.len()..]);
     let got = pipeline()
         .last_logits(&raw, std::slice::from_ref(&img))
@@ -267,17 +267,49 @@ fn bad_sizes_and_budgets_are_named() {
         "{err}"
     );
     // A raw prompt whose "size" token is not one.
-    let err = pl
-        .generate(
-            Request::new()
-                .raw_ids(vec![0, 8197, 40, 41])
-                .want(Modality::Text)
-                .params(GenerationParams {
-                    max_new_tokens: Some(3),
-                    ..Default::default()
-                }),
-        )
-        .unwrap_err()
-        .to_string();
+    let err = raw_text_error(&pl, vec![0, 8197, 40, 41]);
     assert!(err.contains("size token"), "{err}");
+}
+
+/// The error of a text request for raw `ids` (3 new tokens at most).
+fn raw_text_error(pl: &any2any::Pipeline, ids: Vec<u32>) -> String {
+    pl.generate(
+        Request::new()
+            .raw_ids(ids)
+            .want(Modality::Text)
+            .params(GenerationParams {
+                max_new_tokens: Some(3),
+                ..Default::default()
+            }),
+    )
+    .unwrap_err()
+    .to_string()
+}
+
+/// Text output is text only: the image start (BOI) is masked out of the text logits, so a
+/// sampled text request never opens an image and every seed succeeds (before, a seed that
+/// opened one could fail on its size tokens).
+#[test]
+fn sampled_text_requests_never_open_an_image() {
+    let pl = pipeline();
+    let boi = backend().model.cfg.vocab.ids.boi;
+    for seed in 0..20 {
+        let out =
+            pl.generate(Request::new().text("hello").want(Modality::Text).params(
+                GenerationParams {
+                    temperature: Some(1.0),
+                    max_new_tokens: Some(64),
+                    seed,
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        match &out.segments[..] {
+            [Generated::Text { ids, .. }] => assert!(!ids.contains(&boi), "seed {seed}"),
+            other => panic!("seed {seed}: expected one text segment, got {other:?}"),
+        }
+    }
+    // a text request cannot continue an image its prompt opens
+    let err = raw_text_error(&pl, vec![0, 8197]);
+    assert!(err.contains("`to`") && err.contains("image"), "{err}");
 }

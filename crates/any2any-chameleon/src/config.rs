@@ -1,8 +1,9 @@
 //! config.json of a Chameleon checkpoint: the text fields, `vq_config` (new and old key
 //! spellings), and the `vocabulary_map` with the image-code ↔ token-id mapping.
 
-use any2any_core::backbone::{BackboneConfig, LlamaTextConfig};
+use any2any_core::backbone::{BackboneConfig, BlockOrder, LlamaTextConfig, QkNorm};
 use any2any_core::{Error, Result};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -43,56 +44,74 @@ impl Default for VqConfig {
     }
 }
 
+/// `vq_config` as config.json or a `vqgan_config.json` writes it: HF names and taming names
+/// (`ch`, `ch_mult`, `z_channels`, `n_embed`, `out_ch`, `double_z`); `null` is absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct VqJson {
+    embed_dim: Option<usize>,
+    num_embeddings: Option<usize>,
+    n_embed: Option<usize>,
+    latent_channels: Option<usize>,
+    z_channels: Option<usize>,
+    base_channels: Option<usize>,
+    ch: Option<usize>,
+    channel_multiplier: Option<Vec<usize>>,
+    ch_mult: Option<Vec<usize>>,
+    num_res_blocks: Option<usize>,
+    resolution: Option<usize>,
+    attn_resolutions: Option<Vec<usize>>,
+    in_channels: Option<usize>,
+    out_channels: Option<usize>,
+    out_ch: Option<usize>,
+    double_latent: Option<bool>,
+    double_z: Option<bool>,
+    attn_type: Option<String>,
+}
+
+impl VqJson {
+    /// HF names win over taming names; HF defaults for what neither gives.
+    fn into_config(self) -> VqConfig {
+        let d = VqConfig::default();
+        VqConfig {
+            embed_dim: self.embed_dim.unwrap_or(d.embed_dim),
+            num_embeddings: self
+                .num_embeddings
+                .or(self.n_embed)
+                .unwrap_or(d.num_embeddings),
+            latent_channels: self
+                .latent_channels
+                .or(self.z_channels)
+                .unwrap_or(d.latent_channels),
+            base_channels: self.base_channels.or(self.ch).unwrap_or(d.base_channels),
+            channel_multiplier: self
+                .channel_multiplier
+                .or(self.ch_mult)
+                .unwrap_or(d.channel_multiplier),
+            num_res_blocks: self.num_res_blocks.unwrap_or(d.num_res_blocks),
+            resolution: self.resolution.unwrap_or(d.resolution),
+            attn_resolutions: self.attn_resolutions.unwrap_or(d.attn_resolutions),
+            in_channels: self.in_channels.unwrap_or(d.in_channels),
+            out_channels: self.out_channels.or(self.out_ch).unwrap_or(d.out_channels),
+            double_latent: self
+                .double_latent
+                .or(self.double_z)
+                .unwrap_or(d.double_latent),
+            attn_type: self.attn_type.unwrap_or(d.attn_type),
+        }
+    }
+}
+
 impl VqConfig {
     /// Reads a JSON object holding HF names and/or taming names (`ch`, `ch_mult`, `z_channels`,
-    /// `n_embed`, `out_ch`, `double_z`); HF names win when both are present.
+    /// `n_embed`, `out_ch`, `double_z`); HF names win when both are present. The error names the
+    /// section (`vq_config`); the caller adds the file.
     pub fn from_json(v: &serde_json::Value) -> Result<Self> {
-        let d = Self::default();
-        let bad = |k: &str| Error::invalid("vq_config", format!("`{k}` has the wrong type"));
-        let get = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|n| v.get(*n))
-                .filter(|x| !x.is_null())
-        };
-        let num = |names: &[&str], def: usize| -> Result<usize> {
-            match get(names) {
-                None => Ok(def),
-                Some(x) => x.as_u64().map(|u| u as usize).ok_or_else(|| bad(names[0])),
-            }
-        };
-        let list = |names: &[&str], def: &Vec<usize>| -> Result<Vec<usize>> {
-            match get(names) {
-                None => Ok(def.clone()),
-                Some(x) => x
-                    .as_array()
-                    .ok_or_else(|| bad(names[0]))?
-                    .iter()
-                    .map(|e| e.as_u64().map(|u| u as usize).ok_or_else(|| bad(names[0])))
-                    .collect(),
-            }
-        };
-        let cfg = Self {
-            embed_dim: num(&["embed_dim"], d.embed_dim)?,
-            num_embeddings: num(&["num_embeddings", "n_embed"], d.num_embeddings)?,
-            latent_channels: num(&["latent_channels", "z_channels"], d.latent_channels)?,
-            base_channels: num(&["base_channels", "ch"], d.base_channels)?,
-            channel_multiplier: list(&["channel_multiplier", "ch_mult"], &d.channel_multiplier)?,
-            num_res_blocks: num(&["num_res_blocks"], d.num_res_blocks)?,
-            resolution: num(&["resolution"], d.resolution)?,
-            attn_resolutions: list(&["attn_resolutions"], &d.attn_resolutions)?,
-            in_channels: num(&["in_channels"], d.in_channels)?,
-            out_channels: num(&["out_channels", "out_ch"], d.out_channels)?,
-            double_latent: match get(&["double_latent", "double_z"]) {
-                None => d.double_latent,
-                Some(x) => x.as_bool().ok_or_else(|| bad("double_latent"))?,
-            },
-            attn_type: match get(&["attn_type"]) {
-                None => d.attn_type,
-                Some(x) => x.as_str().ok_or_else(|| bad("attn_type"))?.to_string(),
-            },
-        };
-        cfg.validate()?;
+        let bad = |msg: String| Error::invalid("vq_config", msg);
+        let cfg = VqJson::deserialize(v)
+            .map_err(|e| bad(e.to_string()))?
+            .into_config();
+        cfg.validate().map_err(bad)?;
         Ok(cfg)
     }
 
@@ -167,12 +186,13 @@ impl VqConfig {
                 None => "vanilla".into(),
             },
         };
-        cfg.validate().map_err(|e| e.to_string())?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::invalid("vq_config", m));
+    /// Checks what the VQGAN layers need; the message names the field at fault.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let bad = |m: String| Err(m);
         if self.channel_multiplier.is_empty() || self.num_res_blocks == 0 {
             return bad("channel_multiplier must be non-empty and num_res_blocks ≥ 1".into());
         }
@@ -210,64 +230,90 @@ impl VqConfig {
     }
 }
 
-/// The parts of config.json the backend uses.
+/// The keys of an HF Chameleon config.json read besides the Llama text fields (unknown keys
+/// ignored).
+#[derive(Debug, Deserialize)]
+struct ConfigJson {
+    /// Chameleon's defaults differ from Llama's for these three.
+    rms_norm_eps: Option<f64>,
+    vocab_size: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    #[serde(default)]
+    swin_norm: bool,
+    #[serde(default = "yes")]
+    mask_image_logits: bool,
+    image_token_id: Option<u32>,
+    vocabulary_map: Option<HashMap<String, u32>>,
+    #[serde(default)]
+    vq_config: VqJson,
+    #[serde(default)]
+    architectures: Vec<String>,
+    target_size: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The parts of config.json the backends use.
 #[derive(Debug, Clone)]
 pub struct ChameleonConfig {
     pub text: LlamaTextConfig,
     pub backbone: BackboneConfig,
     pub vq: VqConfig,
     pub vocab: VocabMapping,
+    /// HF's text-mode forward sets the IMGIMG logits to `finfo.min` unless the config says
+    /// `mask_image_logits: false` (Lumina-mGPT).
+    pub mask_image_logits: bool,
+    /// `architectures` (Lumina-mGPT: `ChameleonXLLMXForConditionalGeneration`).
+    pub architectures: Vec<String>,
+    /// Lumina-mGPT's training resolution, when config.json states it.
+    pub target_size: Option<usize>,
 }
 
 impl ChameleonConfig {
+    /// Reads an HF config.json (`path` names it in errors): the Llama text fields with
+    /// Chameleon's defaults, per-head q/k LayerNorm, `swin_norm`, `vq_config` and the
+    /// `vocabulary_map`.
     pub fn from_json(v: &serde_json::Value, path: &Path) -> Result<Self> {
         let cfg_err = |msg: String| Error::Config {
             path: path.to_path_buf(),
             msg,
         };
-        // Chameleon's defaults differ from Llama's for these two keys.
-        let mut text_v = v.clone();
-        if let Some(o) = text_v.as_object_mut() {
-            o.remove("vocabulary_map");
-            o.remove("vq_config");
-            o.entry("rms_norm_eps").or_insert(serde_json::json!(1e-5));
-            o.entry("vocab_size").or_insert(serde_json::json!(65536));
-            o.entry("max_position_embeddings")
-                .or_insert(serde_json::json!(4096));
-        }
-        let text: LlamaTextConfig =
-            serde_json::from_value(text_v).map_err(|e| cfg_err(e.to_string()))?;
+        let j = ConfigJson::deserialize(v).map_err(|e| cfg_err(e.to_string()))?;
+        let mut text = LlamaTextConfig::deserialize(v).map_err(|e| cfg_err(e.to_string()))?;
+        text.rms_norm_eps = j.rms_norm_eps.unwrap_or(1e-5);
+        text.vocab_size = j.vocab_size.unwrap_or(65536);
+        text.max_position_embeddings = j.max_position_embeddings.unwrap_or(4096);
         let mut backbone = text.to_backbone(&path.display().to_string())?;
-        backbone.qk_norm = true;
-        backbone.swin_norm = v
-            .get("swin_norm")
-            .and_then(|x| x.as_bool())
-            .unwrap_or(false);
-        let vq = VqConfig::from_json(v.get("vq_config").unwrap_or(&serde_json::json!({})))
-            .map_err(|e| cfg_err(e.to_string()))?;
-        let map: HashMap<String, u32> =
-            serde_json::from_value(v.get("vocabulary_map").cloned().ok_or_else(|| {
-                cfg_err(
-                    "no `vocabulary_map` (the tokenizer vocab Chameleon stores in config.json)"
-                        .into(),
-                )
-            })?)
-            .map_err(|e| cfg_err(format!("vocabulary_map: {e}")))?;
+        backbone.qk_norm = QkNorm::PerHead;
+        if j.swin_norm {
+            backbone.block = BlockOrder::SwinNorm;
+        }
+        let vq = j.vq_config.into_config();
+        vq.validate()
+            .map_err(|e| cfg_err(format!("vq_config: {e}")))?;
+        let map = j.vocabulary_map.ok_or_else(|| {
+            cfg_err(
+                "no `vocabulary_map` (the tokenizer vocab Chameleon stores in config.json)".into(),
+            )
+        })?;
         let vocab =
             VocabMapping::new(&map, backbone.vocab_size).map_err(|e| cfg_err(e.to_string()))?;
-        if let Some(id) = v.get("image_token_id").and_then(|x| x.as_u64()) {
-            if id as u32 != vocab.ids.image {
-                return Err(cfg_err(format!(
-                    "image_token_id {id} differs from vocabulary_map[\"<image>\"] = {}",
-                    vocab.ids.image
-                )));
-            }
+        if let Some(id) = j.image_token_id.filter(|&id| id != vocab.ids.image) {
+            return Err(cfg_err(format!(
+                "image_token_id {id} differs from vocabulary_map[\"<image>\"] = {}",
+                vocab.ids.image
+            )));
         }
         Ok(Self {
             text,
             backbone,
             vq,
             vocab,
+            mask_image_logits: j.mask_image_logits,
+            architectures: j.architectures,
+            target_size: j.target_size,
         })
     }
 }
@@ -297,6 +343,8 @@ pub struct VocabMapping {
     pub image_ids: Vec<u32>,
     id_to_code: HashMap<u32, u32>,
     pub ids: SpecialIds,
+    /// Every token by name (Lumina-mGPT reads its layout tokens from it).
+    tokens: HashMap<String, u32>,
 }
 
 /// `IMGIMGBAZ` → 10.
@@ -370,7 +418,13 @@ impl VocabMapping {
             image_ids,
             id_to_code,
             ids,
+            tokens: map.clone(),
         })
+    }
+
+    /// The id of the token named `name`.
+    pub fn token(&self, name: &str) -> Option<u32> {
+        self.tokens.get(name).copied()
     }
 
     pub fn num_codes(&self) -> usize {

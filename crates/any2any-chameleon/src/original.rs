@@ -13,10 +13,11 @@
 
 use crate::config::{ChameleonConfig, VocabMapping, VqConfig};
 use crate::vq_files::{self, LoadedVq, VQGAN_CKPT, VQGAN_YAML};
-use any2any_core::backbone::{LlamaTextConfig, RopeLayout, WeightNaming};
+use any2any_core::backbone::{BlockOrder, LlamaTextConfig, QkNorm, RopeLayout, WeightNaming};
 use any2any_core::candle_core::{DType, Device};
 use any2any_core::loading::read_json;
 use any2any_core::{Error, ModelFiles, Result};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -94,55 +95,62 @@ pub const HUB_FILES: &[&str] = &[
     "tokenizer/vqgan.ckpt",
 ];
 
+/// The model directory of the layout at `dir`: `dir` itself, or its one `models/<size>`;
+/// `Ok(None)` when `dir` has nothing of that layout.
+fn find_model_dir(dir: &Path) -> Result<Option<PathBuf>> {
+    if looks_like_model_dir(dir) {
+        return Ok(Some(dir.to_path_buf()));
+    }
+    let models = dir.join("models");
+    let looked_for = format!("models/<size>/{PARAMS_JSON} + {CONSOLIDATED_PTH}");
+    if !models.is_dir() {
+        if dir.join(TOKENIZER_DIR).join(TEXT_TOKENIZER_JSON).is_file() {
+            return Err(Error::MissingFile {
+                dir: dir.display().to_string(),
+                what: "Chameleon model next to tokenizer/ (original layout)".into(),
+                looked_for,
+            });
+        }
+        return Ok(None);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&models)
+        .map_err(|source| Error::Io {
+            path: models.clone(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && looks_like_model_dir(p))
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Err(Error::MissingFile {
+            dir: models.display().to_string(),
+            what: "Chameleon model directory (original layout)".into(),
+            looked_for,
+        }),
+        1 => Ok(found.pop()),
+        _ => {
+            let names: Vec<String> = found
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            Err(Error::invalid(
+                "model",
+                format!(
+                    "{} holds several models ({}): pass one of them, e.g. {}",
+                    models.display(),
+                    names.join(", "),
+                    found[0].display()
+                ),
+            ))
+        }
+    }
+}
+
 /// Family hook: recognises `<root>` (with `models/<size>/` and `tokenizer/`) or `<root>/models/<size>`
 /// (with `../../tokenizer/`). `Ok(None)` when `dir` has nothing of that layout.
 pub fn resolve_dir(dir: &Path) -> Result<Option<ModelFiles>> {
-    let models = dir.join("models");
-    let own_tokenizer = dir.join(TOKENIZER_DIR).join(TEXT_TOKENIZER_JSON);
-    let model_dir = if looks_like_model_dir(dir) {
-        dir.to_path_buf()
-    } else if models.is_dir() {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&models)
-            .map_err(|source| Error::Io {
-                path: models.clone(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && looks_like_model_dir(p))
-            .collect();
-        found.sort();
-        match found.len() {
-            0 => {
-                return Err(Error::MissingFile {
-                    dir: models.display().to_string(),
-                    what: "Chameleon model directory (original layout)".into(),
-                    looked_for: format!("models/<size>/{PARAMS_JSON} + {CONSOLIDATED_PTH}"),
-                })
-            }
-            1 => found.remove(0),
-            _ => {
-                let names: Vec<String> = found
-                    .iter()
-                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .collect();
-                return Err(Error::invalid(
-                    "model",
-                    format!(
-                        "{} holds several models ({}): pass one of them, e.g. {}",
-                        models.display(),
-                        names.join(", "),
-                        found[0].display()
-                    ),
-                ));
-            }
-        }
-    } else if own_tokenizer.is_file() {
-        return Err(Error::MissingFile {
-            dir: dir.display().to_string(),
-            what: "Chameleon model next to tokenizer/ (original layout)".into(),
-            looked_for: format!("models/<size>/{PARAMS_JSON} + {CONSOLIDATED_PTH}"),
-        });
-    } else {
+    let Some(model_dir) = find_model_dir(dir)? else {
         return Ok(None);
     };
     let params = model_dir.join(PARAMS_JSON);
@@ -308,89 +316,91 @@ pub fn ffn_hidden_size(dim: usize, multiple_of: usize, ffn_dim_multiplier: Optio
     multiple_of * h.div_ceil(multiple_of)
 }
 
+/// params.json (merged, see [`merged_params`]) as the reference loader reads it; `null` is
+/// absent.
+#[derive(Debug, Deserialize)]
+struct Params {
+    dim: usize,
+    n_layers: usize,
+    n_heads: usize,
+    vocab_size: usize,
+    n_kv_heads: Option<usize>,
+    multiple_of: Option<usize>,
+    model_parallel_size: Option<usize>,
+    norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    ffn_dim_multiplier: Option<f64>,
+    qk_normalization: Option<bool>,
+    swin_norm: Option<bool>,
+}
+
+impl Params {
+    /// The Llama text config they describe, after the checks the reference relies on.
+    fn text(&self) -> std::result::Result<LlamaTextConfig, String> {
+        let n_kv_heads = self.n_kv_heads.unwrap_or(self.n_heads);
+        let multiple_of = self.multiple_of.unwrap_or(256);
+        let mp = self.model_parallel_size.unwrap_or(1);
+        for (k, v) in [
+            ("dim", self.dim),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("vocab_size", self.vocab_size),
+            ("n_kv_heads", n_kv_heads),
+            ("multiple_of", multiple_of),
+        ] {
+            if v == 0 {
+                return Err(format!("`{k}` must be a positive integer, got 0"));
+            }
+        }
+        if mp != 1 {
+            return Err(format!("model_parallel_size {mp}: only consolidated (model_parallel_size 1) checkpoints are supported"));
+        }
+        if !self.dim.is_multiple_of(self.n_heads) {
+            return Err(format!(
+                "dim {} is not a multiple of n_heads {}",
+                self.dim, self.n_heads
+            ));
+        }
+        let rope_theta = self.rope_theta.unwrap_or(10000.0);
+        Ok(LlamaTextConfig {
+            vocab_size: self.vocab_size,
+            hidden_size: self.dim,
+            intermediate_size: ffn_hidden_size(self.dim, multiple_of, self.ffn_dim_multiplier),
+            num_hidden_layers: self.n_layers,
+            num_attention_heads: self.n_heads,
+            num_key_value_heads: Some(n_kv_heads),
+            head_dim: None,
+            rms_norm_eps: self.norm_eps.unwrap_or(1e-5),
+            rope_theta: Some(rope_theta),
+            rope_parameters: None,
+            // transformers' converter: 4096 for θ ≤ 10000 (Chameleon v1), else 16384
+            max_position_embeddings: if rope_theta > 10000.0 { 16384 } else { 4096 },
+            attention_bias: false,
+            mlp_bias: false,
+            tie_word_embeddings: false,
+            hidden_act: any2any_core::candle_nn::Activation::Silu,
+        })
+    }
+}
+
 /// The model config of an original-layout checkpoint: params.json for the text model, the
 /// tokenizer's vocab for image tokens and special ids, `vq` for the image grid.
 pub fn config(files: &ModelFiles, vq: &VqConfig) -> Result<ChameleonConfig> {
     let path = &files.config;
-    let p = merged_params(files)?;
     let cfg_err = |msg: String| Error::Config {
         path: path.clone(),
         msg,
     };
-    let get = |k: &str| p.get(k).filter(|v| !v.is_null());
-    let need_num = |k: &str| -> Result<usize> {
-        let v = get(k).ok_or_else(|| cfg_err(format!("missing `{k}`")))?;
-        v.as_u64()
-            .filter(|&u| u > 0)
-            .map(|u| u as usize)
-            .ok_or_else(|| cfg_err(format!("`{k}` must be a positive integer, got {v}")))
-    };
-    let opt_num = |k: &str, d: usize| -> Result<usize> {
-        match get(k) {
-            None => Ok(d),
-            Some(_) => need_num(k),
-        }
-    };
-    let opt_f64 = |k: &str| -> Result<Option<f64>> {
-        match get(k) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| cfg_err(format!("`{k}` must be a number, got {v}"))),
-        }
-    };
-    let opt_bool = |k: &str| -> Result<bool> {
-        match get(k) {
-            None => Ok(false),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| cfg_err(format!("`{k}` must be true or false, got {v}"))),
-        }
-    };
-    let dim = need_num("dim")?;
-    let n_layers = need_num("n_layers")?;
-    let n_heads = need_num("n_heads")?;
-    let vocab_size = need_num("vocab_size")?;
-    let n_kv_heads = opt_num("n_kv_heads", n_heads)?;
-    let multiple_of = opt_num("multiple_of", 256)?;
-    let mp = opt_num("model_parallel_size", 1)?;
-    let norm_eps = opt_f64("norm_eps")?.unwrap_or(1e-5);
-    let rope_theta = opt_f64("rope_theta")?.unwrap_or(10000.0);
-    let ffn_mult = opt_f64("ffn_dim_multiplier")?;
-    let qk_norm = opt_bool("qk_normalization")?;
-    let swin_norm = opt_bool("swin_norm")?;
-    if mp != 1 {
-        return Err(cfg_err(format!(
-            "model_parallel_size {mp}: only consolidated (model_parallel_size 1) checkpoints are supported"
-        )));
-    }
-    if !dim.is_multiple_of(n_heads) {
-        return Err(cfg_err(format!(
-            "dim {dim} is not a multiple of n_heads {n_heads}"
-        )));
-    }
-    let text = LlamaTextConfig {
-        vocab_size,
-        hidden_size: dim,
-        intermediate_size: ffn_hidden_size(dim, multiple_of, ffn_mult),
-        num_hidden_layers: n_layers,
-        num_attention_heads: n_heads,
-        num_key_value_heads: Some(n_kv_heads),
-        head_dim: None,
-        rms_norm_eps: norm_eps,
-        rope_theta: Some(rope_theta),
-        rope_parameters: None,
-        // transformers' converter: 4096 for θ ≤ 10000 (Chameleon v1), else 16384
-        max_position_embeddings: if rope_theta > 10000.0 { 16384 } else { 4096 },
-        attention_bias: false,
-        mlp_bias: false,
-        tie_word_embeddings: false,
-        hidden_act: "silu".into(),
-    };
+    let p = Params::deserialize(serde_json::Value::Object(merged_params(files)?))
+        .map_err(|e| cfg_err(e.to_string()))?;
+    let text = p.text().map_err(cfg_err)?;
     let mut backbone = text.to_backbone(&path.display().to_string())?;
-    backbone.qk_norm = qk_norm;
-    backbone.swin_norm = swin_norm;
+    if p.qk_normalization == Some(true) {
+        backbone.qk_norm = QkNorm::PerHead;
+    }
+    if p.swin_norm == Some(true) {
+        backbone.block = BlockOrder::SwinNorm;
+    }
     backbone.naming = WeightNaming::Meta;
     backbone.rope_layout = RopeLayout::Interleaved;
     let tok = files.tokenizer.as_ref().ok_or_else(|| Error::MissingFile {
@@ -399,7 +409,7 @@ pub fn config(files: &ModelFiles, vq: &VqConfig) -> Result<ChameleonConfig> {
         looked_for: format!("{TOKENIZER_DIR}/{TEXT_TOKENIZER_JSON}"),
     })?;
     let map = read_vocab(tok)?;
-    let vocab = VocabMapping::new(&map, vocab_size).map_err(|e| Error::Config {
+    let vocab = VocabMapping::new(&map, p.vocab_size).map_err(|e| Error::Config {
         path: tok.clone(),
         msg: e.to_string(),
     })?;
@@ -408,6 +418,9 @@ pub fn config(files: &ModelFiles, vq: &VqConfig) -> Result<ChameleonConfig> {
         backbone,
         vq: vq.clone(),
         vocab,
+        mask_image_logits: true,
+        architectures: Vec::new(),
+        target_size: None,
     })
 }
 

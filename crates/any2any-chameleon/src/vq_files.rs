@@ -14,8 +14,8 @@
 //! [`load_vq`] (a directory's) are the entry points for any backend that needs the VQGAN
 //! (Chameleon, Anole, Lumina-mGPT, whose checkpoints ship none).
 
-use crate::backend::DECODER_FILES;
 use crate::config::VqConfig;
+use crate::model::DECODER_FILES;
 use crate::vq::{VqDecoder, VqEncoder};
 use any2any_core::candle_core::{DType, Device};
 use any2any_core::candle_nn::var_builder::SimpleBackend;

@@ -1,7 +1,7 @@
 //! Show-o's `config.json`, the Phi backbone config next to it, and the special ids of its
 //! vocabulary.
 
-use any2any_core::backbone::{BackboneConfig, PhiConfig};
+use any2any_core::backbone::{BackboneConfig, PhiConfig, QkNorm};
 use any2any_core::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -101,7 +101,7 @@ impl ShowoConfig {
         let mut bb = phi.to_backbone(&what)?;
         bb.vocab_size = cfg.vocab_size;
         // Show-o's PhiForCausalLM forces q/k LayerNorm on, whatever the Phi config says.
-        bb.qk_layernorm = true;
+        bb.qk_norm = QkNorm::Shared;
         Ok((cfg, bb))
     }
 

@@ -1,4 +1,5 @@
 use crate::{Error, Result};
+use candle_nn::Activation;
 use serde::Deserialize;
 
 /// `rope_parameters` as transformers 5 writes it.
@@ -36,8 +37,9 @@ pub struct LlamaTextConfig {
     pub mlp_bias: bool,
     #[serde(default)]
     pub tie_word_embeddings: bool,
+    /// The gated MLP's activation (HF names: `silu`, `gelu`, `gelu_new`, …).
     #[serde(default = "d_act")]
-    pub hidden_act: String,
+    pub hidden_act: Activation,
 }
 
 fn d_vocab() -> usize {
@@ -61,8 +63,8 @@ fn d_eps() -> f64 {
 fn d_maxpos() -> usize {
     2048
 }
-fn d_act() -> String {
-    "silu".into()
+fn d_act() -> Activation {
+    Activation::Silu
 }
 
 /// Norm layer of the blocks.
@@ -72,13 +74,40 @@ pub enum NormKind {
     Layer,
 }
 
-/// Feed-forward shape.
+/// Feed-forward shape (its activation is [`BackboneConfig::hidden_act`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MlpKind {
-    /// `down(silu(gate(x)) · up(x))` (Llama, Chameleon, Emu3).
-    GatedSilu,
-    /// `fc2(gelu_tanh(fc1(x)))` with biases per `mlp_bias` (Phi).
+    /// `down(act(gate(x)) · up(x))` (Llama, Chameleon, Emu3: SiLU).
+    Gated,
+    /// `fc2(act(fc1(x)))` with biases per `mlp_bias` (Phi: tanh GELU).
     Plain,
+}
+
+/// A LayerNorm on q and k over each head's dimensions, before RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QkNorm {
+    /// None (Llama, Phi).
+    #[default]
+    None,
+    /// One affine per head, `[heads, head_dim]` (stored so, or as `[1|mp, head_dim]` / `[head_dim]`
+    /// broadcast to every head), eps 1e-5: Chameleon, Lumina-mGPT.
+    PerHead,
+    /// One `[head_dim]` affine shared by all heads, eps [`BackboneConfig::norm_eps`]: Show-o's
+    /// Phi (`qk_layernorm`).
+    Shared,
+}
+
+/// Where a block's norms and residuals sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockOrder {
+    /// `h = x + attn(ln1(x)); out = h + mlp(ln2(h))` (Llama, Chameleon-7B).
+    #[default]
+    PreNorm,
+    /// One norm feeds attention and MLP side by side: `out = x + attn(ln(x)) + mlp(ln(x))` (Phi).
+    Parallel,
+    /// Norms after the sublayers: `h = x + ln1(attn(x)); out = h + ln2(mlp(h))`
+    /// (Chameleon-30B/34B `swin_norm`).
+    SwinNorm,
 }
 
 /// How the decoder's weights are named (same math, different checkpoints).
@@ -122,6 +151,12 @@ pub struct BackboneConfig {
     pub norm_eps: f64,
     pub norm: NormKind,
     pub mlp: MlpKind,
+    /// The MLP's activation.
+    pub hidden_act: Activation,
+    /// Norms and residuals of a block.
+    pub block: BlockOrder,
+    /// LayerNorm on q and k.
+    pub qk_norm: QkNorm,
     pub rope_theta: f64,
     /// Which dimensions RoPE rotates together (must match how q/k weights are laid out).
     pub rope_layout: RopeLayout,
@@ -130,15 +165,6 @@ pub struct BackboneConfig {
     pub max_position_embeddings: usize,
     pub attention_bias: bool,
     pub mlp_bias: bool,
-    /// Per-head LayerNorm on q and k before RoPE (Chameleon), eps 1e-5.
-    pub qk_norm: bool,
-    /// Norms after the sublayers: `h = x + ln(attn(x))` (Chameleon-30B/34B).
-    pub swin_norm: bool,
-    /// One norm feeds attention and MLP in parallel: `h = x + attn(ln(x)) + mlp(ln(x))` (Phi).
-    pub parallel_residual: bool,
-    /// Per-head LayerNorm on q and k before RoPE with a single `[head_dim]` affine shared by
-    /// all heads, eps = `norm_eps` (Show-o's Phi); exclusive with `qk_norm`.
-    pub qk_layernorm: bool,
     pub naming: WeightNaming,
 }
 
@@ -174,12 +200,6 @@ impl LlamaTextConfig {
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(bad(format!("head_dim {head_dim} must be even and > 0")));
         }
-        if self.hidden_act != "silu" {
-            return Err(bad(format!(
-                "hidden_act `{}` is not supported for a Llama text model (silu)",
-                self.hidden_act
-            )));
-        }
         Ok(BackboneConfig {
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,
@@ -190,17 +210,16 @@ impl LlamaTextConfig {
             head_dim,
             norm_eps: self.rms_norm_eps,
             norm: NormKind::Rms,
-            mlp: MlpKind::GatedSilu,
+            mlp: MlpKind::Gated,
+            hidden_act: self.hidden_act,
+            block: BlockOrder::PreNorm,
+            qk_norm: QkNorm::None,
             rope_theta: self.rope_theta(),
             rope_layout: RopeLayout::HalfSplit,
             partial_rotary_factor: 1.0,
             max_position_embeddings: self.max_position_embeddings,
             attention_bias: self.attention_bias,
             mlp_bias: self.mlp_bias,
-            qk_norm: false,
-            swin_norm: false,
-            parallel_residual: false,
-            qk_layernorm: false,
             naming: WeightNaming::Llama,
         })
     }
@@ -219,7 +238,7 @@ impl BackboneConfig {
         let kv = self.num_kv_heads * self.head_dim;
         let attn = h * q + 2 * h * kv + q * h;
         let mlp = match self.mlp {
-            MlpKind::GatedSilu => 3,
+            MlpKind::Gated => 3,
             MlpKind::Plain => 2,
         } * h
             * self.intermediate_size;
@@ -241,8 +260,9 @@ pub struct PhiConfig {
     #[serde(default = "p_heads")]
     pub num_attention_heads: usize,
     pub num_key_value_heads: Option<usize>,
+    /// `gelu_new` / `gelu_pytorch_tanh` (the tanh GELU).
     #[serde(default = "p_act")]
-    pub hidden_act: String,
+    pub hidden_act: Activation,
     #[serde(default = "d_maxpos")]
     pub max_position_embeddings: usize,
     #[serde(default = "p_eps")]
@@ -272,8 +292,8 @@ fn p_layers() -> usize {
 fn p_heads() -> usize {
     32
 }
-fn p_act() -> String {
-    "gelu_new".into()
+fn p_act() -> Activation {
+    Activation::NewGelu
 }
 fn p_eps() -> f64 {
     1e-5
@@ -329,9 +349,12 @@ impl PhiConfig {
                 self.num_attention_heads
             )));
         }
-        if !matches!(self.hidden_act.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
+        if !matches!(
+            self.hidden_act,
+            Activation::NewGelu | Activation::GeluPytorchTanh
+        ) {
             return Err(bad(format!(
-                "hidden_act `{}` is not supported for Phi (gelu_new)",
+                "hidden_act {:?} is not supported for Phi (gelu_new)",
                 self.hidden_act
             )));
         }
@@ -352,16 +375,19 @@ impl PhiConfig {
             norm_eps: self.layer_norm_eps,
             norm: NormKind::Layer,
             mlp: MlpKind::Plain,
+            hidden_act: self.hidden_act,
+            block: BlockOrder::Parallel,
+            qk_norm: if self.qk_layernorm {
+                QkNorm::Shared
+            } else {
+                QkNorm::None
+            },
             rope_theta: self.rope_theta,
             rope_layout: RopeLayout::HalfSplit,
             partial_rotary_factor: self.partial_rotary_factor,
             max_position_embeddings: self.max_position_embeddings,
             attention_bias: true,
             mlp_bias: true,
-            qk_norm: false,
-            swin_norm: false,
-            parallel_residual: true,
-            qk_layernorm: self.qk_layernorm,
             naming: WeightNaming::Phi,
         })
     }
@@ -387,7 +413,7 @@ mod tests {
             (2048, 24, 32, 8192, 51200)
         );
         assert_eq!((c.head_dim, c.rotary_dim()), (64, 32));
-        assert!(c.parallel_residual && c.attention_bias && !c.qk_layernorm);
+        assert!(c.block == BlockOrder::Parallel && c.attention_bias && c.qk_norm == QkNorm::None);
         assert_eq!(
             (c.norm, c.mlp, c.naming),
             (NormKind::Layer, MlpKind::Plain, WeightNaming::Phi)

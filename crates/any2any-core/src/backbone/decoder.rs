@@ -1,10 +1,12 @@
-use super::config::{BackboneConfig, MlpKind, NormKind, RopeLayout, WeightNaming};
+use super::config::{
+    BackboneConfig, BlockOrder, MlpKind, NormKind, QkNorm, RopeLayout, WeightNaming,
+};
 use super::mask::{MaskKind, RowLayout};
 use crate::kv_cache::KvCache;
 use crate::nn::Linear;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{linear_no_bias, Embedding, VarBuilder};
+use candle_nn::{linear_no_bias, Activation, Embedding, VarBuilder};
 
 /// What a forward needs besides the embeddings and the cache.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +192,7 @@ struct Attention {
 }
 
 #[derive(Debug, Clone)]
-enum Mlp {
+enum MlpLayers {
     Gated {
         gate: Linear,
         up: Linear,
@@ -203,13 +205,19 @@ enum Mlp {
 }
 
 #[derive(Debug, Clone)]
+struct Mlp {
+    layers: MlpLayers,
+    act: Activation,
+}
+
+#[derive(Debug, Clone)]
 struct Block {
     attn: Attention,
     mlp: Mlp,
     ln1: Norm,
     /// `None` for a parallel block (one norm feeds both sublayers).
     ln2: Option<Norm>,
-    swin: bool,
+    order: BlockOrder,
 }
 
 /// The shared decoder-only transformer (`embed_tokens`, `layers.N.*`, `norm`).
@@ -232,12 +240,10 @@ impl Attention {
         let b = c.attention_bias;
         let n = Names::of(c.naming);
         let head_norm = |name: &str, heads: usize| -> Result<Option<HeadNorm>> {
-            Ok(if c.qk_layernorm {
-                Some(HeadNorm::load_shared(vb.pp(name), c.head_dim, c.norm_eps)?)
-            } else if c.qk_norm {
-                Some(HeadNorm::load(vb.pp(name), heads, c.head_dim)?)
-            } else {
-                None
+            Ok(match c.qk_norm {
+                QkNorm::None => None,
+                QkNorm::PerHead => Some(HeadNorm::load(vb.pp(name), heads, c.head_dim)?),
+                QkNorm::Shared => Some(HeadNorm::load_shared(vb.pp(name), c.head_dim, c.norm_eps)?),
             })
         };
         Ok(Self {
@@ -334,26 +340,29 @@ impl Mlp {
         let b = c.mlp_bias;
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let n = Names::of(c.naming);
-        Ok(match c.mlp {
-            MlpKind::GatedSilu => Mlp::Gated {
+        let layers = match c.mlp {
+            MlpKind::Gated => MlpLayers::Gated {
                 gate: Linear::load(h, i, b, vb.pp(n.gate))?,
                 up: Linear::load(h, i, b, vb.pp(n.up))?,
                 down: Linear::load(i, h, b, vb.pp(n.down))?,
             },
-            MlpKind::Plain => Mlp::Plain {
+            MlpKind::Plain => MlpLayers::Plain {
                 fc1: Linear::load(h, i, b, vb.pp("fc1"))?,
                 fc2: Linear::load(i, h, b, vb.pp("fc2"))?,
             },
+        };
+        Ok(Self {
+            layers,
+            act: c.hidden_act,
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Mlp::Gated { gate, up, down } => {
-                let g = candle_nn::ops::silu(&gate.forward(x)?)?;
+        Ok(match &self.layers {
+            MlpLayers::Gated { gate, up, down } => {
+                let g = self.act.forward(&gate.forward(x)?)?;
                 down.forward(&(g * up.forward(x)?)?)?
             }
-            // gelu_new = the tanh approximation (candle's `gelu`)
-            Mlp::Plain { fc1, fc2 } => fc2.forward(&fc1.forward(x)?.gelu()?)?,
+            MlpLayers::Plain { fc1, fc2 } => fc2.forward(&self.act.forward(&fc1.forward(x)?)?)?,
         })
     }
 }
@@ -361,18 +370,6 @@ impl Mlp {
 impl Decoder {
     /// `vb` at the decoder's prefix (the one holding `embed_tokens`, `layers`, `norm`).
     pub fn load(vb: VarBuilder, cfg: &BackboneConfig) -> Result<Self> {
-        if cfg.qk_norm && cfg.qk_layernorm {
-            return Err(Error::invalid(
-                "backbone config",
-                "qk_norm and qk_layernorm are exclusive",
-            ));
-        }
-        if cfg.parallel_residual && cfg.swin_norm {
-            return Err(Error::invalid(
-                "backbone config",
-                "parallel_residual and swin_norm are exclusive",
-            ));
-        }
         let n = Names::of(cfg.naming);
         let embed = candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp(n.embed))?;
         let blocks = (0..cfg.num_layers)
@@ -382,7 +379,7 @@ impl Decoder {
                     attn: Attention::load(vb.pp(n.attn), cfg)?,
                     mlp: Mlp::load(vb.pp(n.mlp), cfg)?,
                     ln1: Norm::load(vb.pp(n.ln1), cfg.hidden_size, cfg.norm, cfg.norm_eps)?,
-                    ln2: if cfg.parallel_residual {
+                    ln2: if cfg.block == BlockOrder::Parallel {
                         None
                     } else {
                         Some(Norm::load(
@@ -392,7 +389,7 @@ impl Decoder {
                             cfg.norm_eps,
                         )?)
                     },
-                    swin: cfg.swin_norm,
+                    order: cfg.block,
                 })
             })
             .collect::<Result<_>>()?;
@@ -504,7 +501,7 @@ impl Decoder {
                     let m = b.mlp.forward(&x)?;
                     ((&h + a)? + m)?
                 }
-                Some(ln2) if b.swin => {
+                Some(ln2) if b.order == BlockOrder::SwinNorm => {
                     let a = b.attn.forward(&h, &cos, &sin, mask.as_ref(), cache, i)?;
                     let h1 = (&h + b.ln1.forward(&a)?)?;
                     let m = b.mlp.forward(&h1)?;
@@ -558,7 +555,7 @@ mod tests {
         }))
         .unwrap();
         let mut c = text.to_backbone("test").unwrap();
-        c.qk_norm = true;
+        c.qk_norm = QkNorm::PerHead;
         c
     }
 

@@ -8,8 +8,8 @@ mod decoder;
 mod mask;
 
 pub use config::{
-    BackboneConfig, LlamaTextConfig, MlpKind, NormKind, PhiConfig, RopeLayout, RopeParameters,
-    WeightNaming,
+    BackboneConfig, BlockOrder, LlamaTextConfig, MlpKind, NormKind, PhiConfig, QkNorm, RopeLayout,
+    RopeParameters, WeightNaming,
 };
 pub use decoder::{lm_head, Decoder, ForwardArgs};
 pub use mask::{MaskKind, RowLayout};

@@ -18,6 +18,11 @@ pub enum Allowed {
 
 /// The per-step rule of an image loop: which ids step `step` may draw. Layout grammars (Emu3's
 /// end-of-row tokens, Lumina-mGPT's size header and row ends) and vocabulary ranges implement it.
+///
+/// A stateful machine may also pick the sampling of each step ([`Constraint::pipeline`]: e.g.
+/// Lumina-mGPT draws text with a text top-k and image tokens with an image top-k in one loop)
+/// and end the loop right after a draw ([`Constraint::is_done`]: no forward is spent on ids
+/// nobody reads).
 pub trait Constraint {
     /// The rule for step `step` (0-based).
     fn allowed(&mut self, step: usize) -> Result<Allowed>;
@@ -25,6 +30,19 @@ pub trait Constraint {
     fn observe(&mut self, step: usize, ids: &Tensor) -> Result<()> {
         let _ = (step, ids);
         Ok(())
+    }
+    /// The pipeline step `step` samples with, asked after [`Constraint::allowed`]; `None` (the
+    /// default) takes the loop's own. Its guidance must have as many streams as the loop's
+    /// pipeline (the batch's rows do not change inside a loop).
+    fn pipeline(&self, step: usize) -> Option<&LogitsPipeline> {
+        let _ = step;
+        None
+    }
+    /// Whether the sequence is complete after the ids [`Constraint::observe`] last saw: the loop
+    /// then ends without feeding them (default: never; the loop runs its steps or until
+    /// [`Allowed::Done`]).
+    fn is_done(&self) -> bool {
+        false
     }
 }
 
@@ -57,6 +75,99 @@ impl OnlyRange {
 impl Constraint for OnlyRange {
     fn allowed(&mut self, _step: usize) -> Result<Allowed> {
         Ok(Allowed::Mask(self.0.clone()))
+    }
+}
+
+/// A grid of codes written row by row, a fixed row-end token after each row and fixed trailer
+/// tokens after the last row (Lumina-mGPT: `<reserved08799>` per row, then EOI; Emu3: EOL per
+/// row, then EOF, EOI, EOS). Position `t` of the layout is a code inside a row, a row end at
+/// every `(t + 1) % (cols + 1) == 0`, then the trailer in order; past the end, [`Allowed::Done`].
+/// As a [`Constraint`], step `s` is position `start + s` (a loop may resume inside the grid).
+#[derive(Debug, Clone)]
+pub struct RowGrid {
+    rows: usize,
+    cols: usize,
+    codes: Tensor,
+    row_end: Tensor,
+    trailer: Vec<Tensor>,
+    start: usize,
+}
+
+impl RowGrid {
+    /// The layout of a `rows × cols` grid of `codes` ids in a vocabulary of `vocab`, `row_end`
+    /// after each row and `trailer` after the last.
+    pub fn new(
+        (rows, cols): (usize, usize),
+        codes: &[u32],
+        row_end: u32,
+        trailer: &[u32],
+        vocab: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        if rows == 0 || cols == 0 {
+            return Err(Error::invalid(
+                "size",
+                format!("an empty {rows}×{cols} code grid"),
+            ));
+        }
+        let one = |id: u32| OnlyRange::ids([id], vocab, device).map(|m| m.0);
+        Ok(Self {
+            rows,
+            cols,
+            codes: OnlyRange::ids(codes.iter().copied(), vocab, device)?.0,
+            row_end: one(row_end)?,
+            trailer: trailer.iter().map(|&i| one(i)).collect::<Result<_>>()?,
+            start: 0,
+        })
+    }
+
+    /// The same layout, its step 0 at position `t`.
+    pub fn starting_at(mut self, t: usize) -> Self {
+        self.start = t;
+        self
+    }
+
+    /// Positions in the layout: the rows with their row ends, then the trailer.
+    pub fn len(&self) -> usize {
+        self.rows * (self.cols + 1) + self.trailer.len()
+    }
+
+    /// Never: a grid has at least one row of one code.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The grid `(rows, cols)`.
+    pub fn grid(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// What position `t` may hold.
+    pub fn at(&self, t: usize) -> Allowed {
+        let body = self.rows * (self.cols + 1);
+        if t < body {
+            Allowed::Mask(if (t + 1).is_multiple_of(self.cols + 1) {
+                self.row_end.clone()
+            } else {
+                self.codes.clone()
+            })
+        } else {
+            match self.trailer.get(t - body) {
+                Some(m) => Allowed::Mask(m.clone()),
+                None => Allowed::Done,
+            }
+        }
+    }
+
+    /// Whether position `t` is a code (not a row end or trailer token).
+    pub fn is_code(&self, t: usize) -> bool {
+        t < self.rows * (self.cols + 1) && !(t + 1).is_multiple_of(self.cols + 1)
+    }
+}
+
+impl Constraint for RowGrid {
+    fn allowed(&mut self, step: usize) -> Result<Allowed> {
+        Ok(self.at(self.start + step))
     }
 }
 
@@ -94,7 +205,9 @@ impl<'a> CodeLoop<'a> {
     }
 
     /// Runs from the last hidden states `hidden` of a prefilled `batch`; the ids drawn,
-    /// `[B, steps_run]` u32 (`steps_run` ≤ `steps`, fewer when the constraint ends early).
+    /// `[B, steps_run]` u32 (`steps_run` ≤ `steps`, fewer when the constraint ends early: before
+    /// a draw with [`Allowed::Done`], after one with [`Constraint::is_done`]). Each step samples
+    /// with the constraint's [`Constraint::pipeline`] when it names one, else with `pipe`.
     pub fn run(
         &self,
         batch: &mut RowBatch,
@@ -123,11 +236,23 @@ impl<'a> CodeLoop<'a> {
                 Allowed::Mask(m) => Some(m),
             };
             let logits = head.logits(&hidden)?;
-            let next = self.pipe.sample(&logits, mask.as_ref(), noise)?;
+            let next = {
+                let pipe = constraint.pipeline(step).unwrap_or(self.pipe);
+                if pipe.streams() != streams {
+                    return Err(Error::invalid(
+                        "cfg",
+                        format!(
+                            "step {step} samples with {} guidance streams in a loop of {streams}",
+                            pipe.streams()
+                        ),
+                    ));
+                }
+                pipe.sample(&logits, mask.as_ref(), noise)?
+            };
             constraint.observe(step, &next)?;
             drawn.push(next.clone());
             self.maybe_preview(&drawn, hooks)?;
-            if step + 1 == self.steps {
+            if step + 1 == self.steps || constraint.is_done() {
                 break;
             }
             let e = head.embed(&next)?;
@@ -164,5 +289,144 @@ impl<'a> CodeLoop<'a> {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::{Decoder, LlamaTextConfig};
+    use crate::decode::RowInput;
+    use crate::noise::ReplayNoise;
+    use crate::sampling::{Guidance, GuidanceSpace, SamplingParams};
+    use candle_nn::VarBuilder;
+
+    fn decoder() -> Decoder {
+        let text: LlamaTextConfig = serde_json::from_value(serde_json::json!({
+            "vocab_size": 8, "hidden_size": 8, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32
+        }))
+        .unwrap();
+        let cfg = text.to_backbone("test").unwrap();
+        Decoder::load(VarBuilder::zeros(DType::F32, &Device::Cpu), &cfg).unwrap()
+    }
+
+    /// Logits `0, 1, …, V−1` on every row whatever the hidden states: a greedy draw takes the
+    /// largest allowed id, a temperature-1 draw with uniform 0 the smallest.
+    struct Ramp<'a>(&'a Decoder);
+
+    impl Head for Ramp<'_> {
+        fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+            let rows = hidden.dim(0)?;
+            let v = self.0.config().vocab_size;
+            Ok(Tensor::arange(0f32, v as f32, hidden.device())?
+                .unsqueeze(0)?
+                .repeat((rows, 1))?)
+        }
+        fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+            self.0.embed(&ids.unsqueeze(1)?)
+        }
+    }
+
+    /// Greedy at even steps, sampled at odd ones; complete after `stop_after` draws.
+    struct Alternate {
+        greedy: LogitsPipeline,
+        sampled: LogitsPipeline,
+        seen: Vec<u32>,
+        stop_after: usize,
+    }
+
+    impl Constraint for Alternate {
+        fn allowed(&mut self, _step: usize) -> Result<Allowed> {
+            Ok(Allowed::Any)
+        }
+        fn observe(&mut self, _step: usize, ids: &Tensor) -> Result<()> {
+            self.seen.extend(ids.to_vec1::<u32>()?);
+            Ok(())
+        }
+        fn pipeline(&self, step: usize) -> Option<&LogitsPipeline> {
+            Some(if step.is_multiple_of(2) {
+                &self.greedy
+            } else {
+                &self.sampled
+            })
+        }
+        fn is_done(&self) -> bool {
+            self.seen.len() == self.stop_after
+        }
+    }
+
+    /// `greedy` at even steps, temperature 1 at odd ones, complete after three draws.
+    fn alternate(greedy: LogitsPipeline) -> Alternate {
+        let sampled = SamplingParams {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        };
+        Alternate {
+            greedy,
+            sampled: LogitsPipeline::new(None, sampled),
+            seen: Vec::new(),
+            stop_after: 3,
+        }
+    }
+
+    /// `steps` steps of a greedy loop after the prompt `[1, 2]` under `c`: the ids drawn and
+    /// the cache slots used.
+    fn run_loop(
+        d: &Decoder,
+        steps: usize,
+        c: &mut dyn Constraint,
+        noise: &mut ReplayNoise,
+    ) -> Result<(Vec<Vec<u32>>, usize)> {
+        let greedy = LogitsPipeline::new(None, SamplingParams::greedy());
+        let (mut batch, h) = RowBatch::prefill(d, &[RowInput::Ids(&[1, 2])], 16)?;
+        let ids = CodeLoop::new(&greedy, steps).run(
+            &mut batch,
+            &Ramp(d),
+            h,
+            c,
+            noise,
+            &mut Hooks::new(),
+        )?;
+        Ok((ids.to_vec2::<u32>()?, batch.len()))
+    }
+
+    #[test]
+    fn a_constraint_picks_the_pipeline_per_step_and_ends_after_a_draw() {
+        let d = decoder();
+        let mut c = alternate(LogitsPipeline::new(None, SamplingParams::greedy()));
+        // only the one sampled step draws a uniform
+        let mut noise = ReplayNoise::uniforms(vec![0.0]);
+        let (ids, used) = run_loop(&d, 6, &mut c, &mut noise).unwrap();
+        assert_eq!(ids, vec![vec![7, 0, 7]]);
+        assert_eq!(noise.remaining(), (0, 0));
+        assert_eq!(used, 2 + 2, "the last draw is not fed");
+
+        // a per-step pipeline with another number of guidance streams is refused
+        let guided = LogitsPipeline::new(
+            Some(Guidance::two_stream(2.0, GuidanceSpace::Logits)),
+            SamplingParams::greedy(),
+        );
+        let err = run_loop(&d, 6, &mut alternate(guided), &mut noise).unwrap_err();
+        assert!(err.to_string().contains("2 guidance streams"), "{err}");
+    }
+
+    #[test]
+    fn row_grid_writes_rows_row_ends_and_the_trailer() {
+        let d = decoder();
+        let dev = Device::Cpu;
+        let grid = RowGrid::new((2, 2), &[1, 2], 5, &[6], 8, &dev).unwrap();
+        assert_eq!((grid.len(), grid.grid()), (7, (2, 2)));
+        let codes: Vec<bool> = (0..8).map(|t| grid.is_code(t)).collect();
+        assert_eq!(codes, [true, true, false, true, true, false, false, false]);
+        assert!(matches!(grid.at(7), Allowed::Done));
+        let mut noise = ReplayNoise::default();
+        let (ids, _) = run_loop(&d, 12, &mut grid.clone(), &mut noise).unwrap();
+        assert_eq!(ids, vec![vec![2, 2, 5, 2, 2, 5, 6]]);
+        let (ids, _) = run_loop(&d, 12, &mut grid.starting_at(3), &mut noise).unwrap();
+        assert_eq!(ids, vec![vec![2, 2, 5, 6]]);
+        assert!(RowGrid::new((0, 2), &[1], 5, &[], 8, &dev).is_err());
+        assert!(RowGrid::new((1, 2), &[1], 9, &[], 8, &dev).is_err());
     }
 }

@@ -20,7 +20,7 @@ mod rows;
 mod tests;
 mod text;
 
-pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange};
+pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange, RowGrid};
 pub use latent::{initial_latent, Denoiser, FlowEuler, LatentLoop, Scheduler};
 pub use rows::{Head, LmHead, RowBatch, RowInput};
 pub use text::{text_budget, text_segment, TextEnd, TextLoop, TextRow, TokenAction};
