@@ -48,6 +48,9 @@ pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Backend>> 
     Ok(Box::new(Emu3Backend::load(files, opts)?))
 }
 
+/// The conditioned prompt, the negative prompt and the code grid `(h, w)` of an image request.
+type ImagePrompts = (Vec<u32>, Vec<u32>, (usize, usize));
+
 fn unsupported_segment(s: &Segment) -> Error {
     Error::invalid("input", format!("Emu3 does not take {} segments", s.kind()))
 }
@@ -291,7 +294,7 @@ impl Emu3Backend {
 
     /// The conditioned and negative prompts of an image request (each ending in
     /// `<|image start|>h*w<|image token|>`) and the code grid `(h, w)`.
-    fn image_prompts(&self, req: &Request) -> Result<(Vec<u32>, Vec<u32>, (usize, usize))> {
+    fn image_prompts(&self, req: &Request) -> Result<ImagePrompts> {
         let v = &self.model.vocab;
         let mut body = Vec::new();
         for s in &req.segments {
