@@ -384,11 +384,14 @@ impl ChameleonBackend {
     ) -> Result<Vec<Vec<u32>>> {
         let m = &self.model;
         let w_text = params.cfg.unwrap_or(DEFAULT_CFG_TEXT);
-        let sampling = SamplingParams {
-            temperature: params.temperature.unwrap_or(DEFAULT_IMAGE_TEMPERATURE),
-            top_k: params.top_k,
-            top_p: params.top_p.or(Some(DEFAULT_IMAGE_TOP_P)),
-        };
+        let sampling = SamplingParams::from_params(
+            params,
+            SamplingParams {
+                temperature: DEFAULT_IMAGE_TEMPERATURE,
+                top_k: None,
+                top_p: Some(DEFAULT_IMAGE_TOP_P),
+            },
+        );
         let pipe = LogitsPipeline::new((w_text != 1.0).then(|| Self::guidance(w_text)), sampling);
         let per_prompt: Vec<[Vec<u32>; 3]> = prompts.iter().map(|p| self.cfg_streams(p)).collect();
         let rows: Vec<RowInput> = (0..pipe.streams())
@@ -436,11 +439,7 @@ impl ChameleonBackend {
         let p = run.params;
         let pipe = LogitsPipeline::new(
             None,
-            SamplingParams {
-                temperature: p.temperature.unwrap_or(0.0),
-                top_k: p.top_k,
-                top_p: p.top_p,
-            },
+            SamplingParams::from_params(p, SamplingParams::greedy()),
         );
         let (mut batch, hidden) = {
             let inputs: Vec<RowInput> = idx

@@ -98,6 +98,16 @@ pub struct SamplingParams {
 }
 
 impl SamplingParams {
+    /// A request's temperature, top-k and top-p where it sets them, a family's `defaults`
+    /// elsewhere.
+    pub fn from_params(p: &crate::GenerationParams, defaults: SamplingParams) -> Self {
+        Self {
+            temperature: p.temperature.unwrap_or(defaults.temperature),
+            top_k: p.top_k.or(defaults.top_k),
+            top_p: p.top_p.or(defaults.top_p),
+        }
+    }
+
     /// Argmax decoding.
     pub fn greedy() -> Self {
         Self {

@@ -212,16 +212,16 @@ impl Emu3Backend {
     }
 
     fn sampling(&self, p: &any2any_core::GenerationParams, want: Modality) -> SamplingParams {
-        let (t, k) = if want == Modality::Image {
-            (1.0, Some(DEFAULT_IMAGE_TOP_K))
+        let defaults = if want == Modality::Image {
+            SamplingParams {
+                temperature: 1.0,
+                top_k: Some(DEFAULT_IMAGE_TOP_K),
+                top_p: None,
+            }
         } else {
-            (0.0, None)
+            SamplingParams::greedy()
         };
-        SamplingParams {
-            temperature: p.temperature.unwrap_or(t),
-            top_k: p.top_k.or(k),
-            top_p: p.top_p,
-        }
+        SamplingParams::from_params(p, defaults)
     }
 
     /// Text for a group of requests: every output of every request is a row of one batch.

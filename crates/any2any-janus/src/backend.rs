@@ -311,12 +311,14 @@ impl JanusBackend {
     }
 
     fn sampling(&self, p: &any2any_core::GenerationParams, want: Modality) -> SamplingParams {
-        let default_t = if want == Modality::Image { 1.0 } else { 0.0 };
-        SamplingParams {
-            temperature: p.temperature.unwrap_or(default_t),
-            top_k: p.top_k,
-            top_p: p.top_p,
-        }
+        let temperature = if want == Modality::Image { 1.0 } else { 0.0 };
+        SamplingParams::from_params(
+            p,
+            SamplingParams {
+                temperature,
+                ..SamplingParams::greedy()
+            },
+        )
     }
 
     fn generate_text(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {

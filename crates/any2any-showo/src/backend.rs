@@ -562,11 +562,7 @@ impl ShowoBackend {
         // The reference's `mmu_generate` is greedy (top_k = 1); sampling is opt-in.
         let pipe = LogitsPipeline::new(
             None,
-            SamplingParams {
-                temperature: p.temperature.unwrap_or(0.0),
-                top_k: p.top_k,
-                top_p: p.top_p,
-            },
+            SamplingParams::from_params(p, SamplingParams::greedy()),
         );
         let mut noise = hooks.batch_noise(&[(p.seed, req.num_outputs)]);
         let job = crate::mmu::Mmu {
