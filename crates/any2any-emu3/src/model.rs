@@ -4,10 +4,10 @@
 use crate::config::{Emu3Config, Emu3Vocab};
 use crate::vq::{Emu3VqDecoder, Emu3VqEncoder};
 use any2any_core::backbone::{BackboneConfig, Decoder};
-use any2any_core::candle_core::Tensor;
+use any2any_core::candle_core::{Device, Tensor};
 use any2any_core::candle_nn::VarBuilder;
 use any2any_core::decode::{
-    Allowed, CodeLoop, Constraint, Head, LmHead, RowBatch, RowInput, TextLoop, TokenAction,
+    CodeLoop, Head, LmHead, RowBatch, RowGrid, RowInput, TextLoop, TokenAction,
 };
 use any2any_core::nn::Linear;
 use any2any_core::noise::{NoiseSource, SeededNoise, StackedNoise};
@@ -32,22 +32,6 @@ pub struct Emu3Model {
     pub vq_decoder: Emu3VqDecoder,
 }
 
-/// Emu3's row-layout grammar as a [`Constraint`]: step `i` may draw only what slot `i` of the
-/// schedule allows.
-struct RowGrammar<'m> {
-    model: &'m Emu3Model,
-    schedule: Vec<Slot>,
-}
-
-impl Constraint for RowGrammar<'_> {
-    fn allowed(&mut self, step: usize) -> Result<Allowed> {
-        match self.schedule.get(step) {
-            Some(&slot) => Ok(Allowed::Mask(self.model.slot_mask(slot)?)),
-            None => Ok(Allowed::Done),
-        }
-    }
-}
-
 /// The result of one constrained image generation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageTokens {
@@ -69,19 +53,31 @@ pub enum Slot {
 }
 
 impl Emu3Vocab {
-    /// The layout of a generated `h × w` grid, one entry per new token.
-    pub fn image_schedule(&self, h: usize, w: usize) -> Vec<Slot> {
-        let mut s = Vec::with_capacity(h * (w + 1) + 3);
-        for _ in 0..h {
-            s.extend(std::iter::repeat_n(Slot::Visual, w));
-            s.push(Slot::Fixed(self.eol));
-        }
-        s.extend([
-            Slot::Fixed(self.eof),
-            Slot::Fixed(self.eoi),
-            Slot::Fixed(self.eos),
-        ]);
-        s
+    /// The row-layout grammar of a generated `h × w` grid: visual tokens, EOL after each row,
+    /// then EOF, EOI and EOS.
+    pub fn image_grid(&self, h: usize, w: usize, vocab: usize, device: &Device) -> Result<RowGrid> {
+        RowGrid::new(
+            (h, w),
+            &self.visual,
+            self.eol,
+            &[self.eof, self.eoi, self.eos],
+            vocab,
+            device,
+        )
+    }
+
+    /// The layout of a generated `h × w` grid, one entry per new token (the grammar of
+    /// [`Self::image_grid`], spelled out).
+    pub fn image_schedule(&self, h: usize, w: usize) -> Result<Vec<Slot>> {
+        let grid = self.image_grid(h, w, self.max_id() as usize + 1, &Device::Cpu)?;
+        Ok((0..grid.len())
+            .map(|t| grid.fixed_at(t).map_or(Slot::Visual, Slot::Fixed))
+            .collect())
+    }
+
+    fn max_id(&self) -> u32 {
+        let fixed = [self.eol, self.eof, self.eoi, self.eos];
+        self.visual.iter().chain(&fixed).copied().max().unwrap_or(0)
     }
 }
 
@@ -175,28 +171,6 @@ impl Emu3Model {
         Ok(rows.pop().map(|r| r.ids).unwrap_or_default())
     }
 
-    /// The additive mask `[1, V]` of one grammar slot.
-    fn slot_mask(&self, slot: Slot) -> Result<Tensor> {
-        let v = self.backbone_cfg.vocab_size;
-        let mut m = vec![f32::NEG_INFINITY; v];
-        let mut allow = |id: u32| -> Result<()> {
-            let cell = m.get_mut(id as usize).ok_or_else(|| {
-                Error::invalid("vocab", format!("token id {id} outside the vocabulary {v}"))
-            })?;
-            *cell = 0.0;
-            Ok(())
-        };
-        match slot {
-            Slot::Visual => {
-                for &id in &self.vocab.visual {
-                    allow(id)?;
-                }
-            }
-            Slot::Fixed(id) => allow(id)?,
-        }
-        Ok(Tensor::from_vec(m, (1, v), self.decoder.device())?)
-    }
-
     /// Constrained generation of one `h × w` (`grid`) image after `prompt` (which ends with
     /// `<|image start|>h*w<|image token|>`). With guidance in the pipeline, `negative` is the
     /// unconditioned stream (its own prompt, fed the same new ids), stacked as rows
@@ -246,11 +220,10 @@ impl Emu3Model {
                     .map(|p| RowInput::Ids(p.1.unwrap_or(&p.0[..0]))),
             );
         }
-        let mut layout = RowGrammar {
-            model: self,
-            schedule: self.vocab.image_schedule(h, w),
-        };
-        let steps = layout.schedule.len();
+        let mut layout =
+            self.vocab
+                .image_grid(h, w, self.backbone_cfg.vocab_size, self.decoder.device())?;
+        let steps = layout.len();
         let (mut batch, hidden) = RowBatch::prefill(&self.decoder, &rows, steps)?;
         let code_of = |id: u32| self.vocab.id_to_code(id);
         let mut lp = CodeLoop::new(pipe, steps);
@@ -261,9 +234,9 @@ impl Emu3Model {
             .map(|new_ids| {
                 let codes = new_ids
                     .iter()
-                    .zip(&layout.schedule)
-                    .filter(|(_, s)| **s == Slot::Visual)
-                    .map(|(&id, _)| {
+                    .enumerate()
+                    .filter(|(t, _)| layout.is_code(*t))
+                    .map(|(_, &id)| {
                         self.vocab.id_to_code(id).ok_or_else(|| {
                             Error::invalid("vq", format!("id {id} is not a visual token"))
                         })

@@ -164,6 +164,7 @@ fn gen_case(case: &str, sampled: bool) {
     let names: Vec<String> = m
         .vocab
         .image_schedule(h, w)
+        .unwrap()
         .iter()
         .map(|s| match s {
             Slot::Visual => "visual".to_string(),

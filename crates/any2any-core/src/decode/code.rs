@@ -90,6 +90,8 @@ pub struct RowGrid {
     codes: Tensor,
     row_end: Tensor,
     trailer: Vec<Tensor>,
+    /// The fixed ids: the row end, then the trailer.
+    fixed: (u32, Vec<u32>),
     start: usize,
 }
 
@@ -117,6 +119,7 @@ impl RowGrid {
             codes: OnlyRange::ids(codes.iter().copied(), vocab, device)?.0,
             row_end: one(row_end)?,
             trailer: trailer.iter().map(|&i| one(i)).collect::<Result<_>>()?,
+            fixed: (row_end, trailer.to_vec()),
             start: 0,
         })
     }
@@ -162,6 +165,17 @@ impl RowGrid {
     /// Whether position `t` is a code (not a row end or trailer token).
     pub fn is_code(&self, t: usize) -> bool {
         t < self.rows * (self.cols + 1) && !(t + 1).is_multiple_of(self.cols + 1)
+    }
+
+    /// The fixed id of position `t` (a row end or a trailer token); `None` for a code position
+    /// or past the end.
+    pub fn fixed_at(&self, t: usize) -> Option<u32> {
+        let body = self.rows * (self.cols + 1);
+        if t < body {
+            (!self.is_code(t)).then_some(self.fixed.0)
+        } else {
+            self.fixed.1.get(t - body).copied()
+        }
     }
 }
 
