@@ -8,6 +8,7 @@ pub const MASKED: f32 = f32::MIN;
 /// which no query ever sees and which do not count as positions.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RowLayout {
+    /// Left padding of each row, in cache slots; one entry per row.
     pub pad_left: Vec<usize>,
 }
 
@@ -25,9 +26,11 @@ impl RowLayout {
             pad_left: lens.iter().map(|l| max - l).collect(),
         }
     }
+    /// Number of rows.
     pub fn rows(&self) -> usize {
         self.pad_left.len()
     }
+    /// Whether no row is padded.
     pub fn is_dense(&self) -> bool {
         self.pad_left.iter().all(|&p| p == 0)
     }

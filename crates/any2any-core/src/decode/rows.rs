@@ -32,7 +32,9 @@ pub trait Head {
 
 /// The plain head: an LM head over the hidden states, the decoder's token embedding in.
 pub struct LmHead<'a> {
+    /// The decoder whose token embedding embeds the drawn ids.
     pub decoder: &'a Decoder,
+    /// The LM head, `hidden_size` → vocabulary.
     pub head: &'a Linear,
 }
 

@@ -33,7 +33,9 @@ pub enum TextEnd {
 /// One row's text: the ids drawn (the stop id included) and why it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextRow {
+    /// The ids drawn for the row, in order (the stop id, if any, last).
     pub ids: Vec<u32>,
+    /// Why the row ended.
     pub end: TextEnd,
 }
 
