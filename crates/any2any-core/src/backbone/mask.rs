@@ -75,7 +75,12 @@ pub enum MaskKind {
     /// `visible[(r * len + q) * len + k]` says whether query slot `q` of row `r` sees key slot
     /// `k`; `len` covers every slot a forward may reach. Each query must see at least one key
     /// (checked in `build`) so no row goes NaN. E.g. Show-o's omni-attention mask.
-    Explicit { len: usize, visible: Vec<bool> },
+    Explicit {
+        /// Cache slots covered, the side of each row's `len × len` visibility matrix.
+        len: usize,
+        /// `rows · len · len` flags, query-major within each row.
+        visible: Vec<bool>,
+    },
 }
 
 impl MaskKind {

@@ -8,7 +8,9 @@ use candle_core::{DType, Module, Tensor};
 /// embeddings `[len, hidden]` (image features scattered in, a family's own embedding).
 #[derive(Debug, Clone, Copy)]
 pub enum RowInput<'a> {
+    /// Token ids, each inside the vocabulary.
     Ids(&'a [u32]),
+    /// Input embeddings `[len, hidden]` (cast to the decoder's dtype).
     Embeds(&'a Tensor),
 }
 
