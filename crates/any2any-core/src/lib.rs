@@ -50,6 +50,8 @@
 //! # Ok::<(), any2any_core::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backbone;
 pub mod backend;
 pub mod codec;

@@ -18,11 +18,13 @@ use components::{read_component, COMPONENT_CONFIGS};
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    /// Device the weights are loaded onto (default CPU).
     pub device: Device,
     /// `None`: bf16 on CUDA, f32 elsewhere.
     pub dtype: Option<DType>,
     /// Never touch the network (also on when `HF_HUB_OFFLINE=1`).
     pub offline: bool,
+    /// Hub revision (branch, tag or commit); `None`: the default branch.
     pub revision: Option<String>,
     /// Components taken from elsewhere, `(name, local directory or hub id)`, each replacing or
     /// adding the component of that name (`--component vae=stabilityai/sdxl-vae`); applied by
@@ -43,6 +45,7 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
+    /// The dtype to load in: `dtype`, or bf16 on CUDA and f32 elsewhere.
     pub fn dtype(&self) -> DType {
         self.dtype.unwrap_or(if self.device.is_cuda() {
             DType::BF16
@@ -619,6 +622,8 @@ pub struct WeightStore {
 }
 
 impl WeightStore {
+    /// Opens the weight files (`.safetensors`, or PyTorch pickles read from their top level) and
+    /// indexes their tensor names; a name in several files resolves to the last.
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
         Self::open_with_key(paths, None)
     }
@@ -671,6 +676,7 @@ impl WeightStore {
         Ok(Self { files, index })
     }
 
+    /// Every tensor name in the store, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)
     }
@@ -760,17 +766,21 @@ impl SimpleBackend for WeightStore {
 #[derive(Debug, Clone, serde::Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum TokenIds {
+    /// A single id.
     One(u32),
+    /// Several ids (e.g. more than one end-of-sequence id).
     Many(Vec<u32>),
 }
 
 impl TokenIds {
+    /// All the ids, in order.
     pub fn to_vec(&self) -> Vec<u32> {
         match self {
             TokenIds::One(i) => vec![*i],
             TokenIds::Many(v) => v.clone(),
         }
     }
+    /// The first id (`None` for an empty list).
     pub fn first(&self) -> Option<u32> {
         self.to_vec().first().copied()
     }
@@ -779,15 +789,25 @@ impl TokenIds {
 /// `generation_config.json` as HF writes it (the keys the families use; others ignored).
 #[derive(Debug, Clone, serde::Deserialize, Default, PartialEq)]
 pub struct GenerationConfigJson {
+    /// Beginning-of-sequence id(s).
     pub bos_token_id: Option<TokenIds>,
+    /// End-of-sequence id(s).
     pub eos_token_id: Option<TokenIds>,
+    /// Padding id(s).
     pub pad_token_id: Option<TokenIds>,
+    /// Classifier-free guidance weight.
     pub guidance_scale: Option<f32>,
+    /// Whether to sample (`false`: greedy).
     pub do_sample: Option<bool>,
+    /// Sampling temperature.
     pub temperature: Option<f32>,
+    /// Top-k cut-off, in tokens.
     pub top_k: Option<usize>,
+    /// Nucleus (top-p) cut-off, a probability mass in (0, 1].
     pub top_p: Option<f32>,
+    /// Default budget of new tokens.
     pub max_new_tokens: Option<usize>,
+    /// Family-specific extras (e.g. Janus's `boi_token_id`), kept as raw JSON.
     #[serde(default)]
     pub generation_kwargs: serde_json::Map<String, serde_json::Value>,
 }

@@ -26,7 +26,9 @@ const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// An array read from a `.npy` file, its values as f32 in C (row-major) order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NpyF32 {
+    /// The array's shape (empty for a scalar).
     pub shape: Vec<usize>,
+    /// The `shape.iter().product()` values, in C order.
     pub values: Vec<f32>,
     /// The file's dtype: `"float32"` or `"float64"` (converted to f32).
     pub dtype: &'static str,

@@ -5,7 +5,9 @@ use serde::Deserialize;
 /// `rope_parameters` as transformers 5 writes it.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 pub struct RopeParameters {
+    /// RoPE base frequency θ, if given here.
     pub rope_theta: Option<f64>,
+    /// RoPE scaling kind (`"default"`, …); read but not acted on.
     pub rope_type: Option<String>,
 }
 
@@ -13,28 +15,42 @@ pub struct RopeParameters {
 /// new rope spellings accepted).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct LlamaTextConfig {
+    /// Vocabulary size, rows of the token embedding (default 32000).
     #[serde(default = "d_vocab")]
     pub vocab_size: usize,
+    /// Model width (default 4096).
     #[serde(default = "d_hidden")]
     pub hidden_size: usize,
+    /// Hidden width of the MLP (default 11008).
     #[serde(default = "d_inter")]
     pub intermediate_size: usize,
+    /// Number of decoder blocks (default 32).
     #[serde(default = "d_layers")]
     pub num_hidden_layers: usize,
+    /// Query heads (default 32).
     #[serde(default = "d_heads")]
     pub num_attention_heads: usize,
+    /// Key/value heads for GQA; `None`: as many as query heads. Must divide them.
     pub num_key_value_heads: Option<usize>,
+    /// Dimensions per head; `None`: `hidden_size / num_attention_heads`. Must be even.
     pub head_dim: Option<usize>,
+    /// RMSNorm epsilon (default 1e-6).
     #[serde(default = "d_eps")]
     pub rms_norm_eps: f64,
+    /// RoPE θ, older spelling (see [`LlamaTextConfig::rope_theta`]).
     pub rope_theta: Option<f64>,
+    /// RoPE settings, transformers 5 spelling; its θ wins over `rope_theta`.
     pub rope_parameters: Option<RopeParameters>,
+    /// Longest sequence, in positions, the RoPE tables cover (default 2048).
     #[serde(default = "d_maxpos")]
     pub max_position_embeddings: usize,
+    /// Whether the q/k/v/o projections have biases.
     #[serde(default)]
     pub attention_bias: bool,
+    /// Whether the MLP projections have biases.
     #[serde(default)]
     pub mlp_bias: bool,
+    /// Whether the LM head shares the token embedding's weight.
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// The gated MLP's activation (HF names: `silu`, `gelu`, `gelu_new`, …).
@@ -70,7 +86,9 @@ fn d_act() -> Activation {
 /// Norm layer of the blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormKind {
+    /// RMSNorm (weight only).
     Rms,
+    /// LayerNorm (weight and bias).
     Layer,
 }
 
@@ -141,15 +159,25 @@ pub enum RopeLayout {
 /// Runtime configuration of the shared decoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackboneConfig {
+    /// Vocabulary size, rows of the token embedding.
     pub vocab_size: usize,
+    /// Model width, the last dimension of hidden states.
     pub hidden_size: usize,
+    /// Hidden width of the MLP.
     pub intermediate_size: usize,
+    /// Number of decoder blocks.
     pub num_layers: usize,
+    /// Query heads; a multiple of `num_kv_heads`.
     pub num_heads: usize,
+    /// Key/value heads (GQA when fewer than `num_heads`).
     pub num_kv_heads: usize,
+    /// Dimensions per head; even and > 0.
     pub head_dim: usize,
+    /// Epsilon of the block and final norms.
     pub norm_eps: f64,
+    /// Norm layer of the blocks and the final norm.
     pub norm: NormKind,
+    /// Feed-forward shape.
     pub mlp: MlpKind,
     /// The MLP's activation.
     pub hidden_act: Activation,
@@ -157,18 +185,24 @@ pub struct BackboneConfig {
     pub block: BlockOrder,
     /// LayerNorm on q and k.
     pub qk_norm: QkNorm,
+    /// RoPE base frequency θ.
     pub rope_theta: f64,
     /// Which dimensions RoPE rotates together (must match how q/k weights are laid out).
     pub rope_layout: RopeLayout,
     /// Fraction of head_dim that is rotated (1.0 for Llama, 0.5 for Phi).
     pub partial_rotary_factor: f64,
+    /// Longest sequence, in positions, the RoPE tables cover.
     pub max_position_embeddings: usize,
+    /// Whether the q/k/v/o projections have biases.
     pub attention_bias: bool,
+    /// Whether the MLP projections have biases.
     pub mlp_bias: bool,
+    /// How the checkpoint names the decoder's tensors.
     pub naming: WeightNaming,
 }
 
 impl LlamaTextConfig {
+    /// RoPE θ: `rope_parameters.rope_theta`, else `rope_theta`, else 10000.
     pub fn rope_theta(&self) -> f64 {
         self.rope_parameters
             .as_ref()
@@ -249,30 +283,42 @@ impl BackboneConfig {
 /// An HF Phi `config.json` (`model_type: phi`; unknown keys ignored). Defaults are phi-1_5's.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct PhiConfig {
+    /// Vocabulary size, rows of the token embedding (default 51200).
     #[serde(default = "p_vocab")]
     pub vocab_size: usize,
+    /// Model width (default 2048).
     #[serde(default = "p_hidden")]
     pub hidden_size: usize,
+    /// Hidden width of the MLP (default 8192).
     #[serde(default = "p_inter")]
     pub intermediate_size: usize,
+    /// Number of decoder blocks (default 24).
     #[serde(default = "p_layers")]
     pub num_hidden_layers: usize,
+    /// Query heads (default 32); must divide `hidden_size`.
     #[serde(default = "p_heads")]
     pub num_attention_heads: usize,
+    /// Key/value heads for GQA; `None`: as many as query heads.
     pub num_key_value_heads: Option<usize>,
     /// `gelu_new` / `gelu_pytorch_tanh` (the tanh GELU).
     #[serde(default = "p_act")]
     pub hidden_act: Activation,
+    /// Longest sequence, in positions, the RoPE tables cover (default 2048).
     #[serde(default = "d_maxpos")]
     pub max_position_embeddings: usize,
+    /// LayerNorm epsilon (default 1e-5).
     #[serde(default = "p_eps")]
     pub layer_norm_eps: f64,
+    /// RoPE base frequency θ (default 10000).
     #[serde(default = "p_theta")]
     pub rope_theta: f64,
+    /// Fraction of each head's dimensions RoPE rotates (default 0.5).
     #[serde(default = "p_partial")]
     pub partial_rotary_factor: f64,
+    /// Whether q and k get a shared LayerNorm ([`QkNorm::Shared`]).
     #[serde(default)]
     pub qk_layernorm: bool,
+    /// Whether the LM head shares the token embedding's weight.
     #[serde(default)]
     pub tie_word_embeddings: bool,
 }

@@ -11,7 +11,9 @@ use candle_nn::{linear_no_bias, Activation, Embedding, VarBuilder};
 /// What a forward needs besides the embeddings and the cache.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardArgs<'a> {
+    /// How the batch's rows sit in the cache (left padding per row).
     pub layout: &'a RowLayout,
+    /// Which attention mask the new positions get.
     pub mask: &'a MaskKind,
 }
 
@@ -407,15 +409,19 @@ impl Decoder {
         })
     }
 
+    /// The runtime configuration it was built from.
     pub fn config(&self) -> &BackboneConfig {
         &self.cfg
     }
+    /// The dtype of its weights, embeddings and hidden states.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// The device its weights live on.
     pub fn device(&self) -> &Device {
         &self.device
     }
+    /// The token embedding, `[vocab_size, hidden_size]` (a tied LM head reuses its weight).
     pub fn embed_tokens(&self) -> &Embedding {
         &self.embed
     }

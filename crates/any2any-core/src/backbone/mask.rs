@@ -8,6 +8,7 @@ pub const MASKED: f32 = f32::MIN;
 /// which no query ever sees and which do not count as positions.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RowLayout {
+    /// Left padding of each row, in cache slots; one entry per row.
     pub pad_left: Vec<usize>,
 }
 
@@ -25,9 +26,11 @@ impl RowLayout {
             pad_left: lens.iter().map(|l| max - l).collect(),
         }
     }
+    /// Number of rows.
     pub fn rows(&self) -> usize {
         self.pad_left.len()
     }
+    /// Whether no row is padded.
     pub fn is_dense(&self) -> bool {
         self.pad_left.iter().all(|&p| p == 0)
     }
@@ -72,7 +75,12 @@ pub enum MaskKind {
     /// `visible[(r * len + q) * len + k]` says whether query slot `q` of row `r` sees key slot
     /// `k`; `len` covers every slot a forward may reach. Each query must see at least one key
     /// (checked in `build`) so no row goes NaN. E.g. Show-o's omni-attention mask.
-    Explicit { len: usize, visible: Vec<bool> },
+    Explicit {
+        /// Cache slots covered, the side of each row's `len × len` visibility matrix.
+        len: usize,
+        /// `rows · len · len` flags, query-major within each row.
+        visible: Vec<bool>,
+    },
 }
 
 impl MaskKind {

@@ -8,7 +8,9 @@ use candle_core::{DType, Module, Tensor};
 /// embeddings `[len, hidden]` (image features scattered in, a family's own embedding).
 #[derive(Debug, Clone, Copy)]
 pub enum RowInput<'a> {
+    /// Token ids, each inside the vocabulary.
     Ids(&'a [u32]),
+    /// Input embeddings `[len, hidden]` (cast to the decoder's dtype).
     Embeds(&'a Tensor),
 }
 
@@ -32,7 +34,9 @@ pub trait Head {
 
 /// The plain head: an LM head over the hidden states, the decoder's token embedding in.
 pub struct LmHead<'a> {
+    /// The decoder whose token embedding embeds the drawn ids.
     pub decoder: &'a Decoder,
+    /// The LM head, `hidden_size` → vocabulary.
     pub head: &'a Linear,
 }
 

@@ -33,7 +33,9 @@ pub enum TextEnd {
 /// One row's text: the ids drawn (the stop id included) and why it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextRow {
+    /// The ids drawn for the row, in order (the stop id, if any, last).
     pub ids: Vec<u32>,
+    /// Why the row ended.
     pub end: TextEnd,
 }
 
@@ -112,14 +114,8 @@ impl<'a> TextLoop<'a> {
             return Err(Error::invalid("cfg", "text decoding takes no guidance"));
         }
         let rows = batch.rows();
-        let mut out: Vec<TextRow> = (0..rows)
-            .map(|_| TextRow {
-                ids: Vec::new(),
-                end: TextEnd::Budget,
-            })
-            .collect();
         let stream_tok = self.tokenizer.filter(|_| hooks.wants_text());
-        let mut streams = vec![TextStream::new(); if stream_tok.is_some() { rows } else { 0 }];
+        let mut log = RowLog::new(rows, stream_tok, self.outputs);
         // Batch position → original row.
         let mut live: Vec<usize> = (0..rows).collect();
         let mut hidden = hidden;
@@ -130,12 +126,7 @@ impl<'a> TextLoop<'a> {
             let host = next.to_vec1::<u32>()?;
             let mut keep = Vec::with_capacity(live.len());
             for (pos, (&row, &id)) in live.iter().zip(&host).enumerate() {
-                out[row].ids.push(id);
-                if let (Some(tok), Some(s)) = (stream_tok, streams.get_mut(row)) {
-                    if let Some(d) = s.push(tok, id)? {
-                        hooks.emit_text(self.output_of(row), &d);
-                    }
-                }
+                log.push(row, id, hooks)?;
                 let action = if self.stop.contains(&id) {
                     TokenAction::Stop
                 } else {
@@ -143,17 +134,12 @@ impl<'a> TextLoop<'a> {
                 };
                 match action {
                     TokenAction::Continue => keep.push(pos),
-                    TokenAction::Stop => out[row].end = TextEnd::Stop,
-                    TokenAction::Handoff => out[row].end = TextEnd::Handoff,
+                    TokenAction::Stop => log.out[row].end = TextEnd::Stop,
+                    TokenAction::Handoff => log.out[row].end = TextEnd::Handoff,
                 }
             }
             if keep.len() < live.len() {
-                for (pos, &row) in live.iter().enumerate() {
-                    if !keep.contains(&pos) {
-                        noise.retire(row);
-                    }
-                }
-                live = keep.iter().map(|&p| live[p]).collect();
+                RowLog::retire(&mut live, &keep, noise);
                 if live.is_empty() {
                     break;
                 }
@@ -171,21 +157,73 @@ impl<'a> TextLoop<'a> {
             hidden = batch.step_ids(head, &fed)?;
         }
         hooks.step(self.stage, self.max_new, self.max_new)?;
-        if let Some(tok) = stream_tok {
-            for (row, s) in streams.iter_mut().enumerate() {
+        log.finish(hooks)
+    }
+}
+
+/// The per-row bookkeeping of one [`TextLoop::run`]: each original row's ids and end, and its
+/// streamed deltas (`streams` is empty when nothing is streamed).
+struct RowLog<'t> {
+    out: Vec<TextRow>,
+    streams: Vec<TextStream>,
+    tok: Option<&'t Tokenizer>,
+    outputs: Option<&'t [usize]>,
+}
+
+impl<'t> RowLog<'t> {
+    /// `rows` rows, none ended yet (so [`TextEnd::Budget`] unless told otherwise).
+    fn new(rows: usize, tok: Option<&'t Tokenizer>, outputs: Option<&'t [usize]>) -> Self {
+        Self {
+            out: (0..rows)
+                .map(|_| TextRow {
+                    ids: Vec::new(),
+                    end: TextEnd::Budget,
+                })
+                .collect(),
+            streams: vec![TextStream::new(); if tok.is_some() { rows } else { 0 }],
+            tok,
+            outputs,
+        }
+    }
+
+    /// Records id `id` drawn for original row `row` and streams the delta it completes.
+    fn push(&mut self, row: usize, id: u32, hooks: &mut Hooks) -> Result<()> {
+        self.out[row].ids.push(id);
+        if let (Some(tok), Some(s)) = (self.tok, self.streams.get_mut(row)) {
+            if let Some(d) = s.push(tok, id)? {
+                hooks.emit_text(output_of(self.outputs, row), &d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the batch positions `keep` of `live` (batch position → original row), retiring
+    /// the noise of every row that leaves.
+    fn retire(live: &mut Vec<usize>, keep: &[usize], noise: &mut StackedNoise) {
+        for (pos, &row) in live.iter().enumerate() {
+            if !keep.contains(&pos) {
+                noise.retire(row);
+            }
+        }
+        *live = keep.iter().map(|&p| live[p]).collect();
+    }
+
+    /// Streams what each row still holds back; the rows.
+    fn finish(mut self, hooks: &mut Hooks) -> Result<Vec<TextRow>> {
+        if let Some(tok) = self.tok {
+            for (row, s) in self.streams.iter_mut().enumerate() {
                 if let Some(d) = s.finish(tok)? {
-                    hooks.emit_text(self.output_of(row), &d);
+                    hooks.emit_text(output_of(self.outputs, row), &d);
                 }
             }
         }
-        Ok(out)
+        Ok(self.out)
     }
+}
 
-    fn output_of(&self, row: usize) -> usize {
-        self.outputs
-            .and_then(|o| o.get(row).copied())
-            .unwrap_or(row)
-    }
+/// Output index of batch row `row` (`None`: row `r` is output `r`).
+fn output_of(outputs: Option<&[usize]>, row: usize) -> usize {
+    outputs.and_then(|o| o.get(row).copied()).unwrap_or(row)
 }
 
 /// The text segment of generated ids: the ids, and their decoded text (special tokens
