@@ -248,23 +248,9 @@ impl ShowoBackend {
 
     /// The plan of one image request (identical for each of its outputs).
     fn plan(&self, req: &Request) -> Result<Plan> {
-        let v = self.model.config.vocab();
         let n = self.model.config.num_vq_tokens;
-        let g = self.grid();
+        let mask_id = self.model.config.vocab().mask;
         let texts = self.texts(req)?;
-        let mask_id = v.mask;
-        let known = |codes: &[u32]| -> Vec<u32> {
-            codes
-                .iter()
-                .map(|&c| {
-                    if (c as usize) < v.codebook_size {
-                        c
-                    } else {
-                        mask_id
-                    }
-                })
-                .collect()
-        };
         let single = |tokens: Vec<u32>| Plan::Single {
             text: texts.concat(),
             tokens,
@@ -279,55 +265,12 @@ impl ShowoBackend {
                         format!("{} codes, the model takes {n}", codes.len()),
                     ));
                 }
-                single(known(codes))
+                single(self.known(codes))
             }
             Some(Segment::Image(img)) => match &img.edit {
-                None => single(known(&self.encode_image(img)?)),
-                Some(ImageEdit::Inpaint { mask }) => {
-                    let (regen, _) = code_mask(mask, self.resolution(), g)?;
-                    if !regen.iter().any(|&b| b) {
-                        return Err(Error::invalid(
-                            "mask",
-                            format!(
-                                "the white region covers none of the {g}×{g} code cells after \
-                                 resizing (a cell is regenerated when the bicubic-downsampled \
-                                 mask is ≥ 0.5 there); draw a larger region"
-                            ),
-                        ));
-                    }
-                    let mut tokens = known(&self.encode_image(img)?);
-                    for (t, r) in tokens.iter_mut().zip(&regen) {
-                        if *r {
-                            *t = mask_id;
-                        }
-                    }
-                    single(tokens)
-                }
-                Some(ImageEdit::Extend(e)) => {
-                    check_extend(&e.directions, e.offset, g)?;
-                    let k = e.directions.len();
-                    let texts = match texts.len() {
-                        0 => vec![Vec::new(); k],
-                        1 => vec![texts[0].clone(); k],
-                        m if m == k => texts,
-                        m => {
-                            return Err(Error::invalid(
-                                "prompt",
-                                format!(
-                                    "{m} text segments for {k} extend directions: give one \
-                                     text (used for every direction) or one per direction"
-                                ),
-                            ))
-                        }
-                    };
-                    let codes = self.encode_image(img)?;
-                    Plan::Extend {
-                        texts,
-                        dirs: e.directions.clone(),
-                        offset: e.offset,
-                        grid: CodeGrid::new(g, g, codes)?,
-                    }
-                }
+                None => single(self.known(&self.encode_image(img)?)),
+                Some(ImageEdit::Inpaint { mask }) => single(self.inpaint_tokens(img, mask)?),
+                Some(ImageEdit::Extend(e)) => self.extend_plan(img, e, texts)?,
                 // an edit kind this family does not list is refused by `check` already
                 Some(other) => return Err(self.unsupported(&other.kind().to_string())),
             },
@@ -337,6 +280,84 @@ impl ShowoBackend {
                     format!("unexpected {} segment", other.kind()),
                 ))
             }
+        })
+    }
+
+    /// Codes as the MaskGIT loop's known tokens: codes outside the codebook become the mask id.
+    fn known(&self, codes: &[u32]) -> Vec<u32> {
+        let v = self.model.config.vocab();
+        codes
+            .iter()
+            .map(|&c| {
+                if (c as usize) < v.codebook_size {
+                    c
+                } else {
+                    v.mask
+                }
+            })
+            .collect()
+    }
+
+    /// The known tokens of an inpaint: the image's codes with the cells under the mask's white
+    /// region set to the mask id.
+    fn inpaint_tokens(
+        &self,
+        img: &ImageInput,
+        mask: &any2any_core::image::GrayImage,
+    ) -> Result<Vec<u32>> {
+        let g = self.grid();
+        let mask_id = self.model.config.vocab().mask;
+        let (regen, _) = code_mask(mask, self.resolution(), g)?;
+        if !regen.iter().any(|&b| b) {
+            return Err(Error::invalid(
+                "mask",
+                format!(
+                    "the white region covers none of the {g}×{g} code cells after \
+                     resizing (a cell is regenerated when the bicubic-downsampled \
+                     mask is ≥ 0.5 there); draw a larger region"
+                ),
+            ));
+        }
+        let mut tokens = self.known(&self.encode_image(img)?);
+        for (t, r) in tokens.iter_mut().zip(&regen) {
+            if *r {
+                *t = mask_id;
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// The plan of an extend: one text per direction (none, one shared, or one each) and the
+    /// image's code grid to grow.
+    fn extend_plan(
+        &self,
+        img: &ImageInput,
+        e: &any2any_core::edit::Extend,
+        texts: Texts,
+    ) -> Result<Plan> {
+        let g = self.grid();
+        check_extend(&e.directions, e.offset, g)?;
+        let k = e.directions.len();
+        let texts = match texts.len() {
+            0 => vec![Vec::new(); k],
+            1 => vec![texts[0].clone(); k],
+            m if m == k => texts,
+            m => {
+                return Err(Error::invalid(
+                    "prompt",
+                    format!(
+                        "{m} text segments for {k} extend directions: give one \
+                         text (used for every direction) or one per direction"
+                    ),
+                ))
+            }
+        };
+        let codes = self.encode_image(img)?;
+        Ok(Plan::Extend {
+            texts,
+            dirs: e.directions.clone(),
+            offset: e.offset,
+            grid: CodeGrid::new(g, g, codes)?,
         })
     }
 
@@ -406,6 +427,23 @@ impl ShowoBackend {
         hooks: &mut Hooks,
     ) -> Result<Vec<(usize, Vec<Output>)>> {
         let t0 = Instant::now();
+        let mut jobs = self.build_jobs(reqs, hooks)?;
+        // the whole schedule up front, for the progress total
+        let schedule = Self::schedule(&jobs);
+        let total: usize = schedule.iter().flatten().map(|g| jobs[g[0]].steps).sum();
+        let mut done = 0;
+        for (r, groups) in schedule.iter().enumerate() {
+            for group in groups {
+                done = self.run_group(&mut jobs, group, r, hooks, done, total)?;
+            }
+        }
+        hooks.step("image", total, total)?;
+        self.assemble_outputs(jobs, t0)
+    }
+
+    /// One job per output of every image request, each with its plan, sampling settings and
+    /// its share of the request's pre-drawn noise.
+    fn build_jobs(&self, reqs: &[(usize, &Request)], hooks: &mut Hooks) -> Result<Vec<Job>> {
         let n = self.model.config.num_vq_tokens;
         let mut jobs: Vec<Job> = Vec::new();
         for &(ri, req) in reqs {
@@ -450,7 +488,12 @@ impl ShowoBackend {
                 });
             }
         }
-        // the whole schedule up front, for the progress total
+        Ok(jobs)
+    }
+
+    /// Per round r, the job indices grouped by (prompt length of pass r, steps), in order of
+    /// first appearance.
+    fn schedule(jobs: &[Job]) -> Vec<Vec<Vec<usize>>> {
         let rounds = jobs.iter().map(Job::passes).max().unwrap_or(0);
         let key = |j: &Job, r: usize| (Self::msl(j.text(r)), j.steps);
         let mut schedule: Vec<Vec<Vec<usize>>> = Vec::with_capacity(rounds);
@@ -465,50 +508,61 @@ impl ShowoBackend {
             }
             schedule.push(groups.into_iter().map(|(_, g)| g).collect());
         }
-        let total: usize = schedule.iter().flatten().map(|g| jobs[g[0]].steps).sum();
-        let mut done = 0;
-        for (r, groups) in schedule.iter().enumerate() {
-            for group in groups {
-                let mut rows = Vec::with_capacity(group.len());
-                for &i in group {
-                    let j = &jobs[i];
-                    let text = j.text(r).to_vec();
-                    let (cond, uncond) = self.pass_rows(&text, &self.pass_tokens(j)?)?;
-                    rows.push((cond, uncond, Self::msl(&text) + 1));
-                }
-                let specs: Vec<MaskgitRow> = rows
-                    .iter()
-                    .zip(group)
-                    .map(|((c, u, p), &i)| MaskgitRow {
-                        cond: c,
-                        uncond: Some(u),
-                        prefix_len: *p,
-                        guidance_scale: jobs[i].guidance_scale,
-                        temperature: jobs[i].temperature,
-                    })
-                    .collect();
-                let steps = jobs[group[0]].steps;
-                let mut noises: Vec<&mut dyn NoiseSource> = jobs
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(i, _)| group.contains(i))
-                    .map(|(_, j)| &mut j.noise as &mut dyn NoiseSource)
-                    .collect();
-                let out = t2i_generate_batch(
-                    &self.model,
-                    &specs,
-                    steps,
-                    true,
-                    &mut noises,
-                    &mut |i, _| hooks.step("image", done + i, total),
-                )?;
-                done += steps;
-                for (&i, (codes, _)) in group.iter().zip(out) {
-                    self.finish_pass(&mut jobs[i], codes)?;
-                }
-            }
+        schedule
+    }
+
+    /// Pass r of the jobs in `group` as one shared MaskGIT loop; returns the progress count
+    /// after it (`done` plus the group's steps).
+    fn run_group(
+        &self,
+        jobs: &mut [Job],
+        group: &[usize],
+        r: usize,
+        hooks: &mut Hooks,
+        done: usize,
+        total: usize,
+    ) -> Result<usize> {
+        let mut rows = Vec::with_capacity(group.len());
+        for &i in group {
+            let j = &jobs[i];
+            let text = j.text(r).to_vec();
+            let (cond, uncond) = self.pass_rows(&text, &self.pass_tokens(j)?)?;
+            rows.push((cond, uncond, Self::msl(&text) + 1));
         }
-        hooks.step("image", total, total)?;
+        let specs: Vec<MaskgitRow> = rows
+            .iter()
+            .zip(group)
+            .map(|((c, u, p), &i)| MaskgitRow {
+                cond: c,
+                uncond: Some(u),
+                prefix_len: *p,
+                guidance_scale: jobs[i].guidance_scale,
+                temperature: jobs[i].temperature,
+            })
+            .collect();
+        let steps = jobs[group[0]].steps;
+        let mut noises: Vec<&mut dyn NoiseSource> = jobs
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| group.contains(i))
+            .map(|(_, j)| &mut j.noise as &mut dyn NoiseSource)
+            .collect();
+        let out = t2i_generate_batch(
+            &self.model,
+            &specs,
+            steps,
+            true,
+            &mut noises,
+            &mut |i, _| hooks.step("image", done + i, total),
+        )?;
+        for (&i, (codes, _)) in group.iter().zip(out) {
+            self.finish_pass(&mut jobs[i], codes)?;
+        }
+        Ok(done + steps)
+    }
+
+    /// Decodes every finished job's grid into an output, grouped per request in job order.
+    fn assemble_outputs(&self, jobs: Vec<Job>, t0: Instant) -> Result<Vec<(usize, Vec<Output>)>> {
         let loop_s = t0.elapsed().as_secs_f64();
         let mut outs: Vec<(usize, Vec<Output>)> = Vec::new();
         for j in jobs {

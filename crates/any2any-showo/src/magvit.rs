@@ -88,6 +88,29 @@ fn check(c: &SideConfig, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The `nb` residual blocks `block.{b}` of one level, `block_in` → `out` channels (the first
+/// block changes the width); leaves `block_in` at the level's output width.
+fn load_blocks(
+    lv: &VarBuilder,
+    nb: usize,
+    block_in: &mut usize,
+    out: usize,
+    norm: NormConfig,
+) -> Result<Vec<ResnetBlock>> {
+    let mut blocks = Vec::with_capacity(nb);
+    for b in 0..nb {
+        blocks.push(ResnetBlock::load(
+            lv.pp(format!("block.{b}")),
+            *block_in,
+            out,
+            norm,
+            Shortcut::Nin,
+        )?);
+        *block_in = out;
+    }
+    Ok(blocks)
+}
+
 struct Level {
     blocks: Vec<ResnetBlock>,
     resample: Option<Box<dyn Module + Send + Sync>>,
@@ -126,17 +149,7 @@ impl Magvit {
         for (i, (&m, &nb)) in e.ch_mult.iter().zip(&e.num_res_blocks).enumerate() {
             let lv = ev.pp(format!("down.{i}"));
             let out = e.ch * m;
-            let mut blocks = Vec::new();
-            for b in 0..nb {
-                blocks.push(ResnetBlock::load(
-                    lv.pp(format!("block.{b}")),
-                    block_in,
-                    out,
-                    norm,
-                    Shortcut::Nin,
-                )?);
-                block_in = out;
-            }
+            let blocks = load_blocks(&lv, nb, &mut block_in, out, norm)?;
             let resample: Option<Box<dyn Module + Send + Sync>> = if i + 1 != n {
                 Some(Box::new(Downsample::load(lv.pp("downsample"), block_in)?))
             } else {
@@ -160,17 +173,7 @@ impl Magvit {
         for i in (0..n).rev() {
             let lv = dv.pp(format!("up.{i}"));
             let out = d.ch * d.ch_mult[i];
-            let mut blocks = Vec::new();
-            for b in 0..d.num_res_blocks[i] {
-                blocks.push(ResnetBlock::load(
-                    lv.pp(format!("block.{b}")),
-                    block_in,
-                    out,
-                    norm,
-                    Shortcut::Nin,
-                )?);
-                block_in = out;
-            }
+            let blocks = load_blocks(&lv, d.num_res_blocks[i], &mut block_in, out, norm)?;
             let resample: Option<Box<dyn Module + Send + Sync>> = if i != 0 {
                 Some(Box::new(Upsample::load(lv.pp("upsample"), block_in)?))
             } else {

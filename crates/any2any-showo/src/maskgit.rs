@@ -177,6 +177,51 @@ pub fn t2i_generate_batch(
         ));
     }
     let span = len - n - 1..len - 1;
+    let (mut ids, mut states) = row_states(&v, rows, len, &span, n, steps)?;
+    let mask = crate::prompt::omni_mask_t2i(&v, &ids)?;
+    let mut cache = if cache_prefix {
+        Some(prefix_cache(model, &ids, &mask, span.start - 1, len)?)
+    } else {
+        None
+    };
+    for step in 0..steps {
+        on_step(step, steps)?;
+        for st in &states {
+            if st.cfg {
+                let (head, tail) = ids.split_at_mut(st.row + 1);
+                tail[0][st.prefix_len..].copy_from_slice(&head[st.row][st.prefix_len..]);
+            }
+        }
+        let span_logits = image_span_logits(model, &v, &ids, &mask, n, cache.as_mut())?;
+        for (st, noise) in states.iter_mut().zip(noises.iter_mut()) {
+            let cond = span_logits.get(st.row)?;
+            let logits = if st.cfg {
+                let unc = span_logits.get(st.row + 1)?;
+                ((cond * (1.0 + st.guidance_scale))? - (unc * st.guidance_scale)?)?
+            } else {
+                cond
+            };
+            let row = &mut ids[st.row];
+            one_step(&v, st, &logits, step, steps, &mut **noise, row, span.start)?;
+        }
+    }
+    let k = v.codebook_size as u32;
+    Ok(states
+        .into_iter()
+        .map(|st| (st.sampled.iter().map(|&c| c.min(k - 1)).collect(), st.trace))
+        .collect())
+}
+
+/// The id rows of a batched loop (each cond row, followed by its uncond row when it runs
+/// guidance) and the per-image state; checks every row against the first row's length `len`.
+fn row_states(
+    v: &Vocab,
+    rows: &[MaskgitRow<'_>],
+    len: usize,
+    span: &std::ops::Range<usize>,
+    n: usize,
+    steps: usize,
+) -> Result<(Vec<Vec<u32>>, Vec<RowState>)> {
     let mut ids: Vec<Vec<u32>> = Vec::new();
     let mut states = Vec::with_capacity(rows.len());
     for r in rows {
@@ -215,44 +260,23 @@ pub fn t2i_generate_batch(
             trace: Vec::with_capacity(steps),
         });
     }
-    let mask = crate::prompt::omni_mask_t2i(&v, &ids)?;
-    // text slots end at [soi]; their KV never depends on the image span
-    let mut cache = if cache_prefix {
-        let text = span.start - 1;
-        let mut c = model.decoder.new_cache(ids.len(), len)?;
-        let flat: Vec<u32> = ids.iter().flat_map(|r| r[..text].iter()).copied().collect();
-        let x = Tensor::from_vec(flat, (ids.len(), text), model.device())?;
-        model.forward_cached(&x, &mask, &mut c)?;
-        Some(c)
-    } else {
-        None
-    };
-    for step in 0..steps {
-        on_step(step, steps)?;
-        for st in &states {
-            if st.cfg {
-                let (head, tail) = ids.split_at_mut(st.row + 1);
-                tail[0][st.prefix_len..].copy_from_slice(&head[st.row][st.prefix_len..]);
-            }
-        }
-        let span_logits = image_span_logits(model, &v, &ids, &mask, n, cache.as_mut())?;
-        for (st, noise) in states.iter_mut().zip(noises.iter_mut()) {
-            let cond = span_logits.get(st.row)?;
-            let logits = if st.cfg {
-                let unc = span_logits.get(st.row + 1)?;
-                ((cond * (1.0 + st.guidance_scale))? - (unc * st.guidance_scale)?)?
-            } else {
-                cond
-            };
-            let row = &mut ids[st.row];
-            one_step(&v, st, &logits, step, steps, &mut **noise, row, span.start)?;
-        }
-    }
-    let k = v.codebook_size as u32;
-    Ok(states
-        .into_iter()
-        .map(|st| (st.sampled.iter().map(|&c| c.min(k - 1)).collect(), st.trace))
-        .collect())
+    Ok((ids, states))
+}
+
+/// A cache (capacity `len`) holding the KV of the first `text` slots of every row: the text
+/// slots end at `[soi]`, and their KV never depends on the image span.
+fn prefix_cache(
+    model: &ShowoModel,
+    ids: &[Vec<u32>],
+    mask: &MaskKind,
+    text: usize,
+    len: usize,
+) -> Result<KvCache> {
+    let mut c = model.decoder.new_cache(ids.len(), len)?;
+    let flat: Vec<u32> = ids.iter().flat_map(|r| r[..text].iter()).copied().collect();
+    let x = Tensor::from_vec(flat, (ids.len(), text), model.device())?;
+    model.forward_cached(&x, mask, &mut c)?;
+    Ok(c)
 }
 
 /// The `[rows, N, K]` code logits of the image span of one forward over `ids` (after what
