@@ -87,6 +87,41 @@ fn shape_str(shape: &[usize]) -> String {
 
 /// Parses the bytes of a `.npy` file; the error says what is wrong with it.
 pub fn parse_f32(b: &[u8]) -> std::result::Result<NpyF32, String> {
+    let (header, end) = read_header(b)?;
+    let (descr, fortran, shape) = parse_header(&header)?;
+    let (dtype, size, little) = parse_descr(&descr)?;
+    if fortran && shape.len() > 1 {
+        return Err(format!(
+            "Fortran-order array of shape {} (save it in C order)",
+            shape_str(&shape)
+        ));
+    }
+    let data = &b[end..];
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|n| n.checked_mul(size).is_some())
+        .ok_or_else(|| format!("shape {} is too large", shape_str(&shape)))?;
+    if data.len() != n * size {
+        return Err(format!(
+            "{} data bytes for shape {} of {dtype} ({} expected)",
+            data.len(),
+            shape_str(&shape),
+            n * size
+        ));
+    }
+    Ok(NpyF32 {
+        shape,
+        values: decode_values(data, size, little),
+        dtype,
+        header,
+        data_offset: end,
+    })
+}
+
+/// The magic, version and header length of a `.npy` file: (the header text, where the data
+/// starts).
+fn read_header(b: &[u8]) -> std::result::Result<(String, usize), String> {
     if b.len() < 10 || &b[..6] != MAGIC {
         return Err("no \\x93NUMPY magic at the start".into());
     }
@@ -110,8 +145,12 @@ pub fn parse_f32(b: &[u8]) -> std::result::Result<NpyF32, String> {
     let header = std::str::from_utf8(header)
         .map_err(|_| "the header is not text".to_string())?
         .to_string();
-    let (descr, fortran, shape) = parse_header(&header)?;
-    let (dtype, size, little) = match descr.as_str() {
+    Ok((header, end))
+}
+
+/// A float descr → (dtype name, bytes per value, little-endian).
+fn parse_descr(descr: &str) -> std::result::Result<(&'static str, usize, bool), String> {
+    Ok(match descr {
         "<f4" => ("float32", 4, true),
         ">f4" => ("float32", 4, false),
         "<f8" => ("float64", 8, true),
@@ -121,28 +160,12 @@ pub fn parse_f32(b: &[u8]) -> std::result::Result<NpyF32, String> {
                 "dtype '{other}' (expected float32 '<f4' or float64 '<f8')"
             ))
         }
-    };
-    if fortran && shape.len() > 1 {
-        return Err(format!(
-            "Fortran-order array of shape {} (save it in C order)",
-            shape_str(&shape)
-        ));
-    }
-    let data = &b[end..];
-    let n = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|n| n.checked_mul(size).is_some())
-        .ok_or_else(|| format!("shape {} is too large", shape_str(&shape)))?;
-    if data.len() != n * size {
-        return Err(format!(
-            "{} data bytes for shape {} of {dtype} ({} expected)",
-            data.len(),
-            shape_str(&shape),
-            n * size
-        ));
-    }
-    let values = match (size, little) {
+    })
+}
+
+/// The values of `data` (`size`-byte floats, little- or big-endian) as f32.
+fn decode_values(data: &[u8], size: usize, little: bool) -> Vec<f32> {
+    match (size, little) {
         (4, true) => data
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -162,14 +185,7 @@ pub fn parse_f32(b: &[u8]) -> std::result::Result<NpyF32, String> {
                 }) as f32
             })
             .collect(),
-    };
-    Ok(NpyF32 {
-        shape,
-        values,
-        dtype,
-        header,
-        data_offset: end,
-    })
+    }
 }
 
 /// `{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }` → (descr, fortran, shape).
