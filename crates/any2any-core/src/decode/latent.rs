@@ -12,7 +12,9 @@ pub trait Denoiser {
     fn predict(&mut self, x: &Tensor, t: f64, step: usize) -> Result<Tensor>;
 }
 
-/// A sampler over a latent: its timesteps and the update from one prediction.
+/// A sampler over a latent: its timesteps, the model-input scaling and the update from one
+/// prediction. `step` takes `&mut self` because multistep samplers (PNDM/PLMS) keep the
+/// predictions of earlier steps; a loop calls `step(…, 0, …)` first, which starts it afresh.
 pub trait Scheduler {
     /// Steps in the loop.
     fn len(&self) -> usize;
@@ -22,15 +24,22 @@ pub trait Scheduler {
     }
     /// The timestep the model is given at step `i`.
     fn timestep(&self, i: usize) -> f64;
-    /// Scales the latent before the model sees it at step `i` (identity by default).
+    /// Scales the latent before the model sees it at step `i` (identity by default; Euler
+    /// divides by `sqrt(σᵢ² + 1)`).
     fn scale_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
         let _ = i;
         Ok(x.clone())
     }
+    /// The factor a standard-normal initial latent is multiplied by before step 0 (1 by
+    /// default; Euler: the largest σ, or `sqrt(σ_max² + 1)` with leading spacing). The caller
+    /// applies it ([`initial_latent`] does not).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
     /// The latent after step `i` from the (guided) prediction; `noise` serves ancestral
     /// samplers.
     fn step(
-        &self,
+        &mut self,
         x: &Tensor,
         pred: &Tensor,
         i: usize,
@@ -68,7 +77,13 @@ impl Scheduler for FlowEuler {
     fn timestep(&self, i: usize) -> f64 {
         self.times.get(i).copied().unwrap_or(1.0) * self.scale
     }
-    fn step(&self, x: &Tensor, v: &Tensor, i: usize, _: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        x: &Tensor,
+        v: &Tensor,
+        i: usize,
+        _: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let dt = self.times.get(i + 1).copied().unwrap_or(1.0) - self.times[i.min(self.len())];
         Ok((x + (v.to_dtype(x.dtype())? * dt)?)?)
     }
@@ -101,7 +116,7 @@ impl<'a> LatentLoop<'a> {
         &self,
         x: Tensor,
         denoiser: &mut dyn Denoiser,
-        scheduler: &dyn Scheduler,
+        scheduler: &mut dyn Scheduler,
         noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
@@ -180,7 +195,7 @@ mod tests {
         let mut noise = SeededNoise::new(3);
         let x0 = initial_latent((2, 4), &mut noise, &dev).unwrap();
         let target = Tensor::ones((2, 4), DType::F32, &dev).unwrap();
-        let sched = FlowEuler::new(5, 1000.0).unwrap();
+        let mut sched = FlowEuler::new(5, 1000.0).unwrap();
         assert_eq!(sched.timestep(0), 0.0);
         assert!((sched.timestep(5) - 1000.0).abs() < 1e-9);
         let mut d = Straight {
@@ -193,7 +208,13 @@ mod tests {
             stage: "latent",
         };
         let out = l
-            .run(x0.clone(), &mut d, &sched, &mut noise, &mut Hooks::new())
+            .run(
+                x0.clone(),
+                &mut d,
+                &mut sched,
+                &mut noise,
+                &mut Hooks::new(),
+            )
             .unwrap();
         assert_eq!(d.calls, 5);
         let err = (out - &target).unwrap().abs().unwrap().max_all().unwrap();
@@ -210,7 +231,13 @@ mod tests {
             calls: 0,
         };
         let out = l
-            .run(x0.clone(), &mut d, &sched, &mut noise, &mut Hooks::new())
+            .run(
+                x0.clone(),
+                &mut d,
+                &mut sched,
+                &mut noise,
+                &mut Hooks::new(),
+            )
             .unwrap();
         let want = ((&target * 2.0).unwrap() - &x0).unwrap();
         let err = (out - want).unwrap().abs().unwrap().max_all().unwrap();
@@ -236,7 +263,7 @@ mod tests {
         let r = l.run(
             x0,
             &mut d,
-            &FlowEuler::new(3, 1.0).unwrap(),
+            &mut FlowEuler::new(3, 1.0).unwrap(),
             &mut SeededNoise::new(0),
             &mut hooks,
         );
