@@ -32,10 +32,14 @@ fn tensor(v: &Value, shape: &[usize]) -> Tensor {
 }
 
 /// The conditioning of a case: `rows` rows of 5 encoder tokens of width 24, with text_time
-/// when the case has it.
+/// and class labels when the case has them.
 fn condition(case: &Value, rows: usize) -> UNetCondition {
     let ehs = tensor(&case["encoder_hidden_states"], &[rows, 5, 24]);
     let mut c = UNetCondition::new(ehs);
+    if let Some(v) = case.get("class_labels") {
+        let n = v.as_array().unwrap().len();
+        c = c.with_class_labels(tensor(v, &[rows, n / rows]));
+    }
     if case.get("text_embeds").is_some() {
         c = c.with_text_time(TextTime {
             text_embeds: tensor(&case["text_embeds"], &[rows, 24]),
@@ -193,6 +197,16 @@ fn check_loops(name: &str) {
         );
         assert!(d <= tol(&last));
     }
+}
+
+#[test]
+fn unclip_class_embedding_noise_prediction_matches_diffusers() {
+    check_forward("sd21-unclip");
+}
+
+#[test]
+fn unclip_v_prediction_pndm_loop_matches_diffusers() {
+    check_loops("sd21-unclip");
 }
 
 #[test]

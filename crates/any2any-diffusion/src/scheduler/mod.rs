@@ -18,7 +18,8 @@
 //!     "timestep_spacing": "leading", "steps_offset": 1}"#).unwrap();
 //! let s = cfg.build(50).unwrap();
 //! assert_eq!((s.timestep(0), s.timestep(1), s.timestep(49)), (981.0, 961.0, 1.0));
-//! assert!((s.init_noise_sigma() - 14.6146).abs() < 1e-3); // sqrt(σ_max² + 1)
+//! // sqrt(σ₀² + 1), σ₀ = σ(981) (diffusers: 13.158469)
+//! assert!((s.init_noise_sigma() - 13.158469).abs() < 1e-5);
 //! ```
 
 mod betas;

@@ -402,7 +402,7 @@ impl UNetConfig {
         if let Some((field, _)) = flags.iter().find(|f| f.1) {
             return Err(format!("{field} is set, which is not supported"));
         }
-        if self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0 {
+        if self.conv_in_kernel.is_multiple_of(2) || self.conv_out_kernel.is_multiple_of(2) {
             return Err("conv_in_kernel and conv_out_kernel must be odd".into());
         }
         if self.resnet_out_scale_factor != 1.0 {

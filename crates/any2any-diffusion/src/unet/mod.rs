@@ -4,10 +4,10 @@
 //! `projection` class embedding (SD-2.1-unCLIP's image embedding).
 //!
 //! A config that does not match its weights is refused at load: a tensor of another shape is an
-//! [`Error::ShapeMismatch`](any2any_core::Error::ShapeMismatch) naming it, a missing one an
-//! [`Error::MissingTensor`](any2any_core::Error::MissingTensor), and tensors the config leaves
+//! [`Error::ShapeMismatch`] naming it, a missing one an
+//! [`Error::MissingTensor`], and tensors the config leaves
 //! unused (more layers or blocks in the file than in the config) an
-//! [`Error::WeightFile`](any2any_core::Error::WeightFile) listing them.
+//! [`Error::WeightFile`] listing them.
 
 mod blocks;
 pub mod config;
