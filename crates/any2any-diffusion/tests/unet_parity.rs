@@ -5,7 +5,7 @@
 use any2any_core::candle_core::{DType, Device, Tensor};
 use any2any_core::decode::Scheduler;
 use any2any_core::{Hooks, NoiseSource, ReplayNoise, Result};
-use any2any_diffusion::scheduler::{Ddim, SchedulerConfig};
+use any2any_diffusion::scheduler::SchedulerConfig;
 use any2any_diffusion::unet::{
     sample, TextTime, UNet2DConditionModel, UNetCondition, UNetDenoiser,
 };
@@ -126,10 +126,7 @@ fn check_loops(name: &str) {
         let cfg = SchedulerConfig::from_dir(&dir.join(sname)).unwrap();
         let steps = case["steps"].as_u64().unwrap() as usize;
         let eta = case["eta"].as_f64().unwrap();
-        let mut sched: Box<dyn Scheduler + Send> = match &cfg {
-            SchedulerConfig::Ddim(c) => Box::new(Ddim::new(c, steps, eta).unwrap()),
-            other => other.build(steps).unwrap(),
-        };
+        let mut sched = cfg.build_with_eta(steps, eta).unwrap();
         let want_t: Vec<f64> = case["timesteps"]
             .as_array()
             .unwrap()

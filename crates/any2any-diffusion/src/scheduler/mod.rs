@@ -111,6 +111,19 @@ impl SchedulerConfig {
         })
     }
 
+    /// As [`SchedulerConfig::build`], with DDIM's `eta` (the pipelines' `eta` argument; its
+    /// noise is drawn from the loop's `NoiseSource`); `eta` must be 0 for the other classes.
+    pub fn build_with_eta(&self, steps: usize, eta: f64) -> Result<Box<dyn Scheduler + Send>> {
+        match self {
+            Self::Ddim(c) => Ok(Box::new(Ddim::new(c, steps, eta)?)),
+            _ if eta != 0.0 => Err(Error::invalid(
+                "eta",
+                format!("{eta}: only DDIM takes eta (this scheduler is deterministic)"),
+            )),
+            _ => self.build(steps),
+        }
+    }
+
     /// The noise schedule (betas, training timesteps, spacing, prediction type) every class shares.
     pub fn schedule(&self) -> &NoiseSchedule {
         match self {
@@ -129,4 +142,56 @@ pub(crate) fn axpby(
     b: f64,
 ) -> Result<any2any_core::candle_core::Tensor> {
     Ok(((x * a)? + (y.to_dtype(x.dtype())? * b)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use any2any_core::candle_core::{Device, Tensor};
+    use any2any_core::decode::{Denoiser, LatentLoop};
+    use any2any_core::{Hooks, SeededNoise};
+
+    /// ε = x/2: a prediction that depends on the latent, so every step's history matters.
+    struct Half;
+    impl Denoiser for Half {
+        fn predict(&mut self, x: &Tensor, _: f64, _: usize) -> Result<Tensor> {
+            Ok((x * 0.5)?)
+        }
+    }
+
+    fn run(s: &mut dyn Scheduler) -> Vec<f32> {
+        let x = Tensor::new(&[1f32, -2.0, 0.5], &Device::Cpu).unwrap();
+        let l = LatentLoop {
+            guidance: None,
+            stage: "t",
+        };
+        let out = l.run(x, &mut Half, s, &mut SeededNoise::new(0), &mut Hooks::new());
+        out.unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn a_scheduler_reruns_afresh_and_eta_is_ddim_only() {
+        let cfg: SchedulerConfig = serde_json::from_str(
+            r#"{"_class_name": "PNDMScheduler", "skip_prk_steps": true, "steps_offset": 1}"#,
+        )
+        .unwrap();
+        let mut s = cfg.build(6).unwrap();
+        assert_eq!(s.len(), 7, "PLMS repeats its second timestep");
+        let first = run(s.as_mut());
+        assert_eq!(
+            run(s.as_mut()),
+            first,
+            "the ε history of the first run is dropped"
+        );
+        assert!(
+            matches!(cfg.build_with_eta(6, 0.5), Err(Error::InvalidArgument { name, .. }) if name == "eta")
+        );
+        let ddim: SchedulerConfig =
+            serde_json::from_str(r#"{"_class_name": "DDIMScheduler"}"#).unwrap();
+        // η > 0 draws one normal per element per step from the loop's source
+        let mut a = ddim.build_with_eta(4, 1.0).unwrap();
+        let mut b = ddim.build_with_eta(4, 1.0).unwrap();
+        assert_eq!(run(a.as_mut()), run(b.as_mut()));
+        assert_ne!(run(a.as_mut()), run(ddim.build(4).unwrap().as_mut()));
+    }
 }
