@@ -249,6 +249,22 @@ impl UNetConfig {
         let groups = self
             .norm_num_groups
             .ok_or("norm_num_groups: null is not supported")?;
+        if groups == 0 {
+            return Err("norm_num_groups 0".into());
+        }
+        let odd = |d: usize| !d.is_multiple_of(2);
+        if odd(self.block_out_channels[0]) || self.addition_time_embed_dim.is_some_and(odd) {
+            return Err(
+                "block_out_channels[0] and addition_time_embed_dim must be even (sinusoidal embeddings)"
+                    .into(),
+            );
+        }
+        if self.downsample_padding > 1 {
+            return Err(format!(
+                "downsample_padding {} (0 or 1)",
+                self.downsample_padding
+            ));
+        }
         let layers = self.layers_per_block.expand(n, "layers_per_block")?;
         let depth = self
             .transformer_layers_per_block
@@ -266,18 +282,7 @@ impl UNetConfig {
             None => depth.iter().rev().copied().collect(),
         };
         let ch = &self.block_out_channels;
-        for (i, &c) in ch.iter().enumerate() {
-            let bad = c == 0 || c > MAX_CHANNELS || c % groups != 0 || c % heads[i].max(1) != 0;
-            if bad || heads[i] == 0 || layers[i] == 0 || layers[i] > MAX_LAYERS {
-                return Err(format!(
-                    "block {i}: {c} channels, {} layers, {} heads, {groups} groups do not fit (channels must divide by heads and norm_num_groups)",
-                    layers[i], heads[i]
-                ));
-            }
-            if depth[i].max(rev_depth[i]) > MAX_LAYERS {
-                return Err(format!("block {i}: transformer depth over {MAX_LAYERS}"));
-            }
-        }
+        check_blocks(ch, groups, &layers, &heads, &depth, &rev_depth)?;
         let down = (0..n)
             .map(|i| {
                 let attn = cross_attn(&self.down_block_types[i], "Down", "down_block_types")?;
@@ -444,4 +449,28 @@ fn cross_attn(kind: &str, dir: &str, field: &str) -> std::result::Result<bool, S
             "{field}: `{kind}` is not supported ({dir}Block2D or CrossAttn{dir}Block2D)"
         ))
     }
+}
+
+/// Every block's channels divide by its heads and the groups; layer counts within limits.
+fn check_blocks(
+    ch: &[usize],
+    groups: usize,
+    layers: &[usize],
+    heads: &[usize],
+    depth: &[usize],
+    rev_depth: &[usize],
+) -> std::result::Result<(), String> {
+    for (i, &c) in ch.iter().enumerate() {
+        let bad = c == 0 || c > MAX_CHANNELS || c % groups != 0 || c % heads[i].max(1) != 0;
+        if bad || heads[i] == 0 || layers[i] == 0 || layers[i] > MAX_LAYERS {
+            return Err(format!(
+                "block {i}: {c} channels, {} layers, {} heads, {groups} groups do not fit (channels must divide by heads and norm_num_groups)",
+                layers[i], heads[i]
+            ));
+        }
+        if depth[i].max(rev_depth[i]) > MAX_LAYERS {
+            return Err(format!("block {i}: transformer depth over {MAX_LAYERS}"));
+        }
+    }
+    Ok(())
 }

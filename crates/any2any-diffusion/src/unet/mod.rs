@@ -98,16 +98,109 @@ struct AddEmbedding {
     dims: (usize, usize),
 }
 
+/// `time_proj` + `time_embedding`, and the class and `text_time` embeddings added to it.
+#[derive(Debug)]
+struct TimeEmbedding {
+    time_proj: Timesteps,
+    time_embedding: TimestepEmbedding,
+    /// `class_embedding` and its input width.
+    class_embedding: Option<(TimestepEmbedding, usize)>,
+    add: Option<AddEmbedding>,
+}
+
+impl TimeEmbedding {
+    fn load(config: &UNetConfig, temb: usize, vb: &VarBuilder) -> Result<Self> {
+        let ch0 = config.block_out_channels.first().copied().unwrap_or(0);
+        let (flip, shift) = (config.flip_sin_to_cos, config.freq_shift);
+        let proj_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
+        let class_embedding = match config.class_embed_type {
+            Some(_) => Some((
+                TimestepEmbedding::new(vb.pp("class_embedding"), proj_dim, temb)?,
+                proj_dim,
+            )),
+            None => None,
+        };
+        let add = match (config.text_time(), config.addition_time_embed_dim) {
+            (true, Some(d)) => Some(AddEmbedding {
+                proj: Timesteps::new(d, flip, shift),
+                embedding: TimestepEmbedding::new(vb.pp("add_embedding"), proj_dim, temb)?,
+                dims: (d, proj_dim),
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            time_proj: Timesteps::new(ch0, flip, shift),
+            time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), ch0, temb)?,
+            class_embedding,
+            add,
+        })
+    }
+
+    /// `emb = time_embedding(time_proj(t)) (+ class_embedding(class_labels)) (+ aug_emb)`.
+    fn forward(
+        &self,
+        b: usize,
+        t: f64,
+        cond: &UNetCondition,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        let ts = Tensor::from_vec(vec![t as f32; b], b, dev)?;
+        let t_emb = self.time_proj.forward(&ts)?.to_dtype(dtype)?;
+        let mut emb = self.time_embedding.forward(&t_emb)?;
+        if let Some((ce, dim)) = &self.class_embedding {
+            let labels = cond.class_labels.as_ref().ok_or_else(|| {
+                Error::invalid(
+                    "class_labels",
+                    "the UNet has a projection class embedding: class labels are required",
+                )
+            })?;
+            check_rows("class_labels", labels, b, *dim)?;
+            emb = (emb + ce.forward(&labels.to_dtype(dtype)?)?)?;
+        }
+        if let Some(add) = &self.add {
+            emb = (emb + self.aug(add, b, cond, dtype)?)?;
+        }
+        Ok(emb)
+    }
+
+    /// `add_embedding(cat(text_embeds, add_time_proj(time_ids).reshape(B, −1)))`.
+    fn aug(
+        &self,
+        add: &AddEmbedding,
+        b: usize,
+        cond: &UNetCondition,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let tt = cond.text_time.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "text_time",
+                "the UNet has addition_embed_type text_time: text_embeds and time_ids are required",
+            )
+        })?;
+        let (d, total) = add.dims;
+        let k = tt.time_ids.dims().get(1).copied().unwrap_or(0);
+        let p = total.saturating_sub(k * d);
+        check_rows("text_embeds", &tt.text_embeds, b, p)?;
+        check_rows("time_ids", &tt.time_ids, b, k)?;
+        let ids = tt.time_ids.to_dtype(DType::F32)?.flatten_all()?;
+        let time = add
+            .proj
+            .forward(&ids)?
+            .reshape((b, k * d))?
+            .to_dtype(dtype)?;
+        let x = Tensor::cat(&[&tt.text_embeds.to_dtype(dtype)?, &time], 1)?;
+        Ok(add.embedding.forward(&x)?)
+    }
+}
+
 /// diffusers' `UNet2DConditionModel`.
 #[derive(Debug)]
 pub struct UNet2DConditionModel {
     config: UNetConfig,
     plan: UNetPlan,
     conv_in: nn::Conv2d,
-    time_proj: Timesteps,
-    time_embedding: TimestepEmbedding,
-    class_embedding: Option<(TimestepEmbedding, usize)>,
-    add: Option<AddEmbedding>,
+    time: TimeEmbedding,
     down: Vec<DownBlock>,
     mid: Option<MidBlock>,
     up: Vec<UpBlock>,
@@ -153,22 +246,7 @@ impl UNet2DConditionModel {
             };
             nn::conv2d(cin, cout, k, cfg, vb)
         };
-        let proj_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
-        let class_embedding = match config.class_embed_type.as_deref() {
-            Some(_) => Some((
-                TimestepEmbedding::new(vb.pp("class_embedding"), proj_dim, temb)?,
-                proj_dim,
-            )),
-            None => None,
-        };
-        let add = match (config.text_time(), config.addition_time_embed_dim) {
-            (true, Some(d)) => Some(AddEmbedding {
-                proj: Timesteps::new(d, config.flip_sin_to_cos, config.freq_shift),
-                embedding: TimestepEmbedding::new(vb.pp("add_embedding"), proj_dim, temb)?,
-                dims: (d, proj_dim),
-            }),
-            _ => None,
-        };
+        let time = TimeEmbedding::load(&config, temb, &vb)?;
         let down = (plan.down.iter().enumerate())
             .map(|(i, p)| DownBlock::load(&c, p, vb.pp(format!("down_blocks.{i}"))))
             .collect::<Result<_>>()?;
@@ -193,10 +271,7 @@ impl UNet2DConditionModel {
                 config.conv_in_kernel,
                 vb.pp("conv_in"),
             )?,
-            time_proj: Timesteps::new(ch0, config.flip_sin_to_cos, config.freq_shift),
-            time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), ch0, temb)?,
-            class_embedding,
-            add,
+            time,
             down,
             mid,
             up,
@@ -239,7 +314,9 @@ impl UNet2DConditionModel {
     pub fn forward(&self, sample: &Tensor, timestep: f64, cond: &UNetCondition) -> Result<Tensor> {
         let (b, _, h, w) = self.check_sample(sample)?;
         let ctx = self.check_context(cond, b)?;
-        let emb = self.embedding(b, timestep, cond, sample.device())?;
+        let emb = self
+            .time
+            .forward(b, timestep, cond, self.dtype, sample.device())?;
         let x = sample.to_dtype(self.dtype)?;
         let x = if self.config.center_input_sample {
             ((x * 2.0)? - 1.0)?
@@ -299,12 +376,9 @@ impl UNet2DConditionModel {
 
     fn check_context(&self, cond: &UNetCondition, b: usize) -> Result<Tensor> {
         let ctx = &cond.encoder_hidden_states;
-        let want = self
-            .plan
-            .down
-            .iter()
-            .map(|p| p.cross_dim)
-            .chain(self.plan.mid.map(|m| m.2));
+        let p = &self.plan;
+        let attn = p.down.iter().chain(&p.up).filter(|b| b.depth.is_some());
+        let want = attn.map(|b| b.cross_dim).chain(p.mid.map(|m| m.2));
         let widths: Vec<usize> = want.collect();
         let ok =
             matches!(ctx.dims(), [cb, s, d] if *cb == b && *s > 0 && widths.iter().all(|w| w == d));
@@ -319,50 +393,6 @@ impl UNet2DConditionModel {
             ));
         }
         Ok(ctx.to_dtype(self.dtype)?)
-    }
-
-    /// `emb = time_embedding(time_proj(t)) (+ class_embedding(class_labels)) (+ aug_emb)`.
-    fn embedding(&self, b: usize, t: f64, cond: &UNetCondition, dev: &Device) -> Result<Tensor> {
-        let ts = Tensor::from_vec(vec![t as f32; b], b, dev)?;
-        let t_emb = self.time_proj.forward(&ts)?.to_dtype(self.dtype)?;
-        let mut emb = self.time_embedding.forward(&t_emb)?;
-        if let Some((ce, dim)) = &self.class_embedding {
-            let labels = cond.class_labels.as_ref().ok_or_else(|| {
-                Error::invalid(
-                    "class_labels",
-                    "the UNet has a projection class embedding: class labels are required",
-                )
-            })?;
-            check_rows("class_labels", labels, b, *dim)?;
-            emb = (emb + ce.forward(&labels.to_dtype(self.dtype)?)?)?;
-        }
-        if let Some(add) = &self.add {
-            emb = (emb + self.aug_embedding(add, b, cond)?)?;
-        }
-        Ok(emb)
-    }
-
-    /// `add_embedding(cat(text_embeds, add_time_proj(time_ids).reshape(B, −1)))`.
-    fn aug_embedding(&self, add: &AddEmbedding, b: usize, cond: &UNetCondition) -> Result<Tensor> {
-        let tt = cond.text_time.as_ref().ok_or_else(|| {
-            Error::invalid(
-                "text_time",
-                "the UNet has addition_embed_type text_time: text_embeds and time_ids are required",
-            )
-        })?;
-        let (d, total) = add.dims;
-        let k = tt.time_ids.dims().get(1).copied().unwrap_or(0);
-        let p = total.saturating_sub(k * d);
-        check_rows("text_embeds", &tt.text_embeds, b, p)?;
-        check_rows("time_ids", &tt.time_ids, b, k)?;
-        let ids = tt.time_ids.to_dtype(DType::F32)?.flatten_all()?;
-        let time = add
-            .proj
-            .forward(&ids)?
-            .reshape((b, k * d))?
-            .to_dtype(self.dtype)?;
-        let x = Tensor::cat(&[&tt.text_embeds.to_dtype(self.dtype)?, &time], 1)?;
-        Ok(add.embedding.forward(&x)?)
     }
 }
 
