@@ -64,9 +64,13 @@ pub struct NoiseSchedule {
     /// `trained_betas`: explicit betas, overriding the schedule.
     #[serde(default)]
     pub trained_betas: Option<Vec<f64>>,
-    /// `prediction_type`.
+    /// `prediction_type` (absent: `epsilon`, or what `predict_epsilon` says).
     #[serde(default)]
-    pub prediction_type: PredictionType,
+    pub prediction_type: Option<PredictionType>,
+    /// `predict_epsilon`, the old spelling of `prediction_type` (diffusers ≤ 0.9): true is
+    /// `epsilon`, false `sample`; `prediction_type` wins when both are given.
+    #[serde(default)]
+    pub predict_epsilon: Option<bool>,
     /// `rescale_betas_zero_snr` (not supported when true).
     #[serde(default)]
     pub rescale_betas_zero_snr: bool,
@@ -83,6 +87,15 @@ fn default_beta_end() -> f64 {
 }
 
 impl NoiseSchedule {
+    /// What the model predicts, from `prediction_type` or its old spelling.
+    pub fn prediction(&self) -> PredictionType {
+        match (self.prediction_type, self.predict_epsilon) {
+            (Some(p), _) => p,
+            (None, Some(false)) => PredictionType::Sample,
+            (None, _) => PredictionType::Epsilon,
+        }
+    }
+
     /// Unsupported or out-of-range values, as a message naming the field.
     pub fn check(&self) -> std::result::Result<(), String> {
         let t = self.num_train_timesteps;

@@ -93,7 +93,7 @@ impl Ddim {
             ratio: (s.num_train_timesteps / steps) as i64,
             final_alpha: if cfg.set_alpha_to_one { 1.0 } else { ac[0] },
             ac,
-            prediction: s.prediction_type,
+            prediction: s.prediction(),
             clip: cfg.clip_sample.then_some(cfg.clip_sample_range),
         })
     }

@@ -123,7 +123,7 @@ impl EulerDiscrete {
         Ok(Self {
             timesteps,
             sigmas,
-            prediction: s.prediction_type,
+            prediction: s.prediction(),
             init_sigma,
         })
     }

@@ -194,4 +194,17 @@ mod tests {
         assert_eq!(run(a.as_mut()), run(b.as_mut()));
         assert_ne!(run(a.as_mut()), run(ddim.build(4).unwrap().as_mut()));
     }
+
+    #[test]
+    fn predict_epsilon_is_the_old_spelling_of_prediction_type() {
+        let parse = |j: &str| serde_json::from_str::<SchedulerConfig>(j).unwrap();
+        let old = parse(r#"{"_class_name": "DDIMScheduler", "predict_epsilon": false}"#);
+        assert_eq!(old.schedule().prediction(), PredictionType::Sample);
+        let both = parse(
+            r#"{"_class_name": "DDIMScheduler", "predict_epsilon": false, "prediction_type": "v_prediction"}"#,
+        );
+        assert_eq!(both.schedule().prediction(), PredictionType::VPrediction);
+        let none = parse(r#"{"_class_name": "EulerDiscreteScheduler"}"#);
+        assert_eq!(none.schedule().prediction(), PredictionType::Epsilon);
+    }
 }

@@ -40,7 +40,7 @@ impl PndmConfig {
                     .into(),
             );
         }
-        if self.schedule.prediction_type == PredictionType::Sample {
+        if self.schedule.prediction() == PredictionType::Sample {
             return Err("prediction_type `sample` is not supported by PNDM".into());
         }
         Ok(())
@@ -85,7 +85,7 @@ impl Pndm {
             ratio: (s.num_train_timesteps / steps) as i64,
             final_alpha: if cfg.set_alpha_to_one { 1.0 } else { ac[0] },
             ac,
-            prediction: s.prediction_type,
+            prediction: s.prediction(),
             ets: Vec::new(),
             cur_sample: None,
         })
