@@ -179,7 +179,15 @@ impl TimeEmbedding {
             )
         })?;
         let (d, total) = add.dims;
-        let k = tt.time_ids.dims().get(1).copied().unwrap_or(0);
+        let k = match tt.time_ids.dims() {
+            [_, k] => *k,
+            other => {
+                return Err(Error::invalid(
+                    "time_ids",
+                    format!("shape {other:?}, expected [{b}, K]"),
+                ))
+            }
+        };
         let p = total.saturating_sub(k * d);
         check_rows("text_embeds", &tt.text_embeds, b, p)?;
         check_rows("time_ids", &tt.time_ids, b, k)?;
