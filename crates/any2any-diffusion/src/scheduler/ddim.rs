@@ -122,12 +122,7 @@ pub(crate) fn x0_eps(
 }
 
 impl Scheduler for Ddim {
-    fn len(&self) -> usize {
-        self.timesteps.len()
-    }
-    fn timestep(&self, i: usize) -> f64 {
-        self.timesteps.get(i).copied().unwrap_or(0.0)
-    }
+    timestep_table!();
     fn step(
         &mut self,
         x: &Tensor,

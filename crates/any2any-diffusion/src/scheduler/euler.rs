@@ -150,12 +150,7 @@ fn interp(table: &[f32], t: f64) -> f64 {
 }
 
 impl Scheduler for EulerDiscrete {
-    fn len(&self) -> usize {
-        self.timesteps.len()
-    }
-    fn timestep(&self, i: usize) -> f64 {
-        self.timesteps.get(i).copied().unwrap_or(0.0)
-    }
+    timestep_table!();
     fn init_noise_sigma(&self) -> f64 {
         self.init_sigma
     }

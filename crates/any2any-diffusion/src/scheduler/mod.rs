@@ -22,6 +22,18 @@
 //! assert!((s.init_noise_sigma() - 13.158469).abs() < 1e-5);
 //! ```
 
+/// `len` and `timestep` of a scheduler holding its `timesteps: Vec<f64>`.
+macro_rules! timestep_table {
+    () => {
+        fn len(&self) -> usize {
+            self.timesteps.len()
+        }
+        fn timestep(&self, i: usize) -> f64 {
+            self.timesteps.get(i).copied().unwrap_or(0.0)
+        }
+    };
+}
+
 mod betas;
 mod ddim;
 mod euler;

@@ -124,12 +124,7 @@ impl Pndm {
 }
 
 impl Scheduler for Pndm {
-    fn len(&self) -> usize {
-        self.timesteps.len()
-    }
-    fn timestep(&self, i: usize) -> f64 {
-        self.timesteps.get(i).copied().unwrap_or(0.0)
-    }
+    timestep_table!();
     fn step(
         &mut self,
         x: &Tensor,
