@@ -24,13 +24,13 @@ pub struct EulerDiscreteConfig {
     #[serde(default = "linear")]
     pub interpolation_type: String,
     /// `use_karras_sigmas` (not supported when true).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::unet::config::nullable")]
     pub use_karras_sigmas: bool,
     /// `use_exponential_sigmas` (not supported when true).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::unet::config::nullable")]
     pub use_exponential_sigmas: bool,
     /// `use_beta_sigmas` (not supported when true).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::unet::config::nullable")]
     pub use_beta_sigmas: bool,
     /// `timestep_type`: only `discrete`.
     #[serde(default = "discrete")]

@@ -75,7 +75,7 @@ pub struct UNetConfig {
     pub in_channels: usize,
     #[serde(default = "four")]
     pub out_channels: usize,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub center_input_sample: bool,
     #[serde(default = "yes")]
     pub flip_sin_to_cos: bool,
@@ -118,9 +118,9 @@ pub struct UNetConfig {
     pub attention_head_dim: PerBlock<usize>,
     #[serde(default)]
     pub num_attention_heads: Option<PerBlock<usize>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub dual_cross_attention: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub use_linear_projection: bool,
     #[serde(default)]
     pub class_embed_type: Option<String>,
@@ -131,11 +131,11 @@ pub struct UNetConfig {
     #[serde(default)]
     pub num_class_embeds: Option<usize>,
     /// Attention runs in f32 here whatever the dtype, which is what this asks for.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub upcast_attention: bool,
     #[serde(default = "default_str")]
     pub resnet_time_scale_shift: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub resnet_skip_time_act: bool,
     #[serde(default = "one_f64")]
     pub resnet_out_scale_factor: f64,
@@ -157,7 +157,7 @@ pub struct UNetConfig {
     pub projection_class_embeddings_input_dim: Option<usize>,
     #[serde(default = "default_str")]
     pub attention_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub class_embeddings_concat: bool,
     #[serde(default)]
     pub mid_block_only_cross_attention: Option<bool>,
@@ -473,4 +473,100 @@ fn check_blocks(
         }
     }
     Ok(())
+}
+
+/// A config value where JSON `null` means the default (diffusers writes `"upcast_attention":
+/// null`, `"use_karras_sigmas": null`, … for `Optional` arguments left unset).
+pub(crate) fn nullable<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `stabilityai/stable-diffusion-xl-base-1.0` `unet/config.json` (diffusers 0.19), with
+    /// Emu2-Gen's changes (cross_attention_dim 1792, projection 1792 + 6·256 = 3328).
+    const EMU2_GEN: &str = r#"{
+      "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.19.0.dev0",
+      "act_fn": "silu", "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
+      "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+      "block_out_channels": [320, 640, 1280], "center_input_sample": false,
+      "class_embed_type": null, "class_embeddings_concat": false, "conv_in_kernel": 3,
+      "conv_out_kernel": 3, "cross_attention_dim": 1792, "cross_attention_norm": null,
+      "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+      "downsample_padding": 1, "dual_cross_attention": false, "encoder_hid_dim": null,
+      "encoder_hid_dim_type": null, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4,
+      "layers_per_block": 2, "mid_block_only_cross_attention": null, "mid_block_scale_factor": 1,
+      "mid_block_type": "UNetMidBlock2DCrossAttn", "norm_eps": 1e-05, "norm_num_groups": 32,
+      "num_attention_heads": null, "num_class_embeds": null, "only_cross_attention": false,
+      "out_channels": 4, "projection_class_embeddings_input_dim": 3328,
+      "resnet_out_scale_factor": 1.0, "resnet_skip_time_act": false,
+      "resnet_time_scale_shift": "default", "sample_size": 128, "time_cond_proj_dim": null,
+      "time_embedding_act_fn": null, "time_embedding_dim": null,
+      "time_embedding_type": "positional", "timestep_post_act": null,
+      "transformer_layers_per_block": [1, 2, 10],
+      "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+      "upcast_attention": null, "use_linear_projection": true
+    }"#;
+
+    /// `runwayml/stable-diffusion-v1-5` `unet/config.json` (diffusers 0.6: no per-block lists,
+    /// no add-embedding fields at all).
+    const SD15: &str = r#"{
+      "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.6.0",
+      "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+      "center_input_sample": false, "cross_attention_dim": 768,
+      "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+      "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4,
+      "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
+      "out_channels": 4, "sample_size": 64,
+      "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+    }"#;
+
+    #[test]
+    fn real_sdxl_and_sd15_configs_plan_as_diffusers_builds_them() {
+        let c: UNetConfig = serde_json::from_str(EMU2_GEN).unwrap();
+        let p = c.plan().unwrap();
+        assert!(c.text_time() && !c.upcast_attention && c.sample_hw() == Some((128, 128)));
+        assert_eq!(p.time_embed_dim, 1280);
+        let depth = |b: &[BlockPlan]| b.iter().map(|b| b.depth).collect::<Vec<_>>();
+        assert_eq!(depth(&p.down), [None, Some(2), Some(10)]);
+        assert_eq!(depth(&p.up), [Some(10), Some(2), None]);
+        assert_eq!(p.mid, Some((10, 20, 1792)));
+        let up = &p.up[0];
+        assert_eq!(
+            (
+                up.in_channels,
+                up.prev_channels,
+                up.out_channels,
+                up.layers,
+                up.heads
+            ),
+            (640, 1280, 1280, 3, 20)
+        );
+        let up = &p.up[2];
+        assert_eq!(
+            (
+                up.in_channels,
+                up.prev_channels,
+                up.out_channels,
+                up.resample
+            ),
+            (320, 640, 320, false)
+        );
+
+        let c: UNetConfig = serde_json::from_str(SD15).unwrap();
+        let p = c.plan().unwrap();
+        assert!(!c.text_time() && !c.use_linear_projection);
+        assert_eq!(depth(&p.down), [Some(1), Some(1), Some(1), None]);
+        assert_eq!(
+            p.up.iter().map(|b| b.heads).collect::<Vec<_>>(),
+            [8, 8, 8, 8]
+        );
+        assert_eq!(p.mid, Some((1, 8, 768)));
+    }
 }
