@@ -24,7 +24,9 @@ use any2any_core::noise::StackedNoise;
 use any2any_core::sampling::{LogitsPipeline, SamplingParams};
 use any2any_core::stream::{Direction, ImageInput, Modality, Segment};
 use any2any_core::tokenizers::Tokenizer;
-use any2any_core::{Error, Generated, GenerationParams, Hooks, Output, Request, Result, Timings};
+use any2any_core::{
+    Error, Generated, GenerationParams, Hooks, NoiseSource, Output, Request, Result, Timings,
+};
 use candle_core::Tensor;
 use std::time::Instant;
 
@@ -159,7 +161,7 @@ impl TransfusionBackend {
         grid: (usize, usize),
         room: usize,
         p: &GenerationParams,
-        noise: &mut StackedNoise,
+        noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<(Generated, Tensor, Rows<'m>)> {
         let dec = self.decoder()?;
@@ -208,7 +210,7 @@ impl TransfusionBackend {
         &self,
         req: &Request,
         prompt: &[u32],
-        noise: &mut StackedNoise,
+        noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<Vec<Generated>> {
         if req.want == Modality::Image {
@@ -228,7 +230,7 @@ impl TransfusionBackend {
         &self,
         req: &Request,
         prompt: &[u32],
-        noise: &mut StackedNoise,
+        noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<Vec<Generated>> {
         let p = &req.params;
@@ -272,12 +274,14 @@ impl TransfusionBackend {
                 false => TokenAction::Continue,
             };
             let head = rows.head();
+            // the loop retires a row's noise when it ends: lend it the request's source
+            let mut text_noise = StackedNoise::new(vec![(Box::new(&mut *noise), 1)]);
             let row = tl
                 .run(
                     &mut rows,
                     &head,
                     hidden.clone(),
-                    noise,
+                    &mut text_noise,
                     hooks,
                     &mut on_token,
                 )?
@@ -307,7 +311,7 @@ impl TransfusionBackend {
         ans: &mut Answer,
         left: usize,
         p: &GenerationParams,
-        noise: &mut StackedNoise,
+        noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<(Rows<'_>, Tensor)> {
         let v = &self.model.vocab;
@@ -407,12 +411,14 @@ impl Backend for TransfusionBackend {
         for req in group {
             let t0 = Instant::now();
             let prompt = self.prompt_ids(req)?;
-            let mut noise = hooks.batch_noise(&[(req.params.seed, 1)]);
+            let mut noise = hooks.take_noise(req.params.seed);
             for _ in 0..req.num_outputs {
-                let segments = self.generate_one(req, &prompt, &mut noise, hooks)?;
+                let t1 = Instant::now();
+                let segments = self.generate_one(req, &prompt, noise.as_mut(), hooks)?;
                 out.push(Output {
                     segments,
                     timings: Timings {
+                        decode_s: t1.elapsed().as_secs_f64(),
                         total_s: t0.elapsed().as_secs_f64(),
                         ..Default::default()
                     },

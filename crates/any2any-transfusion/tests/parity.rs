@@ -52,6 +52,7 @@ fn text_logits_match() {
     let want = f32s(&p["text"]["logits"]);
     assert_eq!(got.len(), want.len());
     let d = max_abs_diff(&got, &want);
+    eprintln!("text logits: max |Δ| {d:e}");
     assert!(d <= TOL, "text logits differ by {d}");
 }
 
@@ -119,6 +120,7 @@ fn check_image_case(case: &Value, scheduler: &dyn Scheduler) {
         .unwrap();
     let want = case["evals"].as_array().unwrap();
     assert_eq!(rec.evals.len(), want.len());
+    let mut worst = 0f32;
     for (i, ((t, x, pred), w)) in rec.evals.iter().zip(want).enumerate() {
         assert!((t - w["t"].as_f64().unwrap()).abs() < 1e-6, "eval {i} time");
         let dx = max_abs_diff(&chw_of(x), &f32s(&w["x"]));
@@ -131,8 +133,14 @@ fn check_image_case(case: &Value, scheduler: &dyn Scheduler) {
         };
         let df = max_abs_diff(&chw_of(&flow), &f32s(&w["flow"]));
         assert!(dx <= TOL && df <= TOL, "eval {i}: input {dx}, flow {df}");
+        worst = worst.max(dx).max(df);
     }
     let d = max_abs_diff(&chw_of(&z.squeeze(0).unwrap()), &f32s(&case["final"]));
+    eprintln!(
+        "{}: {} evaluations, max |Δ| {worst:e}; final latent {d:e}",
+        case["method"],
+        want.len()
+    );
     assert!(d <= TOL, "final latent differs by {d}");
 }
 
@@ -181,7 +189,9 @@ fn text_to_image_replays_the_reference_noise() {
         u32s(&c["prefix"])
     );
     let mut hooks = Hooks::new().noise(ReplayNoise::new(vec![], noise.clone()));
-    let out = b.generate_batch(&[req.clone()], &mut hooks).unwrap();
+    let out = b
+        .generate_batch(std::slice::from_ref(&req), &mut hooks)
+        .unwrap();
     let Generated::Image { image, grid, .. } = &out[0].segments[0] else {
         panic!("image expected")
     };
@@ -262,11 +272,13 @@ fn mixed_sequence_matches() {
     let want = f32s(&c["logits"]);
     assert_eq!(logits.len(), want.len());
     let d = max_abs_diff(&logits, &want);
+    eprintln!("mixed logits: max |Δ| {d:e}");
     assert!(d <= TOL, "mixed logits differ by {d}");
     let flow = m
         .model_to_latent(&h.narrow(1, s, e - s).unwrap().squeeze(0).unwrap())
         .unwrap();
     let d = max_abs_diff(&chw_of(&flow), &f32s(&c["flow"]));
+    eprintln!("mixed flow: max |Δ| {d:e}");
     assert!(d <= TOL, "mixed flow differs by {d}");
 }
 
@@ -293,6 +305,7 @@ fn cached_prefix_equals_recomputed() {
         .model_to_latent(&h.narrow(1, 8, 16).unwrap().squeeze(0).unwrap())
         .unwrap();
     let d = max_abs_diff(&chw_of(&cached), &chw_of(&recomputed));
+    eprintln!("cached vs recomputed: max |Δ| {d:e}");
     assert!(d <= 1e-5, "cached vs recomputed: {d}");
 }
 
@@ -411,4 +424,52 @@ fn interleaved_image_then_text_matches() {
     };
     assert_eq!(ids, &want, "the ids drawn after [eom]");
     assert!(steps_seen.contains(&("image".to_string(), steps)));
+}
+
+/// Interleaved with sampling: the replayed uniforms make the model write
+/// `[meta] "4,4" [som]` itself (temperature 1e6 flattens the distribution, so uniform
+/// `(i + 0.5)/V` draws id `i`); the image it then opens, under the replayed normals, is the
+/// reference's, and text goes on after it drawing the remaining uniforms.
+#[test]
+fn interleaved_text_opens_an_image_and_goes_on() {
+    let p = parity("transfusion-tiny");
+    let c = &p["image_cfg"];
+    let b = backend();
+    let vsize = b.model().vocab.size as f32;
+    let opening = [261u32, 314, 306, 314, 259];
+    let mut uniforms: Vec<f32> = opening.iter().map(|&i| (i as f32 + 0.5) / vsize).collect();
+    uniforms.extend([(100.5 / vsize), (101.5 / vsize)]);
+    let steps = c["modality_steps"].as_u64().unwrap() as usize - 1;
+    let req = Request::new()
+        .text("hi")
+        .want(Modality::Interleaved)
+        .params(GenerationParams {
+            steps: Some(steps),
+            cfg: Some(3.0),
+            temperature: Some(1e6),
+            max_new_tokens: Some(7),
+            ..Default::default()
+        });
+    let replay = ReplayNoise::new(uniforms, f32s(&c["noise"]));
+    let out = b
+        .generate_batch(&[req], &mut Hooks::new().noise(replay))
+        .unwrap();
+    let segs = &out[0].segments;
+    assert_eq!(segs.len(), 3, "{segs:?}");
+    let Generated::Text { ids, .. } = &segs[0] else {
+        panic!("text first")
+    };
+    assert_eq!(ids.as_slice(), opening);
+    let Generated::Image { image, .. } = &segs[1] else {
+        panic!("then the image")
+    };
+    let fin = f32s(&c["final"]);
+    for (i, px) in image.pixels().enumerate() {
+        let want = (fin[i].clamp(0.0, 1.0) * 255.0).round();
+        assert!((px[0] as f32 - want).abs() <= 1.0, "pixel {i}");
+    }
+    let Generated::Text { ids, .. } = &segs[2] else {
+        panic!("then text")
+    };
+    assert_eq!(ids.as_slice(), [100, 101]);
 }

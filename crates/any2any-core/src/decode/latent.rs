@@ -94,38 +94,36 @@ impl Scheduler for FlowEuler {
 /// evaluations per step, the model seeing `t · scale`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowMidpoint {
-    /// The `steps + 1` grid times (0 = noise … 1 = data for a rectified flow).
-    pub times: Vec<f64>,
-    /// Factor from `t` to the model's timestep input.
-    pub scale: f64,
+    /// The time grid and timestep scale (its Euler update is the midpoint rule's last stage).
+    pub grid: FlowEuler,
 }
 
 impl FlowMidpoint {
     /// `steps` equal steps from 0 to 1.
     pub fn new(steps: usize, scale: f64) -> Result<Self> {
-        let FlowEuler { times, scale } = FlowEuler::new(steps, scale)?;
-        Ok(Self { times, scale })
-    }
-
-    fn dt(&self, i: usize) -> f64 {
-        match (self.times.get(i), self.times.get(i + 1)) {
-            (Some(a), Some(b)) => b - a,
-            _ => 0.0,
-        }
+        Ok(Self {
+            grid: FlowEuler::new(steps, scale)?,
+        })
     }
 }
 
 impl Scheduler for FlowMidpoint {
     fn len(&self) -> usize {
-        self.times.len().saturating_sub(1)
+        self.grid.len()
     }
     fn timestep(&self, i: usize) -> f64 {
-        self.times.get(i).copied().unwrap_or(1.0) * self.scale
+        self.grid.timestep(i)
     }
     /// The last stage's update `x + dt·v` (what [`Scheduler::solve_step`] applies to the
     /// midpoint prediction).
-    fn step(&self, x: &Tensor, v: &Tensor, i: usize, _: &mut dyn NoiseSource) -> Result<Tensor> {
-        Ok((x + (v.to_dtype(x.dtype())? * self.dt(i))?)?)
+    fn step(
+        &self,
+        x: &Tensor,
+        v: &Tensor,
+        i: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        self.grid.step(x, v, i, noise)
     }
     fn solve_step(
         &self,
@@ -134,10 +132,12 @@ impl Scheduler for FlowMidpoint {
         predict: &mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        let dt = self.dt(i);
+        let times = &self.grid.times;
+        let t0 = times.get(i).copied().unwrap_or(1.0);
+        let dt = times.get(i + 1).copied().unwrap_or(1.0) - t0;
         let f0 = predict(x, self.timestep(i))?;
         let mid = (x + (f0.to_dtype(x.dtype())? * (dt / 2.0))?)?;
-        let t_mid = (self.times.get(i).copied().unwrap_or(1.0) + dt / 2.0) * self.scale;
+        let t_mid = (t0 + dt / 2.0) * self.grid.scale;
         let f1 = predict(&mid, t_mid)?;
         self.step(x, &f1, i, noise)
     }

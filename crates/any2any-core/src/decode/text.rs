@@ -60,8 +60,8 @@ pub fn text_budget(
     Ok(n)
 }
 
-/// Autoregressive text over a [`RowBatch`]: each step draws one id per live row through the
-/// pipeline, then feeds the drawn ids. A row ends at a stop id, at its budget, or when the
+/// Autoregressive text over a [`RowBatch`](super::RowBatch) (or any [`TextRows`]): each step
+/// draws one id per live row through the pipeline, then feeds the drawn ids. A row ends at a stop id, at its budget, or when the
 /// callback stops it or hands it off; it then leaves the batch and draws nothing more.
 pub struct TextLoop<'a> {
     /// Sampling (no guidance: one logit row per batch row).
