@@ -33,9 +33,19 @@ pub struct FlowOptions {
     pub method: OdeMethod,
 }
 
+/// ODE steps a request may ask for.
+pub const MAX_STEPS: usize = 10_000;
+
 impl FlowOptions {
-    /// The solver over `steps` equal steps of `t ∈ [0, 1]` (the model sees `t` itself).
+    /// The solver over `steps` equal steps of `t ∈ [0, 1]` (the model sees `t` itself); 0 or
+    /// more than [`MAX_STEPS`] steps are refused, naming `steps`.
     pub fn scheduler(&self) -> Result<Box<dyn Scheduler>> {
+        if self.steps > MAX_STEPS {
+            return Err(Error::invalid(
+                "steps",
+                format!("{} (at most {MAX_STEPS})", self.steps),
+            ));
+        }
         Ok(match self.method {
             OdeMethod::Euler => Box::new(FlowEuler::new(self.steps, 1.0)?),
             OdeMethod::Midpoint => Box::new(FlowMidpoint::new(self.steps, 1.0)?),

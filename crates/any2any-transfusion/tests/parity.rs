@@ -339,6 +339,19 @@ fn bad_inputs_get_named_errors() {
         matches!(&e, Error::InvalidArgument { name, .. } if name == "size"),
         "{e}"
     );
+    let e = b
+        .generate_batch(
+            &[img(GenerationParams {
+                steps: Some(1 << 40),
+                ..Default::default()
+            })],
+            &mut Hooks::new(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument { name, .. } if name == "steps"),
+        "{e}"
+    );
     let e = b.last_logits(&[100_000], &[]).unwrap_err();
     assert!(
         matches!(&e, Error::InvalidArgument { name, .. } if name == "raw-ids"),
