@@ -1,7 +1,9 @@
-//! The [`Backend`] of a Transfusion checkpoint: text→text, text→image and interleaved
-//! text→image→text, following `Transfusion.sample_one`.
+//! The [`Backend`] of a Transfusion checkpoint: text→text, image→text, text→image and
+//! interleaved text→image→text, following `Transfusion.sample_one`.
 //!
-//! - Prompt: `[sos]` + the text ids (`raw` ids are fed verbatim).
+//! - Prompt: `[sos]` + the text ids (`raw` ids are fed verbatim); an image in the prompt is
+//!   `[meta] "H,W" [som]`, its latent at time 1 and `[eom]` (pixel space: resized to the default
+//!   shape, `v / 255`).
 //! - Text: causal next-token decoding over the whole vocabulary, stopping at `[eos]` (and, for a
 //!   text answer, at a `[som]`); greedy unless a temperature is given (the library's default
 //!   `min_p = 0.1` filter is not implemented).
@@ -16,10 +18,12 @@
 use crate::config::OdeMethod;
 use crate::decode::LatentDecoder;
 use crate::flow::{sample_latent, FlowOptions};
-use crate::sequence::{last, Part, Rows};
+use crate::sequence::{last, lay_out, Part, Rows};
 use crate::{TransfusionModel, MAX_CONTEXT};
 use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
 use any2any_core::decode::{text_budget, text_segment, TextEnd, TextLoop, TokenAction};
+use any2any_core::image;
+use any2any_core::image::imageops::FilterType;
 use any2any_core::noise::StackedNoise;
 use any2any_core::sampling::{LogitsPipeline, SamplingParams};
 use any2any_core::stream::{Direction, ImageInput, Modality, Segment};
@@ -106,6 +110,63 @@ impl TransfusionBackend {
             ));
         }
         Ok(ids)
+    }
+
+    /// The prompt as a sequence: `[sos]` (unless raw), the text ids, and each image as
+    /// `[meta] "H,W" [som]`, its latent at time 1 (a clean, previously seen modality) and
+    /// `[eom]` — the library's layout of a modality prompt (`prepare_prompt_sample`).
+    pub fn prompt_parts(&self, req: &Request) -> Result<Vec<Part>> {
+        let v = &self.model.vocab;
+        let mut parts = vec![];
+        let mut ids = if req.raw { vec![] } else { vec![v.sos] };
+        for s in &req.segments {
+            match s {
+                Segment::Image(img) => {
+                    let (grid, tokens) = self.encode_image(img)?;
+                    ids.extend(self.image_opening(grid));
+                    parts.push(Part::Text(std::mem::replace(&mut ids, vec![v.eom[0]])));
+                    parts.push(Part::Latent { tokens, time: 1.0 });
+                }
+                other => {
+                    let one = Request {
+                        segments: vec![other.clone()],
+                        raw: true,
+                        ..Request::new()
+                    };
+                    ids.extend(self.prompt_ids(&one)?);
+                }
+            }
+        }
+        parts.push(Part::Text(ids));
+        Ok(parts)
+    }
+
+    /// An input image as latent tokens `[n, C]` on its token grid: resized (bilinear) to the
+    /// checkpoint's default shape when it has one, then encoded by the latent codec.
+    fn encode_image(&self, img: &ImageInput) -> Result<((usize, usize), Tensor)> {
+        let dec = self.decoder()?;
+        let px = match self.model.modality.default_shape.as_deref() {
+            Some(&[h, w]) if (h as u32, w as u32) != (img.height(), img.width()) => {
+                image::imageops::resize(&img.pixels, w as u32, h as u32, FilterType::Triangle)
+            }
+            _ => img.pixels.clone(),
+        };
+        let grid = (px.height() as usize, px.width() as usize);
+        if grid.0 * grid.1 > MAX_CONTEXT {
+            return Err(Error::invalid(
+                "image",
+                format!(
+                    "{}×{} px is {} tokens (at most {MAX_CONTEXT})",
+                    grid.1,
+                    grid.0,
+                    grid.0 * grid.1
+                ),
+            ));
+        }
+        let chw = dec.encode(&px, self.model.modality.dim_latent, self.model.device())?;
+        let c = chw.dim(0)?;
+        let tokens = chw.permute((1, 2, 0))?.reshape((grid.0 * grid.1, c))?;
+        Ok((grid, tokens))
     }
 
     /// The `(height, width)` token grid of an image: `--size`, else the all-digit shape string
@@ -209,19 +270,21 @@ impl TransfusionBackend {
     fn generate_one(
         &self,
         req: &Request,
-        prompt: &[u32],
+        prompt: &[Part],
         noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<Vec<Generated>> {
         if req.want == Modality::Image {
             let grid = self.image_shape(&req.params, None)?;
-            let mut ids = prompt.to_vec();
-            ids.extend(self.image_opening(grid));
-            let history = [Part::Text(ids)];
+            let mut history = prompt.to_vec();
+            match history.last_mut() {
+                Some(Part::Text(ids)) => ids.extend(self.image_opening(grid)),
+                _ => history.push(Part::Text(self.image_opening(grid))),
+            }
             let (g, _, _) = self.image(&history, grid, 0, &req.params, noise, hooks)?;
             return Ok(vec![g]);
         }
-        self.text_and_images(req, prompt, noise, hooks)
+        self.text_and_images(req, prompt.to_vec(), noise, hooks)
     }
 
     /// Text, with images where the model opens them (interleaved answers; a prompt ending with
@@ -229,17 +292,24 @@ impl TransfusionBackend {
     fn text_and_images(
         &self,
         req: &Request,
-        prompt: &[u32],
+        history: Vec<Part>,
         noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<Vec<Generated>> {
+        let prompt_len = lay_out(&self.model, std::slice::from_ref(&history), 0)?
+            .positions
+            .len();
+        let tail = match history.last() {
+            Some(Part::Text(ids)) => ids.clone(),
+            _ => vec![],
+        };
         let p = &req.params;
         let v = &self.model.vocab;
         let interleaved = req.want == Modality::Interleaved;
         let mut left = text_budget(
             p.max_new_tokens,
             DEFAULT_MAX_NEW_TOKENS,
-            prompt.len(),
+            prompt_len,
             MAX_CONTEXT,
         )?;
         let pipe = LogitsPipeline::new(
@@ -250,14 +320,13 @@ impl TransfusionBackend {
         if !interleaved {
             stop.extend(&v.som);
         }
+        let mut open = interleaved && tail.last().is_some_and(|i| v.som.contains(i));
         let mut ans = Answer {
-            history: vec![Part::Text(prompt.to_vec())],
-            text: prompt.to_vec(),
+            history,
+            shown: tail.len(),
+            text: tail,
             segs: Vec::new(),
-            shown: prompt.len(),
         };
-        let opens = |ids: &[u32]| interleaved && ids.last().is_some_and(|i| v.som.contains(i));
-        let mut open = opens(prompt);
         let (mut rows, h) = Rows::prefill(&self.model, std::slice::from_ref(&ans.history), left)?;
         let mut hidden = last(&h)?;
         loop {
@@ -397,6 +466,7 @@ impl Backend for TransfusionBackend {
         let mut directions = vec![(Direction::TextToText, text.clone())];
         if self.decoder.is_some() {
             directions.push((Direction::TextToImage, image.clone()));
+            directions.push((Direction::ImageToText, text.clone()));
             directions.push((Direction::Interleaved, [text, image].concat()));
         }
         Capabilities {
@@ -410,7 +480,7 @@ impl Backend for TransfusionBackend {
         let mut out = Vec::new();
         for req in group {
             let t0 = Instant::now();
-            let prompt = self.prompt_ids(req)?;
+            let prompt = self.prompt_parts(req)?;
             let mut noise = hooks.take_noise(req.params.seed);
             for _ in 0..req.num_outputs {
                 let t1 = Instant::now();

@@ -5,7 +5,8 @@
 //! decoded by [`PixelSpace`]: token `(y, x)` of the latent's `H × W` grid is pixel `(x, y)`,
 //! its channels R, G, B (one channel: grey), each value clamped to `[0, 1]` and mapped to
 //! `round(255·v)` — the `[0, 1]` range of `torchvision.transforms.ToTensor` images the
-//! library's pixel examples train on.
+//! library's pixel examples train on. An image prompt is encoded the other way: `v / 255`
+//! (one channel: the mean of R, G, B).
 
 use any2any_core::image;
 use any2any_core::{Error, Result};
@@ -17,6 +18,13 @@ pub trait LatentDecoder: Send + Sync {
     fn name(&self) -> &str;
     /// The image of a channel-first latent `[C, H, W]`.
     fn decode(&self, latent: &Tensor) -> Result<image::RgbImage>;
+    /// The channel-first latent `[channels, H, W]` f32 of an image (for image prompts).
+    fn encode(
+        &self,
+        image: &image::RgbImage,
+        channels: usize,
+        device: &candle_core::Device,
+    ) -> Result<Tensor>;
 }
 
 /// The pixel-space mapping (see the module docs).
@@ -56,5 +64,26 @@ impl LatentDecoder for PixelSpace {
             .collect();
         image::RgbImage::from_raw(w as u32, h as u32, rgb)
             .ok_or_else(|| Error::invalid("latent", format!("{h}×{w} does not make an image")))
+    }
+    /// `v / 255` per channel; one channel: the mean of R, G, B.
+    fn encode(
+        &self,
+        image: &image::RgbImage,
+        channels: usize,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
+        let (w, h) = image.dimensions();
+        let px = Tensor::from_vec(image.as_raw().clone(), (h as usize, w as usize, 3), device)?
+            .to_dtype(DType::F32)?
+            .permute((2, 0, 1))?;
+        let px = (px / 255.0)?;
+        match channels {
+            3 => Ok(px.contiguous()?),
+            1 => Ok(px.mean_keepdim(0)?),
+            c => Err(Error::invalid(
+                "image",
+                format!("{c} latent channels: pixel space takes 1 or 3"),
+            )),
+        }
     }
 }

@@ -13,7 +13,8 @@
 //!   vocabulary; [`sequence`]: text and latents laid out in one sequence;
 //! - [`flow`]: sampling a latent (midpoint or Euler ODE, classifier-free guidance, cached
 //!   prefix); [`decode`]: latent → pixels behind [`LatentDecoder`];
-//! - [`backend`]: text→text, text→image and interleaved answers ([`TransfusionBackend`]).
+//! - [`backend`]: text→text, image→text, text→image and interleaved answers
+//!   ([`TransfusionBackend`]).
 //!
 //! # Example
 //!

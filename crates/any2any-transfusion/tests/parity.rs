@@ -5,6 +5,7 @@
 
 use any2any_core::backend::Backend;
 use any2any_core::decode::{Denoiser, FlowMidpoint, LatentLoop, Scheduler};
+use any2any_core::image;
 use any2any_core::sampling::{Guidance, GuidanceSpace};
 use any2any_core::{
     Error, Generated, GenerationParams, Hooks, LoadOptions, Modality, ReplayNoise, Request, Result,
@@ -485,4 +486,46 @@ fn interleaved_text_opens_an_image_and_goes_on() {
         panic!("then text")
     };
     assert_eq!(ids.as_slice(), [100, 101]);
+}
+
+/// image→text: an image prompt is `[sos] [meta] "4,4" [som]`, its pixels / 255 at time 1,
+/// `[eom]`, then the text; logits of the prompt ≤ 1e-4 and the greedy ids (up to `[eos]`).
+#[test]
+fn image_prompt_matches() {
+    let p = parity("transfusion-tiny");
+    let c = &p["image_prompt"];
+    let b = backend();
+    let px: Vec<u8> = u32s(&c["pixels"]).iter().map(|&v| v as u8).collect();
+    let img = any2any_core::ImageInput::new(image::RgbImage::from_raw(4, 4, px).unwrap());
+    let req = Request::new()
+        .image(img)
+        .text("?")
+        .want(Modality::Text)
+        .params(GenerationParams {
+            max_new_tokens: Some(3),
+            ..Default::default()
+        });
+    let parts = b.prompt_parts(&req).unwrap();
+    let (_, h) = Rows::prefill(b.model(), &[parts], 0).unwrap();
+    let n = h.dim(1).unwrap();
+    let logits = b
+        .model()
+        .logits(&h.get(0).unwrap().get(n - 1).unwrap())
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let d = max_abs_diff(&logits, &f32s(&c["logits"]));
+    eprintln!("image prompt logits: max |Δ| {d:e}");
+    assert!(d <= TOL, "image prompt logits differ by {d}");
+    let out = b.generate_batch(&[req], &mut Hooks::new()).unwrap();
+    let Generated::Text { ids, .. } = &out[0].segments[0] else {
+        panic!("text expected")
+    };
+    let drawn = u32s(&c["drawn"]);
+    let eos = b.model().vocab.eos;
+    let upto = drawn
+        .iter()
+        .position(|&i| i == eos)
+        .map_or(drawn.len(), |e| e + 1);
+    assert_eq!(ids.as_slice(), &drawn[..upto]);
 }
