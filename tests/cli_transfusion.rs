@@ -166,3 +166,40 @@ fn generate_interleaved_runs() {
     assert_ok(&o);
     assert!(d.path().join("o.json").is_file());
 }
+
+#[test]
+fn generate_text_about_an_image() {
+    let p = parity("transfusion-tiny");
+    let c = &p["image_prompt"];
+    let d = tempfile::tempdir().unwrap();
+    let px: Vec<u8> = u32s(&c["pixels"]).iter().map(|&v| v as u8).collect();
+    image::RgbImage::from_raw(4, 4, px)
+        .unwrap()
+        .save(d.path().join("in.png"))
+        .unwrap();
+    let o = tf(
+        d.path(),
+        "generate",
+        &[
+            "--image",
+            "in.png",
+            "--prompt",
+            "?",
+            "--to",
+            "text",
+            "--max-new-tokens",
+            "3",
+            "--quiet",
+            "--json",
+            "o.json",
+        ],
+    );
+    assert_ok(&o);
+    let j = read_json(&d.path().join("o.json"));
+    let drawn = u32s(&c["drawn"]);
+    let upto = drawn
+        .iter()
+        .position(|&i| i == 257)
+        .map_or(drawn.len(), |e| e + 1);
+    assert_eq!(u32s(&segments(&j)[0]["ids"]), &drawn[..upto]);
+}

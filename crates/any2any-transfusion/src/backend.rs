@@ -21,7 +21,7 @@ use crate::flow::{sample_latent, FlowOptions};
 use crate::sequence::{last, lay_out, Part, Rows};
 use crate::{TransfusionModel, MAX_CONTEXT};
 use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
-use any2any_core::decode::{text_budget, text_segment, TextEnd, TextLoop, TokenAction};
+use any2any_core::decode::{text_budget, text_segment, TextEnd, TextLoop, TextRow, TokenAction};
 use any2any_core::image;
 use any2any_core::image::imageops::FilterType;
 use any2any_core::noise::StackedNoise;
@@ -338,25 +338,7 @@ impl TransfusionBackend {
                 break;
             }
             let tl = TextLoop::new(&pipe, left, &stop).tokenizer(self.tokenizer.as_ref());
-            let mut on_token = |_: usize, id: u32| match v.som.contains(&id) {
-                true => TokenAction::Handoff,
-                false => TokenAction::Continue,
-            };
-            let head = rows.head();
-            // the loop retires a row's noise when it ends: lend it the request's source
-            let mut text_noise = StackedNoise::new(vec![(Box::new(&mut *noise), 1)]);
-            let row = tl
-                .run(
-                    &mut rows,
-                    &head,
-                    hidden.clone(),
-                    &mut text_noise,
-                    hooks,
-                    &mut on_token,
-                )?
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::invalid("prompt", "no row decoded"))?;
+            let row = self.text_run(&tl, &mut rows, hidden.clone(), noise, hooks)?;
             left -= row.ids.len().min(left);
             ans.text.extend(&row.ids);
             ans.history.push(Part::Text(row.ids));
@@ -370,6 +352,29 @@ impl TransfusionBackend {
             ans.segs.push(text_segment(self.tokenizer.as_ref(), text)?);
         }
         Ok(ans.segs)
+    }
+
+    /// One text loop over the answer's row, handing off at a `[som]`.
+    fn text_run(
+        &self,
+        tl: &TextLoop,
+        rows: &mut Rows,
+        hidden: Tensor,
+        noise: &mut dyn NoiseSource,
+        hooks: &mut Hooks,
+    ) -> Result<TextRow> {
+        let som = &self.model.vocab.som;
+        let mut on_token = |_: usize, id: u32| match som.contains(&id) {
+            true => TokenAction::Handoff,
+            false => TokenAction::Continue,
+        };
+        let head = rows.head();
+        // the loop retires a row's noise when it ends: lend it the request's source
+        let mut text_noise = StackedNoise::new(vec![(Box::new(&mut *noise), 1)]);
+        tl.run(rows, &head, hidden, &mut text_noise, hooks, &mut on_token)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid("prompt", "no row decoded"))
     }
 
     /// The image the answer's last `[som]` opens: the text so far becomes a segment, the image

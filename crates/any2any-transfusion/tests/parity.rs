@@ -313,46 +313,25 @@ fn cached_prefix_equals_recomputed() {
 #[test]
 fn bad_inputs_get_named_errors() {
     let b = backend();
-    let img = |p: GenerationParams| Request::new().text("hi").want(Modality::Image).params(p);
-    let e = b
-        .generate_batch(
-            &[img(GenerationParams {
-                steps: Some(0),
-                ..Default::default()
-            })],
-            &mut Hooks::new(),
-        )
-        .unwrap_err();
-    assert!(
-        matches!(&e, Error::InvalidArgument { name, .. } if name == "steps"),
-        "{e}"
-    );
-    let e = b
-        .generate_batch(
-            &[img(GenerationParams {
-                size: Some((0, 0)),
-                ..Default::default()
-            })],
-            &mut Hooks::new(),
-        )
-        .unwrap_err();
-    assert!(
-        matches!(&e, Error::InvalidArgument { name, .. } if name == "size"),
-        "{e}"
-    );
-    let e = b
-        .generate_batch(
-            &[img(GenerationParams {
-                steps: Some(1 << 40),
-                ..Default::default()
-            })],
-            &mut Hooks::new(),
-        )
-        .unwrap_err();
-    assert!(
-        matches!(&e, Error::InvalidArgument { name, .. } if name == "steps"),
-        "{e}"
-    );
+    let refused = |p: GenerationParams, arg: &str| {
+        let req = Request::new().text("hi").want(Modality::Image).params(p);
+        let e = b.generate_batch(&[req], &mut Hooks::new()).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument { name, .. } if name == arg),
+            "{e}"
+        );
+    };
+    let steps = |n| GenerationParams {
+        steps: Some(n),
+        ..Default::default()
+    };
+    refused(steps(0), "steps");
+    refused(steps(1 << 40), "steps");
+    let size = GenerationParams {
+        size: Some((0, 0)),
+        ..Default::default()
+    };
+    refused(size, "size");
     let e = b.last_logits(&[100_000], &[]).unwrap_err();
     assert!(
         matches!(&e, Error::InvalidArgument { name, .. } if name == "raw-ids"),
