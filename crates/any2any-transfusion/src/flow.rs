@@ -113,7 +113,7 @@ pub fn sample_latent<'m>(
     noise: &mut dyn NoiseSource,
     hooks: &mut Hooks,
 ) -> Result<(Tensor, Rows<'m>)> {
-    let scheduler = opts.scheduler()?;
+    let mut scheduler = opts.scheduler()?;
     let guided = opts.cfg != 1.0;
     let mut streams = vec![history.to_vec()];
     if guided {
@@ -129,7 +129,7 @@ pub fn sample_latent<'m>(
     let z = lp.run(
         x0,
         &mut FlowDenoiser::new(&mut rows),
-        scheduler.as_ref(),
+        scheduler.as_mut(),
         noise,
         hooks,
     )?;

@@ -94,7 +94,7 @@ impl<D: Denoiser> Denoiser for Recording<D> {
 }
 
 /// Every evaluation of the case's ODE (time, input, guided flow) and the final latent.
-fn check_image_case(case: &Value, scheduler: &dyn Scheduler) {
+fn check_image_case(case: &Value, scheduler: &mut dyn Scheduler) {
     let b = backend();
     let m = b.model();
     let cfg = case["cfg"].as_f64().unwrap() as f32;
@@ -151,7 +151,7 @@ fn midpoint_with_guidance_matches_every_evaluation() {
     let c = &p["image_cfg"];
     assert_eq!(c["method"], "midpoint");
     let steps = c["modality_steps"].as_u64().unwrap() as usize - 1;
-    check_image_case(c, &FlowMidpoint::new(steps, 1.0).unwrap());
+    check_image_case(c, &mut FlowMidpoint::new(steps, 1.0).unwrap());
 }
 
 #[test]
@@ -165,7 +165,7 @@ fn euler_without_guidance_matches_every_evaluation() {
         cfg: 1.0,
         method: OdeMethod::Euler,
     };
-    check_image_case(c, opts.scheduler().unwrap().as_ref());
+    check_image_case(c, opts.scheduler().unwrap().as_mut());
 }
 
 /// The whole text→image path of the backend under replayed noise: the prompt gets the

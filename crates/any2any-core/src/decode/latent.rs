@@ -41,7 +41,7 @@ pub trait Scheduler {
     /// prediction at [`Scheduler::timestep`] on [`Scheduler::scale_input`], then
     /// [`Scheduler::step`]; multi-stage ODE solvers ([`FlowMidpoint`]) override it.
     fn solve_step(
-        &self,
+        &mut self,
         x: &Tensor,
         i: usize,
         predict: &mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
@@ -126,7 +126,7 @@ impl Scheduler for FlowMidpoint {
         self.grid.step(x, v, i, noise)
     }
     fn solve_step(
-        &self,
+        &mut self,
         x: &Tensor,
         i: usize,
         predict: &mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
@@ -170,7 +170,7 @@ impl<'a> LatentLoop<'a> {
         &self,
         x: Tensor,
         denoiser: &mut dyn Denoiser,
-        scheduler: &dyn Scheduler,
+        scheduler: &mut dyn Scheduler,
         noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
@@ -250,7 +250,7 @@ mod tests {
         let mut noise = SeededNoise::new(3);
         let x0 = initial_latent((2, 4), &mut noise, &dev).unwrap();
         let target = Tensor::ones((2, 4), DType::F32, &dev).unwrap();
-        let sched = FlowEuler::new(5, 1000.0).unwrap();
+        let mut sched = FlowEuler::new(5, 1000.0).unwrap();
         assert_eq!(sched.timestep(0), 0.0);
         assert!((sched.timestep(5) - 1000.0).abs() < 1e-9);
         let mut d = Straight {
@@ -263,7 +263,13 @@ mod tests {
             stage: "latent",
         };
         let out = l
-            .run(x0.clone(), &mut d, &sched, &mut noise, &mut Hooks::new())
+            .run(
+                x0.clone(),
+                &mut d,
+                &mut sched,
+                &mut noise,
+                &mut Hooks::new(),
+            )
             .unwrap();
         assert_eq!(d.calls, 5);
         let err = (out - &target).unwrap().abs().unwrap().max_all().unwrap();
@@ -280,7 +286,13 @@ mod tests {
             calls: 0,
         };
         let out = l
-            .run(x0.clone(), &mut d, &sched, &mut noise, &mut Hooks::new())
+            .run(
+                x0.clone(),
+                &mut d,
+                &mut sched,
+                &mut noise,
+                &mut Hooks::new(),
+            )
             .unwrap();
         let want = ((&target * 2.0).unwrap() - &x0).unwrap();
         let err = (out - want).unwrap().abs().unwrap().max_all().unwrap();
@@ -307,12 +319,12 @@ mod tests {
             stage: "latent",
         };
         let mut d = TimeField { calls: vec![] };
-        let sched = FlowMidpoint::new(4, 1.0).unwrap();
+        let mut sched = FlowMidpoint::new(4, 1.0).unwrap();
         let out = l
             .run(
                 x0,
                 &mut d,
-                &sched,
+                &mut sched,
                 &mut SeededNoise::new(0),
                 &mut Hooks::new(),
             )
@@ -345,7 +357,7 @@ mod tests {
         let r = l.run(
             x0,
             &mut d,
-            &FlowEuler::new(3, 1.0).unwrap(),
+            &mut FlowEuler::new(3, 1.0).unwrap(),
             &mut SeededNoise::new(0),
             &mut hooks,
         );
