@@ -30,7 +30,7 @@ pub trait Scheduler {
     /// The latent after step `i` from the (guided) prediction; `noise` serves ancestral
     /// samplers.
     fn step(
-        &self,
+        &mut self,
         x: &Tensor,
         pred: &Tensor,
         i: usize,
@@ -82,7 +82,13 @@ impl Scheduler for FlowEuler {
     fn timestep(&self, i: usize) -> f64 {
         self.times.get(i).copied().unwrap_or(1.0) * self.scale
     }
-    fn step(&self, x: &Tensor, v: &Tensor, i: usize, _: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        x: &Tensor,
+        v: &Tensor,
+        i: usize,
+        _: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let dt = self.times.get(i + 1).copied().unwrap_or(1.0) - self.times[i.min(self.len())];
         Ok((x + (v.to_dtype(x.dtype())? * dt)?)?)
     }
@@ -117,7 +123,7 @@ impl Scheduler for FlowMidpoint {
     /// The last stage's update `x + dt·v` (what [`Scheduler::solve_step`] applies to the
     /// midpoint prediction).
     fn step(
-        &self,
+        &mut self,
         x: &Tensor,
         v: &Tensor,
         i: usize,
