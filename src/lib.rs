@@ -13,7 +13,7 @@
 //! `any2any-core` are re-exported as they are ([`request`], [`sampling`], [`decode`], …) for
 //! lower-level use, and so are the libraries in its public API ([`candle_core`], [`candle_nn`],
 //! [`image`], [`tokenizers`]). Each family's own API is in its crate (`any2any_janus`,
-//! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`).
+//! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`, `any2any_transfusion`).
 
 pub use any2any_core::{
     backbone, backend, codec, decode, edit, error, imageops, kv_cache, loading, nn, noise, npy,
@@ -104,6 +104,15 @@ pub fn families() -> &'static [Family] {
             resolve_dir: None,
             hub_files: &[],
             components: any2any_showo::COMPONENTS,
+        },
+        #[cfg(feature = "transfusion")]
+        Family {
+            name: "transfusion",
+            matches: any2any_transfusion::matches,
+            load: any2any_transfusion::load,
+            resolve_dir: None,
+            hub_files: &[],
+            components: &[],
         },
     ];
     FAMILIES

@@ -45,6 +45,20 @@ pub trait Scheduler {
         i: usize,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor>;
+    /// The whole of step `i`: asks `predict(input, timestep)` for the (guided) prediction as
+    /// often as the solver needs and returns the latent after the step. By default one
+    /// prediction at [`Scheduler::timestep`] on [`Scheduler::scale_input`], then
+    /// [`Scheduler::step`]; multi-stage ODE solvers ([`FlowMidpoint`]) override it.
+    fn solve_step(
+        &mut self,
+        x: &Tensor,
+        i: usize,
+        predict: &mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        let pred = predict(&self.scale_input(x, i)?, self.timestep(i))?;
+        self.step(x, &pred, i, noise)
+    }
 }
 
 /// Rectified-flow Euler: `t` runs from 0 (noise) to 1 (data) in `steps` equal steps,
@@ -89,6 +103,61 @@ impl Scheduler for FlowEuler {
     }
 }
 
+/// The explicit midpoint rule over a time grid (torchdiffeq's fixed-grid `midpoint`, which
+/// lucidrains' `transfusion-pytorch` samples with): per step `dt = t_{i+1} − t_i`,
+/// `f_0 = v(x, t_i)`, `x_mid = x + f_0·dt/2`, `x ← x + dt·v(x_mid, t_i + dt/2)`; two model
+/// evaluations per step, the model seeing `t · scale`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowMidpoint {
+    /// The time grid and timestep scale (its Euler update is the midpoint rule's last stage).
+    pub grid: FlowEuler,
+}
+
+impl FlowMidpoint {
+    /// `steps` equal steps from 0 to 1.
+    pub fn new(steps: usize, scale: f64) -> Result<Self> {
+        Ok(Self {
+            grid: FlowEuler::new(steps, scale)?,
+        })
+    }
+}
+
+impl Scheduler for FlowMidpoint {
+    fn len(&self) -> usize {
+        self.grid.len()
+    }
+    fn timestep(&self, i: usize) -> f64 {
+        self.grid.timestep(i)
+    }
+    /// The last stage's update `x + dt·v` (what [`Scheduler::solve_step`] applies to the
+    /// midpoint prediction).
+    fn step(
+        &mut self,
+        x: &Tensor,
+        v: &Tensor,
+        i: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        self.grid.step(x, v, i, noise)
+    }
+    fn solve_step(
+        &mut self,
+        x: &Tensor,
+        i: usize,
+        predict: &mut dyn FnMut(&Tensor, f64) -> Result<Tensor>,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        let times = &self.grid.times;
+        let t0 = times.get(i).copied().unwrap_or(1.0);
+        let dt = times.get(i + 1).copied().unwrap_or(1.0) - t0;
+        let f0 = predict(x, self.timestep(i))?;
+        let mid = (x + (f0.to_dtype(x.dtype())? * (dt / 2.0))?)?;
+        let t_mid = (t0 + dt / 2.0) * self.grid.scale;
+        let f1 = predict(&mid, t_mid)?;
+        self.step(x, &f1, i, noise)
+    }
+}
+
 /// A latent of `shape` drawn from the standard normal (`noise.normal`, row-major), f32.
 pub fn initial_latent(
     shape: impl Into<Shape>,
@@ -126,24 +195,25 @@ impl<'a> LatentLoop<'a> {
         let mut x = x;
         for i in 0..n {
             hooks.step(self.stage, i, n)?;
-            let input = scheduler.scale_input(&x, i)?;
-            let input = if streams == 1 {
-                input
-            } else {
-                Tensor::cat(&vec![&input; streams], 0)?
+            let mut predict = |input: &Tensor, t: f64| -> Result<Tensor> {
+                let input = if streams == 1 {
+                    input.clone()
+                } else {
+                    Tensor::cat(&vec![input; streams], 0)?
+                };
+                let pred = denoiser.predict(&input, t, i)?;
+                if pred.dims() != input.dims() {
+                    return Err(Error::invalid(
+                        "prediction",
+                        format!("{:?} for a latent batch of {:?}", pred.dims(), input.dims()),
+                    ));
+                }
+                match self.guidance {
+                    Some(g) => mix_raw(g, &pred, b),
+                    None => Ok(pred),
+                }
             };
-            let pred = denoiser.predict(&input, scheduler.timestep(i), i)?;
-            if pred.dims() != input.dims() {
-                return Err(Error::invalid(
-                    "prediction",
-                    format!("{:?} for a latent batch of {:?}", pred.dims(), input.dims()),
-                ));
-            }
-            let pred = match self.guidance {
-                Some(g) => mix_raw(g, &pred, b)?,
-                None => pred,
-            };
-            x = scheduler.step(&x, &pred, i, noise)?;
+            x = scheduler.solve_step(&x, i, &mut predict, noise)?;
         }
         hooks.step(self.stage, n, n)?;
         Ok(x)
@@ -242,6 +312,45 @@ mod tests {
         let want = ((&target * 2.0).unwrap() - &x0).unwrap();
         let err = (out - want).unwrap().abs().unwrap().max_all().unwrap();
         assert!(err.to_scalar::<f32>().unwrap() < 1e-5);
+    }
+
+    /// v(x, t) = t: midpoint integrates it exactly (x(1) = x(0) + 1/2), Euler does not.
+    struct TimeField {
+        calls: Vec<f64>,
+    }
+    impl Denoiser for TimeField {
+        fn predict(&mut self, x: &Tensor, t: f64, _step: usize) -> Result<Tensor> {
+            self.calls.push(t);
+            Ok((x.ones_like()? * t)?)
+        }
+    }
+
+    #[test]
+    fn flow_midpoint_evaluates_twice_per_step_and_is_exact_for_a_linear_field() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::zeros((1, 3), DType::F32, &dev).unwrap();
+        let l = LatentLoop {
+            guidance: None,
+            stage: "latent",
+        };
+        let mut d = TimeField { calls: vec![] };
+        let mut sched = FlowMidpoint::new(4, 1.0).unwrap();
+        let out = l
+            .run(
+                x0,
+                &mut d,
+                &mut sched,
+                &mut SeededNoise::new(0),
+                &mut Hooks::new(),
+            )
+            .unwrap();
+        assert_eq!(
+            d.calls,
+            vec![0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875]
+        );
+        let v = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|x| (x - 0.5).abs() < 1e-6), "{v:?}");
+        assert!(FlowMidpoint::new(0, 1.0).is_err());
     }
 
     #[test]

@@ -21,8 +21,8 @@ mod tests;
 mod text;
 
 pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange, RowGrid};
-pub use latent::{initial_latent, Denoiser, FlowEuler, LatentLoop, Scheduler};
-pub use rows::{Head, LmHead, RowBatch, RowInput};
+pub use latent::{initial_latent, Denoiser, FlowEuler, FlowMidpoint, LatentLoop, Scheduler};
+pub use rows::{Head, LmHead, RowBatch, RowInput, TextRows};
 pub use text::{text_budget, text_segment, TextEnd, TextLoop, TextRow, TokenAction};
 
 /// The noise parts of a group of requests for [`Hooks::batch_noise`](crate::Hooks::batch_noise):

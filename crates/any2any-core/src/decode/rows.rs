@@ -49,6 +49,30 @@ impl Head for LmHead<'_> {
     }
 }
 
+/// The rows a [`TextLoop`](super::TextLoop) decodes: [`RowBatch`] on the shared decoder, or a
+/// family's own backbone (Transfusion) that feeds one id per row the same way.
+pub trait TextRows {
+    /// Rows in the batch.
+    fn rows(&self) -> usize;
+    /// Keeps only the rows `rows` (in that order): finished rows leave the batch.
+    fn keep_rows(&mut self, rows: &[usize]) -> Result<()>;
+    /// Feeds one id per row (`[rows]` u32, embedded by `head`); the new last hidden states
+    /// `[rows, hidden]`.
+    fn step_ids(&mut self, head: &dyn Head, ids: &Tensor) -> Result<Tensor>;
+}
+
+impl TextRows for RowBatch<'_> {
+    fn rows(&self) -> usize {
+        RowBatch::rows(self)
+    }
+    fn keep_rows(&mut self, rows: &[usize]) -> Result<()> {
+        RowBatch::keep_rows(self, rows)
+    }
+    fn step_ids(&mut self, head: &dyn Head, ids: &Tensor) -> Result<Tensor> {
+        RowBatch::step_ids(self, head, ids)
+    }
+}
+
 /// Rows decoded together: left-padded so their ends line up, each row with its own positions
 /// from 0, never attending to its padding (as a packed variable-length batch).
 pub struct RowBatch<'m> {

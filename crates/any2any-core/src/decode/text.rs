@@ -1,4 +1,4 @@
-use super::rows::{Head, RowBatch};
+use super::rows::{Head, TextRows};
 use crate::noise::StackedNoise;
 use crate::progress::Hooks;
 use crate::sampling::LogitsPipeline;
@@ -60,8 +60,8 @@ pub fn text_budget(
     Ok(n)
 }
 
-/// Autoregressive text over a [`RowBatch`]: each step draws one id per live row through the
-/// pipeline, then feeds the drawn ids. A row ends at a stop id, at its budget, or when the
+/// Autoregressive text over a [`RowBatch`](super::RowBatch) (or any [`TextRows`]): each step
+/// draws one id per live row through the pipeline, then feeds the drawn ids. A row ends at a stop id, at its budget, or when the
 /// callback stops it or hands it off; it then leaves the batch and draws nothing more.
 pub struct TextLoop<'a> {
     /// Sampling (no guidance: one logit row per batch row).
@@ -99,11 +99,11 @@ impl<'a> TextLoop<'a> {
     }
 
     /// Runs the loop from the last hidden states `hidden` (`[rows, hidden]`) of a prefilled
-    /// `batch`; `noise` holds one part per request over the same rows. `on_token(row, id)` sees
+    /// `batch` (a [`RowBatch`](super::RowBatch) or another [`TextRows`]); `noise` holds one part per request over the same rows. `on_token(row, id)` sees
     /// every drawn id of a live row.
     pub fn run(
         &self,
-        batch: &mut RowBatch,
+        batch: &mut dyn TextRows,
         head: &dyn Head,
         hidden: Tensor,
         noise: &mut StackedNoise,
