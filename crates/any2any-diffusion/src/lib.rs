@@ -4,3 +4,5 @@
 //! Every piece loads from a diffusers component directory (`config.json` + safetensors) as
 //! diffusers saves it, so a `model_index.json` repository loads as is.
 #![warn(missing_docs)]
+
+pub mod vae;
