@@ -62,3 +62,22 @@ fn f16_is_upcast_and_bad_shapes_are_named() {
     let e = v.encode_mean(&x).unwrap_err().to_string();
     assert!(e.contains("pixels") && e.contains("multiples of 8"), "{e}");
 }
+
+#[test]
+fn a_batch_decodes_as_each_image_alone() {
+    let p = parity("janusflow-tiny");
+    let v = vae(DType::F32);
+    let z = Tensor::from_vec(f32s(&p["vae_latent"]), (1, 4, 4, 4), &Device::Cpu).unwrap();
+    let z2 = Tensor::cat(&[&z, &(&z * -0.5).unwrap()], 0).unwrap();
+    let both = v.decode(&z2).unwrap();
+    let second = v.decode(&z2.narrow(0, 1, 1).unwrap()).unwrap();
+    let got = both
+        .narrow(0, 1, 1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let want = second.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(max_abs_diff(&got, &want) <= 1e-6);
+}
