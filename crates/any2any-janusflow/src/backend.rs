@@ -93,10 +93,13 @@ impl SpecialIds {
 /// The VAE: loaded with the model, or fetched on first use.
 enum VaeSlot {
     Loaded(Box<KlVae>),
-    Lazy {
-        opts: LoadOptions,
-        cell: OnceLock<std::result::Result<KlVae, String>>,
-    },
+    Lazy(Box<LazyVae>),
+}
+
+/// The default VAE, fetched (or its failure kept) on first use.
+struct LazyVae {
+    opts: LoadOptions,
+    cell: OnceLock<std::result::Result<KlVae, String>>,
 }
 
 /// A loaded JanusFlow checkpoint.
@@ -137,10 +140,10 @@ impl JanusFlowBackend {
         let ids = SpecialIds::of(&tokenizer)?;
         let vae = match files.layout_component(&VAE_LAYOUT, &[])? {
             Some(c) => VaeSlot::Loaded(Box::new(KlVae::from_component(&c, dtype, &opts.device)?)),
-            None => VaeSlot::Lazy {
+            None => VaeSlot::Lazy(Box::new(LazyVae {
                 opts: opts.clone(),
                 cell: OnceLock::new(),
-            },
+            })),
         };
         Ok(Self {
             model,
@@ -167,7 +170,7 @@ impl JanusFlowBackend {
     pub fn vae(&self) -> Result<&KlVae> {
         let (opts, cell) = match &self.vae {
             VaeSlot::Loaded(v) => return Ok(v),
-            VaeSlot::Lazy { opts, cell } => (opts, cell),
+            VaeSlot::Lazy(l) => (&l.opts, &l.cell),
         };
         let got = cell.get_or_init(|| {
             Component::from_hub("vae", DEFAULT_VAE, opts)
@@ -346,7 +349,10 @@ impl JanusFlowBackend {
 
     fn generate_text(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
         let t0 = Instant::now();
-        let p = &reqs[0].params;
+        let Some(first) = reqs.first() else {
+            return Ok(Vec::new());
+        };
+        let p = &first.params;
         let mut rows = Vec::new();
         for r in reqs {
             let (ids, images) = self.render(r)?;
@@ -422,7 +428,7 @@ impl JanusFlowBackend {
     pub fn pixels_per_token(&self) -> usize {
         let f = match &self.vae {
             VaeSlot::Loaded(v) => v.config().downsample_factor(),
-            VaeSlot::Lazy { .. } => 8,
+            VaeSlot::Lazy(_) => 8,
         };
         f * self.model.cfg.vision_gen_enc_config.params.stride
     }
@@ -430,8 +436,11 @@ impl JanusFlowBackend {
     /// The final latents `[B, 4, h, w]` of a group of text→image requests (one batch: every
     /// output of every request, each request's latents drawn from its own noise).
     pub fn generate_latents(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Tensor> {
-        let p = &reqs[0].params;
-        let side = self.image_side(reqs[0])?;
+        let first = reqs
+            .first()
+            .ok_or_else(|| Error::invalid("prompt", "no text→image request given"))?;
+        let p = &first.params;
+        let side = self.image_side(first)?;
         let lat = side / self.vae_factor();
         let cfg = p.cfg.unwrap_or(DEFAULT_CFG);
         let guidance = (cfg != 1.0).then(|| Guidance::two_stream(cfg, GuidanceSpace::Logits));
@@ -479,10 +488,11 @@ impl JanusFlowBackend {
         let t1 = Instant::now();
         let px = vae.decode_scaled(&z)?;
         let images = imageops::to_images(&px)?;
+        let steps = reqs.first().and_then(|r| r.params.steps);
         let timings = Timings {
             prefill_s: 0.0,
             decode_s,
-            steps: reqs[0].params.steps.unwrap_or(DEFAULT_STEPS),
+            steps: steps.unwrap_or(DEFAULT_STEPS),
             image_decode_s: t1.elapsed().as_secs_f64(),
             total_s: t0.elapsed().as_secs_f64(),
         };

@@ -1,5 +1,5 @@
 //! Text→image: the velocity of the README's rectified-flow loop as a core
-//! [`Denoiser`], run by [`LatentLoop`] under [`FlowEuler`] (t from 0 = noise to 1 = data, the
+//! [`Denoiser`], run by [`LatentLoop`](any2any_core::decode::LatentLoop) under [`FlowEuler`](any2any_core::decode::FlowEuler) (t from 0 = noise to 1 = data, the
 //! model sees `t · 1000`).
 //!
 //! Each prompt row holds the templated prompt without its last token (the generation tag, whose

@@ -289,7 +289,7 @@ fn bad_inputs_get_named_errors() {
     let noise = ReplayNoise::new(Vec::new(), vec![0.0; 100])
         .normals_from("noise-normal", Some("z.npy".into()));
     let e = jf
-        .generate_batch(&[t2i.clone()], &mut Hooks::new().noise(noise))
+        .generate_batch(std::slice::from_ref(&t2i), &mut Hooks::new().noise(noise))
         .unwrap_err();
     assert!(
         e.to_string().contains("noise-normal") && e.to_string().contains("z.npy"),
