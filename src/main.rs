@@ -872,13 +872,11 @@ fn inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_bench(a: BenchArgs) -> Result<()> {
-    #[cfg(feature = "janusflow")]
-    if a.size.starts_with("janusflow") {
-        return run_flow_bench(a);
-    }
-    let w = bench::workload(&a.size)?;
-    let device = parse_device(&a.device)?;
+/// The bench's dtype (`--dtype`, else the device's default) and its CFG settings.
+fn bench_settings(
+    a: &BenchArgs,
+    device: &any2any::candle_core::Device,
+) -> Result<(any2any::candle_core::DType, Vec<bool>)> {
     let dtype = match a.dtype.as_deref() {
         Some(d) => parse_dtype(d)?,
         None => LoadOptions {
@@ -905,6 +903,17 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     if let Some(j) = &a.json {
         check_out_dir("json", j)?;
     }
+    Ok((dtype, cfgs))
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    #[cfg(feature = "janusflow")]
+    if a.size.starts_with("janusflow") {
+        return run_flow_bench(a);
+    }
+    let w = bench::workload(&a.size)?;
+    let device = parse_device(&a.device)?;
+    let (dtype, cfgs) = bench_settings(&a, &device)?;
     let rows = bench::run(
         &w, &device, dtype, &a.batch, &cfgs, a.steps, a.warmup, a.context,
     )?;
@@ -919,30 +928,10 @@ fn run_bench(a: BenchArgs) -> Result<()> {
 #[cfg(feature = "janusflow")]
 fn run_flow_bench(a: BenchArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
-    let dtype = match a.dtype.as_deref() {
-        Some(d) => parse_dtype(d)?,
-        None => LoadOptions {
-            device: device.clone(),
-            ..Default::default()
-        }
-        .dtype(),
-    };
-    if a.steps == 0 || a.batch.contains(&0) {
-        return Err(Error::invalid("steps/batch", "must be ≥ 1"));
-    }
+    let (dtype, cfgs) = bench_settings(&a, &device)?;
     let mut rows = Vec::new();
     for &b in &a.batch {
-        for c in &a.cfg {
-            let on = match c.as_str() {
-                "on" => true,
-                "off" => false,
-                other => {
-                    return Err(Error::invalid(
-                        "cfg",
-                        format!("`{other}` (expected on, off or on,off)"),
-                    ))
-                }
-            };
+        for &on in &cfgs {
             rows.push(bench::flow::run(
                 &a.size, &device, dtype, b, on, a.steps, a.warmup,
             )?);

@@ -81,14 +81,9 @@ fn generate_image_with_replayed_noise_matches_the_reference_pixels() {
             .unwrap()
             .to_rgb8();
         assert_eq!(img.dimensions(), (64, 64));
-        got.extend(img.into_raw().into_iter().map(u32::from));
+        got.extend(img.into_raw());
     }
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
+    let worst = worst_level_diff(&got, &want);
     assert!(worst <= 1, "pixels differ by {worst} levels");
 }
 
@@ -160,13 +155,7 @@ fn bad_inputs_are_named_errors() {
 fn a_missing_vae_is_named_when_an_image_is_asked_for() {
     let t = tempfile::tempdir().unwrap();
     let m = t.path().join("jf");
-    std::fs::create_dir(&m).unwrap();
-    for f in std::fs::read_dir(dir()).unwrap() {
-        let f = f.unwrap();
-        if f.file_type().unwrap().is_file() {
-            std::fs::copy(f.path(), m.join(f.file_name())).unwrap();
-        }
-    }
+    copy_fixture_files("janusflow-tiny", &m);
     let o = run_cli(
         t.path(),
         &m,

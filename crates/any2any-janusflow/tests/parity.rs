@@ -11,7 +11,10 @@ use any2any_core::{
 };
 use any2any_janusflow::flow::{FlowDenoiser, FlowPrompts};
 use any2any_janusflow::JanusFlowBackend;
-use any2any_test_util::{f32s, fixture_dir, fixture_image, max_abs_diff, parity, u32s};
+use any2any_test_util::{
+    copy_fixture_files, f32s, fixture_dir, fixture_image, max_abs_diff, parity, u32s,
+    worst_level_diff,
+};
 
 const FIX: &str = "janusflow-tiny";
 
@@ -205,17 +208,11 @@ fn backend_images_under_replayed_noise_are_within_one_level() {
     drop(hooks);
     assert_eq!(steps, vec![0, 1, 2, 3, 4]);
     let want = u32s(&p["t2i_pixels"]);
-    let mut got = Vec::new();
-    for o in &out {
-        got.extend(o.images()[0].as_raw().iter().map(|&v| v as u32));
-    }
-    assert_eq!(got.len(), want.len());
-    let worst = got
+    let got: Vec<u8> = out
         .iter()
-        .zip(&want)
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
+        .flat_map(|o| o.images()[0].as_raw().clone())
+        .collect();
+    let worst = worst_level_diff(&got, &want);
     assert!(worst <= 1, "pixels differ by {worst} levels");
 }
 
@@ -314,13 +311,7 @@ fn bad_inputs_get_named_errors() {
 fn missing_vae_is_named_only_when_an_image_is_decoded() {
     let dir = std::env::temp_dir().join(format!("janusflow-novae-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in std::fs::read_dir(fixture_dir(FIX)).unwrap() {
-        let f = f.unwrap();
-        if f.file_type().unwrap().is_file() {
-            std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
-        }
-    }
+    copy_fixture_files(FIX, &dir);
     let files = ModelFiles::from_dir(&dir).unwrap();
     let opts = LoadOptions {
         offline: true,

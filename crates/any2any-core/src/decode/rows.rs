@@ -238,3 +238,45 @@ impl<'m> RowBatch<'m> {
         self.decoder
     }
 }
+
+/// The last position's logits of one prompt run alone (no cache kept, causal): `x` `[1, len,
+/// hidden]` input embeddings → `[vocab]` f32 on the CPU (a family's `Backend::last_logits`).
+pub fn last_logits(decoder: &Decoder, head: &Linear, x: &Tensor) -> Result<Tensor> {
+    let len = x.dim(1)?;
+    if len == 0 {
+        return Err(Error::invalid("raw-ids", "no token ids given"));
+    }
+    let mut cache = decoder.new_cache(1, len)?;
+    let layout = RowLayout::dense(1);
+    let args = ForwardArgs {
+        layout: &layout,
+        mask: &MaskKind::Causal,
+    };
+    let h = decoder.forward(x, args, &mut cache)?;
+    let l = head.forward(&h.narrow(1, len - 1, 1)?.squeeze(1)?)?;
+    Ok(l.squeeze(0)?
+        .to_dtype(DType::F32)?
+        .to_device(&candle_core::Device::Cpu)?)
+}
+
+/// `emb` (`[len, hidden]`) with its rows at `slots` replaced, in order, by the rows of `feats`
+/// (`[slots.len(), hidden]`): image features scattered into their placeholder positions.
+pub fn scatter_rows(emb: &Tensor, slots: &[usize], feats: &Tensor) -> Result<Tensor> {
+    let l = emb.dim(0)?;
+    if feats.dim(0)? != slots.len() || slots.iter().any(|&s| s >= l) {
+        return Err(Error::invalid(
+            "embeddings",
+            format!(
+                "{} feature rows for {} slots in a prompt of {l}",
+                feats.dim(0)?,
+                slots.len()
+            ),
+        ));
+    }
+    let mut index: Vec<u32> = (0..l as u32).collect();
+    for (k, &p) in slots.iter().enumerate() {
+        index[p] = (l + k) as u32;
+    }
+    let all = Tensor::cat(&[emb, &feats.to_dtype(emb.dtype())?], 0)?;
+    Ok(all.index_select(&Tensor::new(index, emb.device())?, 0)?)
+}
