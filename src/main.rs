@@ -205,7 +205,8 @@ struct DecodeArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b or emu3-8b.
+    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b, janusflow-1.3b or
+    /// janusflow-tiny (flow steps: CFG doubles the rows, --steps counts flow steps).
     #[arg(long, default_value = "tiny")]
     size: String,
     #[arg(long, default_value = "cpu")]
@@ -871,9 +872,11 @@ fn inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_bench(a: BenchArgs) -> Result<()> {
-    let w = bench::workload(&a.size)?;
-    let device = parse_device(&a.device)?;
+/// The bench's dtype (`--dtype`, else the device's default) and its CFG settings.
+fn bench_settings(
+    a: &BenchArgs,
+    device: &any2any::candle_core::Device,
+) -> Result<(any2any::candle_core::DType, Vec<bool>)> {
     let dtype = match a.dtype.as_deref() {
         Some(d) => parse_dtype(d)?,
         None => LoadOptions {
@@ -900,10 +903,41 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     if let Some(j) = &a.json {
         check_out_dir("json", j)?;
     }
+    Ok((dtype, cfgs))
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    #[cfg(feature = "janusflow")]
+    if a.size.starts_with("janusflow") {
+        return run_flow_bench(a);
+    }
+    let w = bench::workload(&a.size)?;
+    let device = parse_device(&a.device)?;
+    let (dtype, cfgs) = bench_settings(&a, &device)?;
     let rows = bench::run(
         &w, &device, dtype, &a.batch, &cfgs, a.steps, a.warmup, a.context,
     )?;
     print!("{}", bench::table(&rows, w.image_tokens));
+    if let Some(j) = &a.json {
+        write_json(j, &rows)?;
+    }
+    Ok(())
+}
+
+/// `bench --size janusflow-…`: one row per (batch, CFG), flow steps instead of tokens.
+#[cfg(feature = "janusflow")]
+fn run_flow_bench(a: BenchArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let (dtype, cfgs) = bench_settings(&a, &device)?;
+    let mut rows = Vec::new();
+    for &b in &a.batch {
+        for &on in &cfgs {
+            rows.push(bench::flow::run(
+                &a.size, &device, dtype, b, on, a.steps, a.warmup,
+            )?);
+        }
+    }
+    print!("{}", bench::flow::table(&rows));
     if let Some(j) = &a.json {
         write_json(j, &rows)?;
     }

@@ -3,11 +3,10 @@
 
 use crate::config::{JanusConfig, JanusPreprocessorConfig};
 use crate::model::JanusModel;
-use any2any_core::backbone::{ForwardArgs, MaskKind, RowLayout};
 use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
 use any2any_core::candle_core::{DType, Device, Module, Tensor};
 use any2any_core::decode::{
-    text_budget, CodeLoop, Head, LmHead, NoConstraint, RowBatch, RowInput, TextLoop, TokenAction,
+    last_logits, scatter_rows, CodeLoop, Head, NoConstraint, RowBatch, RowInput, TextRun,
 };
 use any2any_core::imageops;
 use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
@@ -296,18 +295,8 @@ impl JanusBackend {
             .collect::<Result<Vec<_>>>()?;
         let feats = self.model.image_features(&Tensor::cat(&px, 0)?)?; // [I, N, D]
         let d = emb.dim(1)?;
-        let feats = feats
-            .reshape((images.len() * n, d))?
-            .to_dtype(emb.dtype())?;
-        let l = ids.len();
-        let mut index: Vec<u32> = (0..l as u32).collect();
-        for (k, &p) in slots.iter().enumerate() {
-            index[p] = (l + k) as u32;
-        }
-        let all = Tensor::cat(&[&emb, &feats], 0)?;
-        Ok(all
-            .index_select(&Tensor::new(index, dev)?, 0)?
-            .unsqueeze(0)?)
+        let feats = feats.reshape((images.len() * n, d))?;
+        Ok(scatter_rows(&emb, &slots, &feats)?.unsqueeze(0)?)
     }
 
     fn sampling(&self, p: &any2any_core::GenerationParams, want: Modality) -> SamplingParams {
@@ -323,54 +312,24 @@ impl JanusBackend {
 
     fn generate_text(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
         let t0 = Instant::now();
-        let p = &reqs[0].params;
         let mut rows = Vec::new();
         for r in reqs {
             let (ids, images) = self.render(r)?;
             let e = self.embed_prompt(&ids, &images, r.raw)?.squeeze(0)?;
             rows.extend(std::iter::repeat_n(e, r.num_outputs));
         }
-        let longest = rows.iter().map(|r| r.dims()[0]).max().unwrap_or(0);
-        let max_new = text_budget(
-            p.max_new_tokens,
-            self.gen.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
-            longest,
-            self.model.backbone_cfg.max_position_embeddings,
-        )?;
-        let inputs: Vec<RowInput> = rows.iter().map(RowInput::Embeds).collect();
-        let (mut batch, hidden) = RowBatch::prefill(&self.model.decoder, &inputs, max_new)?;
-        let prefill_s = t0.elapsed().as_secs_f64();
-        let pipe = LogitsPipeline::new(None, self.sampling(p, Modality::Text));
-        let mut noise = hooks.batch_noise(&any2any_core::decode::noise_parts(reqs));
-        let head = LmHead {
+        let Some(first) = reqs.first() else {
+            return Ok(Vec::new());
+        };
+        TextRun {
             decoder: &self.model.decoder,
-            head: &self.model.lm_head,
-        };
-        let t1 = Instant::now();
-        let stop = [self.ids.eos];
-        let rows = TextLoop::new(&pipe, max_new, &stop)
-            .tokenizer(self.tokenizer.as_ref())
-            .run(&mut batch, &head, hidden, &mut noise, hooks, &mut |_, _| {
-                TokenAction::Continue
-            })?;
-        let timings = Timings {
-            prefill_s,
-            decode_s: t1.elapsed().as_secs_f64(),
-            steps: rows.iter().map(|r| r.ids.len()).max().unwrap_or(0),
-            image_decode_s: 0.0,
-            total_s: t0.elapsed().as_secs_f64(),
-        };
-        rows.into_iter()
-            .map(|row| {
-                Ok(Output {
-                    segments: vec![any2any_core::decode::text_segment(
-                        self.tokenizer.as_ref(),
-                        row.ids,
-                    )?],
-                    timings: timings.clone(),
-                })
-            })
-            .collect()
+            lm_head: &self.model.lm_head,
+            sampling: self.sampling(&first.params, Modality::Text),
+            default_max_new: self.gen.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
+            stop: &[self.ids.eos],
+            tokenizer: self.tokenizer.as_ref(),
+        }
+        .run(&rows, reqs, hooks, t0)
     }
 
     /// The unconditional stream of the reference: every token but BOS and BOI becomes pad.
@@ -538,24 +497,7 @@ impl Backend for JanusBackend {
         }
         let imgs: Vec<&ImageInput> = images.iter().collect();
         let x = self.embed_prompt(ids, &imgs, true)?;
-        let len = ids.len();
-        let mut cache = self.model.decoder.new_cache(1, len)?;
-        let layout = RowLayout::dense(1);
-        let h = self.model.decoder.forward(
-            &x,
-            ForwardArgs {
-                layout: &layout,
-                mask: &MaskKind::Causal,
-            },
-            &mut cache,
-        )?;
-        let l = self
-            .model
-            .lm_head
-            .forward(&h.narrow(1, len - 1, 1)?.squeeze(1)?)?;
-        Ok(l.squeeze(0)?
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?)
+        last_logits(&self.model.decoder, &self.model.lm_head, &x)
     }
 
     fn decode_codes(&self, codes: &[u32], height: usize, width: usize) -> Result<image::RgbImage> {

@@ -191,13 +191,6 @@ fn decoded_pixels_match_hf_within_one_level() {
         .unwrap();
     assert_eq!(img.dimensions(), (16, 16));
     let want = u32s(&c["pixels"]);
-    let got: Vec<u32> = img.as_raw().iter().map(|&x| x as u32).collect();
-    assert_eq!(got.len(), want.len());
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
+    let worst = worst_level_diff(img.as_raw(), &want);
     assert!(worst <= 1, "worst pixel diff {worst}");
 }

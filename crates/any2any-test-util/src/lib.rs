@@ -163,3 +163,26 @@ pub fn generate_with(backend: &dyn Backend, req: Request, hooks: &mut Hooks) -> 
     }
     Ok(merged)
 }
+
+/// The largest difference, in levels, between 8-bit pixels and a reference's values (asserts the
+/// lengths agree).
+pub fn worst_level_diff(got: &[u8], want: &[u32]) -> u32 {
+    assert_eq!(got.len(), want.len(), "pixel counts differ");
+    got.iter()
+        .zip(want)
+        .map(|(&a, &b)| u32::from(a).abs_diff(b))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Copies the files of fixture `name` (not its sub-folders, e.g. its components) into `to`.
+pub fn copy_fixture_files(name: &str, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    for f in std::fs::read_dir(fixture_dir(name)).expect("fixture dir") {
+        let f = f.expect("dir entry");
+        if f.file_type().expect("file type").is_file() {
+            std::fs::copy(f.path(), to.join(f.file_name()))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", f.path().display()));
+        }
+    }
+}

@@ -22,8 +22,8 @@ mod text;
 
 pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange, RowGrid};
 pub use latent::{initial_latent, Denoiser, FlowEuler, FlowMidpoint, LatentLoop, Scheduler};
-pub use rows::{Head, LmHead, RowBatch, RowInput, TextRows};
-pub use text::{text_budget, text_segment, TextEnd, TextLoop, TextRow, TokenAction};
+pub use rows::{last_logits, scatter_rows, Head, LmHead, RowBatch, RowInput, TextRows};
+pub use text::{text_budget, text_segment, TextEnd, TextLoop, TextRow, TextRun, TokenAction};
 
 /// The noise parts of a group of requests for [`Hooks::batch_noise`](crate::Hooks::batch_noise):
 /// each request's seed with its `num_outputs` rows, in order.

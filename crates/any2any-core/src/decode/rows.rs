@@ -99,6 +99,21 @@ impl<'m> RowBatch<'m> {
         room: usize,
         mask: MaskKind,
     ) -> Result<(Self, Tensor)> {
+        let (batch, h) = Self::prefill_all(decoder, rows, room, mask)?;
+        let max = h.dim(1)?;
+        let last = h.narrow(1, max - 1, 1)?.squeeze(1)?;
+        Ok((batch, last))
+    }
+
+    /// [`RowBatch::prefill_with`], returning the hidden states of every slot of the padded
+    /// batch, `[rows, longest, hidden]` (rows end-aligned: a row's last positions are the
+    /// batch's last).
+    pub fn prefill_all(
+        decoder: &'m Decoder,
+        rows: &[RowInput],
+        room: usize,
+        mask: MaskKind,
+    ) -> Result<(Self, Tensor)> {
         let lens = rows.iter().map(RowInput::len).collect::<Result<Vec<_>>>()?;
         let max = lens.iter().copied().max().unwrap_or(0);
         if max == 0 || lens.contains(&0) {
@@ -123,7 +138,6 @@ impl<'m> RowBatch<'m> {
             },
             &mut cache,
         )?;
-        let last = h.narrow(1, max - 1, 1)?.squeeze(1)?;
         Ok((
             Self {
                 decoder,
@@ -131,7 +145,7 @@ impl<'m> RowBatch<'m> {
                 layout,
                 mask,
             },
-            last,
+            h,
         ))
     }
 
@@ -182,6 +196,32 @@ impl<'m> RowBatch<'m> {
         Ok(h.narrow(1, n - 1, 1)?.squeeze(1)?)
     }
 
+    /// Runs a span `x` (`[rows, n, hidden]`) after what the batch holds; the final-normed hidden
+    /// states of every position of the span, `[rows, n, hidden]` (a latent image's tokens).
+    pub fn step_span(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.decoder.forward(
+            x,
+            ForwardArgs {
+                layout: &self.layout,
+                mask: &self.mask,
+            },
+            &mut self.cache,
+        )
+    }
+
+    /// Forgets every slot from `len` on (`len` ≤ [`RowBatch::len`]): a prefix cached once is
+    /// rewound to before each re-run of what follows it (a flow step re-runs its latent span).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.cache.len() {
+            return Err(Error::invalid(
+                "truncate",
+                format!("to {len} slots, the batch holds {}", self.cache.len()),
+            ));
+        }
+        self.cache.truncate(len);
+        Ok(())
+    }
+
     /// Feeds one id per row (`[rows]` u32, embedded by `head`).
     pub fn step_ids(&mut self, head: &dyn Head, ids: &Tensor) -> Result<Tensor> {
         let x = head.embed(ids)?;
@@ -221,4 +261,46 @@ impl<'m> RowBatch<'m> {
     pub fn decoder(&self) -> &'m Decoder {
         self.decoder
     }
+}
+
+/// The last position's logits of one prompt run alone (no cache kept, causal): `x` `[1, len,
+/// hidden]` input embeddings → `[vocab]` f32 on the CPU (a family's `Backend::last_logits`).
+pub fn last_logits(decoder: &Decoder, head: &Linear, x: &Tensor) -> Result<Tensor> {
+    let len = x.dim(1)?;
+    if len == 0 {
+        return Err(Error::invalid("raw-ids", "no token ids given"));
+    }
+    let mut cache = decoder.new_cache(1, len)?;
+    let layout = RowLayout::dense(1);
+    let args = ForwardArgs {
+        layout: &layout,
+        mask: &MaskKind::Causal,
+    };
+    let h = decoder.forward(x, args, &mut cache)?;
+    let l = head.forward(&h.narrow(1, len - 1, 1)?.squeeze(1)?)?;
+    Ok(l.squeeze(0)?
+        .to_dtype(DType::F32)?
+        .to_device(&candle_core::Device::Cpu)?)
+}
+
+/// `emb` (`[len, hidden]`) with its rows at `slots` replaced, in order, by the rows of `feats`
+/// (`[slots.len(), hidden]`): image features scattered into their placeholder positions.
+pub fn scatter_rows(emb: &Tensor, slots: &[usize], feats: &Tensor) -> Result<Tensor> {
+    let l = emb.dim(0)?;
+    if feats.dim(0)? != slots.len() || slots.iter().any(|&s| s >= l) {
+        return Err(Error::invalid(
+            "embeddings",
+            format!(
+                "{} feature rows for {} slots in a prompt of {l}",
+                feats.dim(0)?,
+                slots.len()
+            ),
+        ));
+    }
+    let mut index: Vec<u32> = (0..l as u32).collect();
+    for (k, &p) in slots.iter().enumerate() {
+        index[p] = (l + k) as u32;
+    }
+    let all = Tensor::cat(&[emb, &feats.to_dtype(emb.dtype())?], 0)?;
+    Ok(all.index_select(&Tensor::new(index, emb.device())?, 0)?)
 }

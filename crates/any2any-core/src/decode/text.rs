@@ -1,4 +1,4 @@
-use super::rows::{Head, TextRows};
+use super::rows::{Head, RowBatch, TextRows};
 use crate::noise::StackedNoise;
 use crate::progress::Hooks;
 use crate::sampling::LogitsPipeline;
@@ -237,4 +237,72 @@ pub fn text_segment(tok: Option<&Tokenizer>, ids: Vec<u32>) -> Result<crate::Gen
         None => None,
     };
     Ok(crate::Generated::Text { ids, text })
+}
+
+/// Plain text for a group of requests from ready prompt rows: the rows (`[len, hidden]` input
+/// embeddings, request-major, `num_outputs` rows per request) prefilled into one [`RowBatch`],
+/// then a [`TextLoop`] through the decoder's LM head until a stop id or the budget; one text
+/// [`Output`](crate::Output) per row, with timings from `t0`.
+pub struct TextRun<'a> {
+    /// The backbone.
+    pub decoder: &'a crate::backbone::Decoder,
+    /// Its LM head.
+    pub lm_head: &'a crate::nn::Linear,
+    /// Sampling (the requests' parameters over the family's defaults).
+    pub sampling: crate::sampling::SamplingParams,
+    /// The budget when the requests give none (cut to what the context leaves).
+    pub default_max_new: usize,
+    /// Ids that end a row.
+    pub stop: &'a [u32],
+    /// Decodes the ids (and streams deltas).
+    pub tokenizer: Option<&'a Tokenizer>,
+}
+
+impl TextRun<'_> {
+    /// Runs `rows` for `reqs` (whose first request's parameters hold for the group).
+    pub fn run(
+        &self,
+        rows: &[Tensor],
+        reqs: &[&crate::Request],
+        hooks: &mut Hooks,
+        t0: std::time::Instant,
+    ) -> Result<Vec<crate::Output>> {
+        let Some(first) = reqs.first() else {
+            return Ok(Vec::new());
+        };
+        let longest = rows.iter().map(|r| r.dims()[0]).max().unwrap_or(0);
+        let ctx = self.decoder.config().max_position_embeddings;
+        let requested = first.params.max_new_tokens;
+        let max_new = text_budget(requested, self.default_max_new, longest, ctx)?;
+        let inputs: Vec<super::RowInput> = rows.iter().map(super::RowInput::Embeds).collect();
+        let (mut batch, hidden) = RowBatch::prefill(self.decoder, &inputs, max_new)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let pipe = LogitsPipeline::new(None, self.sampling);
+        let mut noise = hooks.batch_noise(&super::noise_parts(reqs));
+        let head = super::LmHead {
+            decoder: self.decoder,
+            head: self.lm_head,
+        };
+        let t1 = std::time::Instant::now();
+        let out = TextLoop::new(&pipe, max_new, self.stop)
+            .tokenizer(self.tokenizer)
+            .run(&mut batch, &head, hidden, &mut noise, hooks, &mut |_, _| {
+                TokenAction::Continue
+            })?;
+        let timings = crate::Timings {
+            prefill_s,
+            decode_s: t1.elapsed().as_secs_f64(),
+            steps: out.iter().map(|r| r.ids.len()).max().unwrap_or(0),
+            image_decode_s: 0.0,
+            total_s: t0.elapsed().as_secs_f64(),
+        };
+        out.into_iter()
+            .map(|row| {
+                Ok(crate::Output {
+                    segments: vec![text_segment(self.tokenizer, row.ids)?],
+                    timings: timings.clone(),
+                })
+            })
+            .collect()
+    }
 }
