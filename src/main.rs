@@ -1,6 +1,7 @@
 //! The `any2any` command.
 
 mod bench;
+mod serve;
 
 use any2any::edit::load_mask;
 use any2any::imageops::{load_image, save_image, write_atomic};
@@ -37,10 +38,14 @@ enum Cmd {
     Inspect(InspectArgs),
     /// Time image-token decoding of a named real model size (constant weights in memory, nothing downloaded).
     Bench(BenchArgs),
+    /// Serve models over an OpenAI-compatible HTTP API (chat, images, edits) with a playground at /.
+    Serve(Box<serve::ServeArgs>),
+    /// An interactive chat with a model in the terminal (/image PATH attaches an image).
+    Chat(Box<serve::ChatArgs>),
 }
 
 #[derive(Args)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// A local model directory or a hub id (owner/name).
     #[arg(long)]
     model: String,
@@ -60,7 +65,7 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<Pipeline> {
+    pub(crate) fn load(&self) -> Result<Pipeline> {
         let opts = LoadOptions {
             device: parse_device(&self.device)?,
             dtype: self.dtype.as_deref().map(parse_dtype).transpose()?,
@@ -249,6 +254,8 @@ fn main() {
         Cmd::Decode(a) => decode(a),
         Cmd::Inspect(a) => inspect(a),
         Cmd::Bench(a) => run_bench(a),
+        Cmd::Serve(a) => serve::serve(*a),
+        Cmd::Chat(a) => serve::chat(*a),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");
