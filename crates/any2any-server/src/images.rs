@@ -363,12 +363,13 @@ async fn respond(
     .into_response())
 }
 
+/// A kept image: its bytes, MIME type and when it was made.
+type Kept = (Vec<u8>, &'static str, Instant);
+
 /// Generated images kept for `url` answers: at most `cap` of them, each for `ttl`.
 pub struct FileStore {
-    files: Mutex<(
-        HashMap<String, (Vec<u8>, &'static str, Instant)>,
-        VecDeque<String>,
-    )>,
+    /// The images by name, and their names oldest first.
+    files: Mutex<(HashMap<String, Kept>, VecDeque<String>)>,
     cap: usize,
     ttl: Duration,
 }

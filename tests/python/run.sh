@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The official openai Python client against `any2any serve` (tests/python/test_openai_client.py).
+# `any2any serve` from outside: the official openai Python client (test_openai_client.py) and
+# the playground page in headless Chromium (test_playground.py, needs Debian's chromium).
 # Makes its own venv from requirements.txt (pinned), builds the binary, serves the tiny fixtures
-# on a free loopback port with an API key, runs the test, stops the server.
+# on a free loopback port, runs the tests, stops the server.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV="${OPENAI_VENV:-target/openai-venv}"
@@ -23,7 +24,7 @@ json.dump({"version": "1.0", "truncation": None, "padding": None, "added_tokens"
           open(sys.argv[1], "w"))
 PY
 target/release/any2any serve --model tests/fixtures/janus-tiny --model "$work/showo" --port 0 \
-  --api-key test-key 2> "$work/serve.log" &
+  2> "$work/serve.log" &
 pid=$!
 for _ in $(seq 100); do
   grep -q "serving" "$work/serve.log" 2>/dev/null && break
@@ -34,3 +35,5 @@ addr="$(grep -o 'http://[0-9.:]*' "$work/serve.log" | head -1)"
 ANY2ANY_BASE_URL="$addr" ANY2ANY_JANUS=tests/fixtures/janus-tiny ANY2ANY_SHOWO="$work/showo" \
   ANY2ANY_IMAGE=tests/fixtures/janus-tiny/image.png ANY2ANY_EDIT_IMAGE=tests/fixtures/showo-tiny/edit_image.png \
   "$VENV/bin/python" tests/python/test_openai_client.py
+ANY2ANY_BASE_URL="$addr" ANY2ANY_SHOWO="$work/showo" ANY2ANY_EDIT_IMAGE=tests/fixtures/showo-tiny/edit_image.png \
+  ANY2ANY_SHOT="${ANY2ANY_SHOT:-target/playground.png}" "$VENV/bin/python" tests/python/test_playground.py
