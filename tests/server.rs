@@ -1009,3 +1009,94 @@ fn serve_subcommand_listens_on_loopback_and_answers() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[test]
+fn chat_images_come_back_in_message_images_streamed_or_not() {
+    let s = start_with(cfg(), &[("chameleon", &chameleon_dir())]);
+    let mut body = json!({"model": "chameleon", "messages": [{"role": "user", "content": "draw a cat"}],
+                          "modalities": ["image"], "seed": 2});
+    let (st, v) = post(&s, "/v1/chat/completions", &body);
+    assert_eq!(st, 200, "{v}");
+    let msg = &v["choices"][0]["message"];
+    assert_eq!(msg["content"], "");
+    let img = &msg["images"][0];
+    assert_eq!(
+        (
+            img["type"].clone(),
+            img["index"].clone(),
+            img["text_offset"].clone()
+        ),
+        (json!("image_url"), json!(0), json!(0))
+    );
+    let url = img["image_url"]["url"].as_str().unwrap();
+    let png = b64()
+        .decode(url.strip_prefix("data:image/png;base64,").unwrap())
+        .unwrap();
+    let req = Request::new()
+        .text("draw a cat")
+        .want(Modality::Image)
+        .seed(2);
+    let want = load_chameleon().generate(req).unwrap();
+    assert_eq!(
+        &image::load_from_memory(&png).unwrap().to_rgb8(),
+        want.images()[0]
+    );
+    body["stream"] = json!(true);
+    let chunks = stream(&s, &body);
+    let images: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("images"))
+        .collect();
+    assert_eq!(images.len(), 1, "{chunks:?}");
+    assert_eq!(images[0][0]["image_url"]["url"], json!(url));
+}
+
+#[test]
+fn chat_subcommand_holds_a_conversation_and_attaches_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_any2any"))
+        .args(["chat", "--max-new-tokens", "4", "--model"])
+        .arg(janus_dir())
+        .arg("--out-dir")
+        .arg(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let image = janus_dir().join("image.png");
+    let script = format!(
+        "hello\n/image {}\nwhat is this?\n/image /no/such.png\n/exit\n",
+        image.display()
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        so.lines().filter(|l| !l.is_empty()).count(),
+        2,
+        "two answers expected:\n{so}\n{se}"
+    );
+    assert!(se.contains("(attached") && se.contains("error:"), "{se}");
+    // the first answer is the one-turn prompt's answer of the core (greedy by the family default)
+    let first = core_text(
+        &load_janus(),
+        Request::new()
+            .text("hello")
+            .want(Modality::Text)
+            .params(GenerationParams {
+                max_new_tokens: Some(4),
+                ..Default::default()
+            }),
+    );
+    assert_eq!(so.lines().next().unwrap(), first[0]);
+}
