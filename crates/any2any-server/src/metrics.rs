@@ -106,70 +106,14 @@ impl Metrics {
                 );
             }
         }
-        type Gauge = fn(&ModelMetrics) -> f64;
-        let simple: [(&str, &str, &str, Gauge); 5] = [
-            (
-                "any2any_queue_depth",
-                "gauge",
-                "Requests waiting for the model's engine.",
-                |m| m.queue_depth.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "any2any_generated_tokens_total",
-                "counter",
-                "Text tokens generated.",
-                |m| m.tokens.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "any2any_text_generation_seconds_total",
-                "counter",
-                "Seconds spent in batches that generated text.",
-                |m| m.text_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            ),
-            (
-                "any2any_tokens_per_second",
-                "gauge",
-                "Generated text tokens over text generation seconds.",
-                |m| {
-                    let s = m.text_micros.load(Ordering::Relaxed) as f64 / 1e6;
-                    if s > 0.0 {
-                        m.tokens.load(Ordering::Relaxed) as f64 / s
-                    } else {
-                        0.0
-                    }
-                },
-            ),
-            (
-                "any2any_cancelled_total",
-                "counter",
-                "Requests cancelled because the client left or timed out.",
-                |m| m.cancelled.load(Ordering::Relaxed) as f64,
-            ),
-        ];
+        let simple = gauges();
         for (name, kind, help, get) in simple {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (id, m) in models {
                 let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape(id), get(m));
             }
         }
-        type Hist = fn(&ModelMetrics) -> &Histogram;
-        let hists: [(&str, &str, Hist); 3] = [
-            (
-                "any2any_batch_size",
-                "Requests coalesced into one generate_batch.",
-                |m| &m.batch_size,
-            ),
-            (
-                "any2any_time_to_first_token_seconds",
-                "Seconds from arrival to the first streamed text.",
-                |m| &m.ttft,
-            ),
-            (
-                "any2any_seconds_per_image",
-                "Seconds of generation per image.",
-                |m| &m.image_seconds,
-            ),
-        ];
+        let hists = histograms();
         for (name, help, get) in hists {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             for (id, m) in models {
@@ -178,6 +122,73 @@ impl Metrics {
         }
         out
     }
+}
+
+type Gauge = fn(&ModelMetrics) -> f64;
+type Hist = fn(&ModelMetrics) -> &Histogram;
+
+/// The per-model gauges and counters: name, type, help, value.
+fn gauges() -> [(&'static str, &'static str, &'static str, Gauge); 5] {
+    [
+        (
+            "any2any_queue_depth",
+            "gauge",
+            "Requests waiting for the model's engine.",
+            |m| m.queue_depth.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "any2any_generated_tokens_total",
+            "counter",
+            "Text tokens generated.",
+            |m| m.tokens.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "any2any_text_generation_seconds_total",
+            "counter",
+            "Seconds spent in batches that generated text.",
+            |m| m.text_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+        (
+            "any2any_tokens_per_second",
+            "gauge",
+            "Generated text tokens over text generation seconds.",
+            |m| {
+                let s = m.text_micros.load(Ordering::Relaxed) as f64 / 1e6;
+                if s > 0.0 {
+                    m.tokens.load(Ordering::Relaxed) as f64 / s
+                } else {
+                    0.0
+                }
+            },
+        ),
+        (
+            "any2any_cancelled_total",
+            "counter",
+            "Requests cancelled because the client left or timed out.",
+            |m| m.cancelled.load(Ordering::Relaxed) as f64,
+        ),
+    ]
+}
+
+/// The per-model histograms: name, help, histogram.
+fn histograms() -> [(&'static str, &'static str, Hist); 3] {
+    [
+        (
+            "any2any_batch_size",
+            "Requests coalesced into one generate_batch.",
+            |m| &m.batch_size,
+        ),
+        (
+            "any2any_time_to_first_token_seconds",
+            "Seconds from arrival to the first streamed text.",
+            |m| &m.ttft,
+        ),
+        (
+            "any2any_seconds_per_image",
+            "Seconds of generation per image.",
+            |m| &m.image_seconds,
+        ),
+    ]
 }
 
 fn escape(s: &str) -> String {
