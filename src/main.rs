@@ -49,6 +49,13 @@ pub(crate) struct ModelArgs {
     /// A local model directory or a hub id (owner/name).
     #[arg(long)]
     model: String,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// How a model is loaded: device, dtype, network, components.
+#[derive(Args)]
+pub(crate) struct LoadArgs {
     /// cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -64,9 +71,9 @@ pub(crate) struct ModelArgs {
     components: Vec<String>,
 }
 
-impl ModelArgs {
-    pub(crate) fn load(&self) -> Result<Pipeline> {
-        let opts = LoadOptions {
+impl LoadArgs {
+    pub(crate) fn options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
             device: parse_device(&self.device)?,
             dtype: self.dtype.as_deref().map(parse_dtype).transpose()?,
             offline: self.offline,
@@ -76,7 +83,13 @@ impl ModelArgs {
                 .iter()
                 .map(|c| parse_component(c))
                 .collect::<Result<_>>()?,
-        };
+        })
+    }
+}
+
+impl ModelArgs {
+    pub(crate) fn load(&self) -> Result<Pipeline> {
+        let opts = self.load.options()?;
         Pipeline::load(&self.model, opts)
     }
 }

@@ -1,7 +1,7 @@
 //! `any2any serve` (the OpenAI-compatible server of `any2any-server`) and `any2any chat` (an
 //! interactive terminal session).
 
-use crate::ModelArgs;
+use crate::{LoadArgs, ModelArgs};
 use any2any::imageops::{load_image, save_image};
 use any2any::{Error, Generated, Hooks, Modality, Request, Result, Segment};
 use any2any_server::{Limits, ServedModel, ServerConfig};
@@ -16,15 +16,8 @@ pub struct ServeArgs {
     /// A model to serve (local directory or hub id), repeatable; clients name it as given.
     #[arg(long, required = true)]
     model: Vec<String>,
-    /// cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// f32, bf16 or f16 (default: bf16 on CUDA, f32 elsewhere).
-    #[arg(long)]
-    dtype: Option<String>,
-    /// Never use the network (the HF cache only).
-    #[arg(long)]
-    offline: bool,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Address to listen on (loopback by default; 0.0.0.0 for every interface).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -69,16 +62,6 @@ pub struct ServeArgs {
     allowed_local_media_path: Option<PathBuf>,
 }
 
-fn model_args(model: &str, device: &str, dtype: &Option<String>, offline: bool) -> ModelArgs {
-    ModelArgs {
-        model: model.to_string(),
-        device: device.to_string(),
-        dtype: dtype.clone(),
-        offline,
-        components: Vec::new(),
-    }
-}
-
 /// Loads the models and serves them until Ctrl-C.
 pub fn serve(a: ServeArgs) -> Result<()> {
     let mut models = Vec::new();
@@ -87,7 +70,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             return Err(Error::invalid("model", format!("`{m}` is given twice")));
         }
         eprintln!("any2any: loading {m}");
-        let pipe = model_args(m, &a.device, &a.dtype, a.offline).load()?;
+        let pipe = any2any::Pipeline::load(m, a.load.options()?)?;
         models.push(ServedModel {
             id: m.clone(),
             backend: pipe.into_backend(),

@@ -433,24 +433,19 @@ fn count_prompt(
             _ => {}
         }
     }
-    if chars > lim.max_prompt_chars {
-        return Err(ApiError::invalid(
+    let over = |n: usize, max: usize, what: &str| {
+        ApiError::invalid(
             "messages",
-            format!(
-                "the messages hold {chars} characters; this server takes at most {}",
-                lim.max_prompt_chars
-            ),
+            format!("the messages hold {n} {what}; this server takes at most {max}"),
         )
-        .with_code("context_length_exceeded"));
+    };
+    if chars > lim.max_prompt_chars {
+        return Err(
+            over(chars, lim.max_prompt_chars, "characters").with_code("context_length_exceeded")
+        );
     }
     if images > lim.max_images {
-        return Err(ApiError::invalid(
-            "messages",
-            format!(
-                "the messages hold {images} images; this server takes at most {}",
-                lim.max_images
-            ),
-        ));
+        return Err(over(images, lim.max_images, "images"));
     }
     let text_tokens = m
         .backend
