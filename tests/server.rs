@@ -316,7 +316,7 @@ fn openapi_document_lists_every_route_with_its_schemas() {
     }
     assert_eq!(chat.as_object().unwrap().len(), 18);
     let img = &doc["components"]["schemas"]["ImageGenerationRequest"]["properties"];
-    assert_eq!(img.as_object().unwrap().len(), 18, "{img}");
+    assert_eq!(img.as_object().unwrap().len(), 19, "{img}");
     // the server takes each documented field (null: "not set") and refuses any other
     let unknown = |v: &(u16, Value)| {
         v.1["error"]["message"]
@@ -712,6 +712,63 @@ fn images_generations_equal_the_core_as_b64_json_and_url() {
     assert_eq!(get(&s, "/v1/images/files/img-0.png").0, 404);
 }
 
+#[test]
+fn streamed_images_send_partial_previews_then_the_completed_image() {
+    let s = start_janus(cfg());
+    let body = json!({"model": JANUS, "prompt": "a red fox", "seed": 5, "temperature": 1.0});
+    let whole = post(&s, "/v1/images/generations", &body).1;
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    sb["partial_images"] = json!(2);
+    let r = ureq::post(&url(&s, "/v1/images/generations"))
+        .send_string(&sb.to_string())
+        .unwrap();
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let text = r.into_string().unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "image_generation.partial_image",
+            "image_generation.partial_image",
+            "image_generation.completed"
+        ],
+        "{text}"
+    );
+    let events: Vec<Value> = sse_data(&text)
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events[0]["partial_image_index"], 0);
+    assert_eq!(events[1]["partial_image_index"], 1);
+    assert_eq!(events[2]["type"], "image_generation.completed");
+    assert_eq!(events[2]["b64_json"], whole["data"][0]["b64_json"]);
+    let decode = |e: &Value| {
+        image::load_from_memory(&b64().decode(e["b64_json"].as_str().unwrap()).unwrap())
+            .unwrap()
+            .to_rgb8()
+    };
+    let (p0, p1, done) = (decode(&events[0]), decode(&events[1]), decode(&events[2]));
+    assert_eq!(p0.dimensions(), done.dimensions());
+    // two different previews (the rows not drawn yet are code 0), neither the final image
+    assert!(p0 != done && p1 != done && p0 != p1);
+    // without partial_images: only the completed event
+    sb["partial_images"] = json!(0);
+    let text = ureq::post(&url(&s, "/v1/images/generations"))
+        .send_string(&sb.to_string())
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("event: ")).count(),
+        1,
+        "{text}"
+    );
+}
+
 /// A multipart body of (name, filename, bytes) parts.
 fn multipart(parts: &[(&str, Option<&str>, Vec<u8>)]) -> (String, Vec<u8>) {
     let boundary = "any2anyBoundary7MA4YWxk";
@@ -920,7 +977,17 @@ fn bad_requests_get_a_4xx_naming_the_field_and_the_server_stays_up() {
     );
     assert_error(&img(json!({"output_format": "gif"})), 400, "output_format");
     assert_error(&img(json!({"quality": "hd"})), 400, "quality");
-    assert_error(&img(json!({"stream": true})), 400, "stream");
+    assert_error(&img(json!({"partial_images": 2})), 400, "partial_images");
+    assert_error(
+        &img(json!({"stream": true, "partial_images": 4})),
+        400,
+        "partial_images",
+    );
+    assert_error(
+        &img(json!({"stream": true, "response_format": "url"})),
+        400,
+        "response_format",
+    );
     assert_error(&img(json!({"style": "vivid"})), 400, "style");
     assert_error(&img(json!({"prompt": ""})), 400, "prompt");
     let no_prompt = post(&s, "/v1/images/generations", &json!({"model": JANUS}));

@@ -86,6 +86,15 @@ def test_images_generate():
     assert u.data[0].url.startswith(BASE), u.data[0].url
 
 
+def test_images_stream():
+    events = list(client.images.generate(model=JANUS, prompt="a red fox", size="16x16", stream=True, partial_images=2,
+                                         extra_body={"seed": 3}))
+    kinds = [e.type for e in events]
+    assert kinds == ["image_generation.partial_image"] * 2 + ["image_generation.completed"], kinds
+    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    assert png_size(base64.b64decode(events[-1].b64_json)) == (16, 16)
+
+
 def test_images_edit():
     with open(os.environ["ANY2ANY_EDIT_IMAGE"], "rb") as f:
         image = f.read()
@@ -118,6 +127,7 @@ if __name__ == "__main__":
     test_streaming(full)
     test_image_input()
     test_images_generate()
+    test_images_stream()
     test_images_edit()
     test_errors()
-    print(f"openai {openai.__version__}: chat, streaming, image input, images.generate, images.edit, errors: ok")
+    print(f"openai {openai.__version__}: chat, streaming, image input, images.generate (streamed too), images.edit, errors: ok")

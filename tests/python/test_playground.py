@@ -99,8 +99,12 @@ def run(page):
     # a prompt produces a picture
     page.js("document.querySelector('[data-tab=generate]').click()")
     page.js("document.getElementById('genPrompt').value = 'a red fox'; document.getElementById('genSize').value = '16x16'")
+    page.js("""window.__srcs = 0; new MutationObserver((ms) => { window.__srcs += ms.filter(m => m.attributeName === 'src').length; })
+        .observe(document.getElementById('gallery'), {subtree: true, attributes: true})""")
     page.js("document.getElementById('generateBtn').click()")
-    page.wait("[...document.querySelectorAll('#gallery img')].some(i => i.complete && i.naturalWidth === 16)", "a generated image")
+    page.wait("[...document.querySelectorAll('#gallery img.generated')].some(i => i.complete && i.naturalWidth === 16)", "a generated image")
+    # the three live previews came before the image
+    assert page.js("window.__srcs") >= 3, page.js("window.__srcs")
 
     # an error is shown: janus-tiny takes only 16x16
     page.js("document.getElementById('genSize').value = '512x512'; document.getElementById('generateBtn').click()")
@@ -130,7 +134,7 @@ def run(page):
     page.js("document.getElementById('editBtn').click()")
     page.wait("[...document.querySelectorAll('#editOut img')].some(i => i.complete && i.naturalWidth > 0)", "an inpainted image")
     assert page.js("document.getElementById('error').style.display") == "none", page.js("document.getElementById('error').textContent")
-    print("playground: models listed, image generated, error shown, chat streamed, inpainting done: ok")
+    print("playground: models listed, image generated with live previews, error shown, chat streamed, inpainting done: ok")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ async fn serve(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
     let m = st.model(&cr.model)?;
     let plan = plan(&st, m, &cr)?;
     let deadline = Instant::now() + st.cfg.timeout;
-    let mut rx = st.submit(m, plan.req.clone(), chat_field)?;
+    let mut rx = st.submit(m, plan.req.clone(), false, chat_field)?;
     let id = crate::new_id("chatcmpl-");
     if !plan.stream {
         let outs = crate::wait_outputs(&mut rx, deadline, st.cfg.timeout, chat_field).await?;
@@ -692,6 +692,7 @@ impl ChatStream {
                 }
                 Some(evs)
             }
+            Some(JobEvent::Preview { .. }) => Some(evs),
             Some(JobEvent::Done(Ok(outs))) => Some(self.finish(evs, &outs)),
             Some(JobEvent::Done(Err(e))) => {
                 Some(self.fail(evs, &ApiError::from_core(&e, chat_field)))

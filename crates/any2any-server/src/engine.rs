@@ -25,6 +25,19 @@ pub enum JobEvent {
         /// The new text.
         text: String,
     },
+    /// The codes drawn so far of the request's image output `output` (asked with `previews`).
+    Preview {
+        /// The output of the request.
+        output: usize,
+        /// Steps done.
+        step: usize,
+        /// Steps of the image loop.
+        total: usize,
+        /// The code grid, (height, width).
+        grid: (usize, usize),
+        /// The codes drawn so far, row-major.
+        codes: Vec<u32>,
+    },
     /// The request's outputs (`num_outputs` of them), or why it failed.
     Done(Result<Vec<Output>, Error>),
 }
@@ -44,6 +57,7 @@ struct Job {
     req: Request,
     events: UnboundedSender<JobEvent>,
     enqueued: Instant,
+    previews: bool,
 }
 
 /// A job being served: how many bytes of each output's text its client has already had.
@@ -108,13 +122,19 @@ impl Engine {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// Queues a checked request; its events arrive on the returned receiver (drop it to cancel).
-    pub fn submit(&self, req: Request) -> Result<UnboundedReceiver<JobEvent>, SubmitError> {
+    /// Queues a checked request; its events arrive on the returned receiver (drop it to cancel),
+    /// with [`JobEvent::Preview`]s at every step of its image loops when `previews` is set.
+    pub fn submit(
+        &self,
+        req: Request,
+        previews: bool,
+    ) -> Result<UnboundedReceiver<JobEvent>, SubmitError> {
         let (events, rx) = unbounded_channel();
         let job = Job {
             req,
             events,
             enqueued: Instant::now(),
+            previews,
         };
         self.metrics.queue_depth.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(job) {
@@ -247,8 +267,24 @@ impl Worker {
             .collect();
         let first: Vec<Cell<bool>> = shared.iter().map(|p| Cell::new(p.first_text)).collect();
         let result = {
-            let mut hooks = Hooks::new()
-                .cancel_token(token)
+            let mut hooks = Hooks::new().cancel_token(token);
+            if shared.iter().any(|p| p.job.previews) {
+                hooks = hooks.on_preview(1, |p| {
+                    let Some(&(j, o)) = owner.get(p.output) else {
+                        return;
+                    };
+                    if shared[j].job.previews {
+                        let _ = shared[j].job.events.send(JobEvent::Preview {
+                            output: o,
+                            step: p.step,
+                            total: p.total,
+                            grid: p.grid,
+                            codes: p.codes.to_vec(),
+                        });
+                    }
+                });
+            }
+            hooks = hooks
                 .on_progress(|_| {
                     if shared.iter().any(Pending::gone) {
                         watch.cancel();

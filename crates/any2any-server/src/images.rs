@@ -3,18 +3,22 @@
 //! `temperature`, `top_k`, `top_p`; `response_format` `b64_json` (raw base64) or `url` (served by
 //! this server at `/v1/images/files/{name}` for an hour).
 
+use crate::engine::JobEvent;
 use crate::error::{image_field, ApiError, ApiResult};
 use crate::media::{b64, decode_image, edit_mask, OutputFormat};
 use crate::{now_secs, parse_json, AppState, ModelEntry};
-use any2any_core::{GenerationParams, ImageInput, Modality, Output, Param, Request};
+use any2any_core::{Backend, GenerationParams, ImageInput, Modality, Output, Param, Request};
 use axum::body::Bytes;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use image::RgbImage;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,8 +42,11 @@ pub struct ImageRequest {
     pub quality: Option<String>,
     /// `auto` or `opaque` (the families make opaque images).
     pub background: Option<String>,
-    /// Only `false`: per-step previews are not streamed by this server.
+    /// Stream the answer as server-sent events: `partial_images` previews while the image is
+    /// drawn (families that report their codes step by step), then the completed image.
     pub stream: Option<bool>,
+    /// Previews per image when streaming, 0 to 3.
+    pub partial_images: Option<i64>,
     /// An end-user id (accepted; not used).
     pub user: Option<String>,
     /// Extension: the seed of the draws.
@@ -70,7 +77,7 @@ pub async fn generations(
         let ir: ImageRequest = parse_json(&body)?;
         let m = st.model_or_only(ir.model.as_deref())?;
         let req = build(&st, m, &ir, None)?;
-        respond(&st, m, &ir, req, &headers).await
+        respond(&st, m, &ir, req, &headers, "image_generation").await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -105,7 +112,7 @@ pub async fn edits(State(st): State<Arc<AppState>>, headers: HeaderMap, mp: Mult
                 .map_err(|e| ApiError::from_core(&e, image_field))?;
         }
         let req = build(&st, m, &ir, Some(input))?;
-        respond(&st, m, &ir, req, &headers).await
+        respond(&st, m, &ir, req, &headers, "image_edit").await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -192,10 +199,25 @@ fn count(v: Option<i64>, field: &str, max: usize) -> ApiResult<Option<usize>> {
 }
 
 fn refuse_options(ir: &ImageRequest) -> ApiResult<()> {
-    if ir.stream == Some(true) {
+    match ir.partial_images {
+        Some(_) if ir.stream != Some(true) => {
+            return Err(ApiError::invalid(
+                "partial_images",
+                "`partial_images` needs `stream: true`",
+            ))
+        }
+        Some(p) if !(0..=3).contains(&p) => {
+            return Err(ApiError::invalid(
+                "partial_images",
+                format!("`partial_images` is {p}; it must be in 0..=3"),
+            ))
+        }
+        _ => {}
+    }
+    if ir.stream == Some(true) && ir.response_format.as_deref() == Some("url") {
         return Err(ApiError::unsupported(
-            "stream",
-            "per-step image previews are not streamed by this server",
+            "response_format",
+            "a streamed answer carries b64_json",
         ));
     }
     if let Some(q) = ir.quality.as_deref().filter(|q| *q != "auto") {
@@ -328,12 +350,38 @@ async fn respond(
     ir: &ImageRequest,
     req: Request,
     headers: &HeaderMap,
+    kind: &'static str,
 ) -> ApiResult<Response> {
     let deadline = tokio::time::Instant::now() + st.cfg.timeout;
-    let mut rx = st.submit(m, req, image_field)?;
+    let fmt = OutputFormat::parse(ir.output_format.as_deref().unwrap_or("png"))?;
+    let partial = ir.partial_images.unwrap_or(0) as usize;
+    let stream = ir.stream == Some(true);
+    let mut rx = st.submit(m, req, stream && partial > 0, image_field)?;
+    if stream {
+        let s = ImageStream {
+            rx,
+            backend: m.backend.clone(),
+            fmt,
+            partial,
+            sent: Vec::new(),
+            kind,
+            deadline,
+            timeout: st.cfg.timeout,
+            done: false,
+        };
+        let events = futures_util::stream::unfold(s, |mut s| async move {
+            let evs = s.next_events().await?;
+            Some((
+                futures_util::stream::iter(evs.into_iter().map(Ok::<Event, Infallible>)),
+                s,
+            ))
+        });
+        return Ok(Sse::new(futures_util::StreamExt::flatten(events))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+            .into_response());
+    }
     let outs: Vec<Output> =
         crate::wait_outputs(&mut rx, deadline, st.cfg.timeout, image_field).await?;
-    let fmt = OutputFormat::parse(ir.output_format.as_deref().unwrap_or("png"))?;
     let url = ir.response_format.as_deref() == Some("url");
     let host = headers
         .get(header::HOST)
@@ -361,6 +409,119 @@ async fn respond(
         "background": "opaque",
     }))
     .into_response())
+}
+
+/// A streamed image answer: `{kind}.partial_image` events, then `{kind}.completed` per image.
+struct ImageStream {
+    rx: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+    backend: Arc<dyn Backend>,
+    fmt: OutputFormat,
+    partial: usize,
+    /// Previews sent per output.
+    sent: Vec<usize>,
+    kind: &'static str,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    done: bool,
+}
+
+impl ImageStream {
+    fn event(&self, what: &str, img: &RgbImage, extra: Value) -> Option<Event> {
+        let bytes = self.fmt.encode(img).ok()?;
+        let mut data = json!({
+            "type": format!("{}.{what}", self.kind),
+            "b64_json": b64().encode(bytes),
+            "created_at": now_secs(),
+            "size": format!("{}x{}", img.width(), img.height()),
+            "quality": "auto",
+            "background": "opaque",
+            "output_format": self.fmt.name(),
+        });
+        if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+            d.extend(e.clone());
+        }
+        Some(
+            Event::default()
+                .event(format!("{}.{what}", self.kind))
+                .data(data.to_string()),
+        )
+    }
+
+    /// A preview of the codes drawn so far, when it is one of the `partial` evenly spaced ones.
+    async fn preview(
+        &mut self,
+        output: usize,
+        step: usize,
+        total: usize,
+        grid: (usize, usize),
+        mut codes: Vec<u32>,
+    ) -> Vec<Event> {
+        if self.sent.len() <= output {
+            self.sent.resize(output + 1, 0);
+        }
+        let k = self.sent[output];
+        if k >= self.partial || step >= total || step * (self.partial + 1) < (k + 1) * total {
+            return Vec::new();
+        }
+        self.sent[output] += 1;
+        // rows not drawn yet: code 0
+        codes.resize(grid.0 * grid.1, 0);
+        let backend = self.backend.clone();
+        let img =
+            tokio::task::spawn_blocking(move || backend.decode_codes(&codes, grid.0, grid.1)).await;
+        match img {
+            Ok(Ok(img)) => self
+                .event(
+                    "partial_image",
+                    &img,
+                    json!({"partial_image_index": k, "image_index": output}),
+                )
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    async fn next_events(&mut self) -> Option<Vec<Event>> {
+        if self.done {
+            return None;
+        }
+        let ev = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Ok(e) => e,
+            Err(_) => return Some(self.fail(&ApiError::timeout(self.timeout.as_secs_f64()))),
+        };
+        match ev {
+            Some(JobEvent::Preview {
+                output,
+                step,
+                total,
+                grid,
+                codes,
+            }) => Some(self.preview(output, step, total, grid, codes).await),
+            Some(JobEvent::Text { .. }) => Some(Vec::new()),
+            Some(JobEvent::Done(Ok(outs))) => {
+                self.done = true;
+                let imgs: Vec<&RgbImage> = outs.iter().flat_map(|o| o.images()).collect();
+                Some(
+                    imgs.iter()
+                        .enumerate()
+                        .filter_map(|(i, img)| {
+                            self.event("completed", img, json!({"image_index": i}))
+                        })
+                        .collect(),
+                )
+            }
+            Some(JobEvent::Done(Err(e))) => Some(self.fail(&ApiError::from_core(&e, image_field))),
+            None => Some(self.fail(&ApiError::unavailable("the model's engine stopped"))),
+        }
+    }
+
+    fn fail(&mut self, e: &ApiError) -> Vec<Event> {
+        self.done = true;
+        let mut body = e.body();
+        body["type"] = json!("error");
+        vec![Event::default().event("error").data(body.to_string())]
+    }
 }
 
 /// A kept image: its bytes, MIME type and when it was made.

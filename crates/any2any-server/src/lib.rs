@@ -211,17 +211,19 @@ impl AppState {
         }
     }
 
-    /// Checks a request against the model's family, then queues it (429 when full).
+    /// Checks a request against the model's family, then queues it (429 when full), with
+    /// image previews when `previews` is set.
     pub fn submit(
         &self,
         m: &ModelEntry,
         req: Request,
+        previews: bool,
         field: fn(&str) -> String,
     ) -> ApiResult<UnboundedReceiver<JobEvent>> {
         m.backend
             .check(&req)
             .map_err(|e| ApiError::from_core(&e, field))?;
-        m.engine.submit(req).map_err(|e| match e {
+        m.engine.submit(req, previews).map_err(|e| match e {
             SubmitError::Full(n) => ApiError::queue_full(&m.id, n),
             SubmitError::Stopped => {
                 ApiError::unavailable(format!("the engine of `{}` stopped", m.id))
@@ -239,7 +241,7 @@ pub async fn wait_outputs(
 ) -> ApiResult<Vec<Output>> {
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(JobEvent::Text { .. })) => {}
+            Ok(Some(JobEvent::Text { .. } | JobEvent::Preview { .. })) => {}
             Ok(Some(JobEvent::Done(r))) => return r.map_err(|e| ApiError::from_core(&e, field)),
             Ok(None) => return Err(ApiError::unavailable("the model's engine stopped")),
             Err(_) => return Err(ApiError::timeout(timeout.as_secs_f64())),
