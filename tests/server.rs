@@ -1167,3 +1167,38 @@ fn chat_subcommand_holds_a_conversation_and_attaches_images() {
     );
     assert_eq!(so.lines().next().unwrap(), first[0]);
 }
+
+#[test]
+fn a_family_that_takes_any_size_gets_the_size_asked_within_the_pixel_cap() {
+    let s = start_with(cfg(), &[("emu3", &fixture_dir("emu3-tiny"))]);
+    let body =
+        |size: &str| json!({"model": "emu3", "prompt": "a red fox", "size": size, "seed": 1});
+    let (st, v) = post(&s, "/v1/images/generations", &body("100000x100000"));
+    assert_error(&(st, v), 400, "size");
+    let req = |w, h| {
+        Request::new()
+            .text("a red fox")
+            .want(Modality::Image)
+            .params(GenerationParams {
+                size: Some((w, h)),
+                seed: 1,
+                ..Default::default()
+            })
+    };
+    let want = load(&fixture_dir("emu3-tiny"))
+        .generate(req(16, 8))
+        .unwrap();
+    let (st, v) = post(&s, "/v1/images/generations", &body("16x8"));
+    assert_eq!(st, 200, "{v}");
+    let png = b64()
+        .decode(v["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        &image::load_from_memory(&png).unwrap().to_rgb8(),
+        want.images()[0]
+    );
+    assert_eq!(
+        v["size"],
+        format!("{}x{}", want.images()[0].width(), want.images()[0].height())
+    );
+}

@@ -259,7 +259,12 @@ fn refuse_options(ir: &ImageRequest) -> ApiResult<()> {
 
 /// The size asked for: passed to a family that takes any size, checked against the fixed size
 /// of the others.
-fn size(m: &ModelEntry, s: Option<&str>, edit: bool) -> ApiResult<Option<(usize, usize)>> {
+fn size(
+    m: &ModelEntry,
+    s: Option<&str>,
+    edit: bool,
+    max_pixels: usize,
+) -> ApiResult<Option<(usize, usize)>> {
     let Some(s) = s.filter(|s| *s != "auto") else {
         return Ok(None);
     };
@@ -282,6 +287,12 @@ fn size(m: &ModelEntry, s: Option<&str>, edit: bool) -> ApiResult<Option<(usize,
         .iter()
         .any(|(x, p)| *x == d && p.contains(&Param::Size));
     if free {
+        if w.saturating_mul(h) > max_pixels {
+            return Err(ApiError::invalid(
+                "size",
+                format!("`{s}` is over the server's {max_pixels} pixels per image"),
+            ));
+        }
         return Ok(Some((w, h)));
     }
     match m.info.image_size {
@@ -327,7 +338,7 @@ fn build(
             Some(s) => count(Some(s), "num_inference_steps", lim.max_steps)?,
             None => count(ir.steps, "steps", lim.max_steps)?,
         },
-        size: size(m, ir.size.as_deref(), image.is_some())?,
+        size: size(m, ir.size.as_deref(), image.is_some(), lim.max_image_pixels)?,
         negative_prompt: ir.negative_prompt.clone(),
         seed: ir.seed.map(|s| s as u64).unwrap_or_else(crate::fresh_seed),
         ..Default::default()
