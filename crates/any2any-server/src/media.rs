@@ -246,6 +246,22 @@ mod tests {
         Limits::default()
     }
 
+    /// PNG's CRC-32 (IEEE, reflected).
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
     #[test]
     fn a_decompression_bomb_is_refused_from_its_header() {
         // a 20000×20000 PNG: its header says 400 MP, over the default 16 MP
@@ -260,6 +276,8 @@ mod tests {
             .unwrap();
         // patch the IHDR height to 20000 (a lying header: the decoder never gets that far)
         png[20..24].copy_from_slice(&20000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
         let e = decode_image(&png, &limits(), "image").unwrap_err();
         assert_eq!(e.param.as_deref(), Some("image"));
         assert!(e.message.contains("pixels"), "{}", e.message);
