@@ -1202,3 +1202,33 @@ fn a_family_that_takes_any_size_gets_the_size_asked_within_the_pixel_cap() {
         format!("{}x{}", want.images()[0].width(), want.images()[0].height())
     );
 }
+
+#[test]
+fn file_urls_are_read_only_under_the_allowed_media_directory() {
+    let s = start_janus(ServerConfig {
+        allowed_local_media: Some(janus_dir()),
+        ..cfg()
+    });
+    let part = |url: String| {
+        let mut b = chat_body("what is this?", 3, 4);
+        b["messages"] = json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "what is this?"}]}]);
+        post(&s, "/v1/chat/completions", &b)
+    };
+    let inside = janus_dir().join("image.png");
+    let (st, v) = part(format!("file://{}", inside.display()));
+    assert_eq!(st, 200, "{v}");
+    let png = std::fs::read(&inside).unwrap();
+    let (_, v2) = part(format!("data:image/png;base64,{}", b64().encode(png)));
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        v2["choices"][0]["message"]["content"]
+    );
+    let outside = fixture_dir("showo-tiny").join("image.png");
+    assert_error(
+        &part(format!("file://{}", outside.display())),
+        400,
+        "messages[0].content[0].image_url.url",
+    );
+    let sneaky = format!("file://{}/../showo-tiny/image.png", janus_dir().display());
+    assert_error(&part(sneaky), 400, "messages[0].content[0].image_url.url");
+}
