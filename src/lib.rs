@@ -229,6 +229,10 @@ impl Pipeline {
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
+    /// The family backend, owned (e.g. to hand it to `any2any-server`'s engine thread).
+    pub fn into_backend(self) -> Box<dyn Backend> {
+        self.backend
+    }
     /// What the loaded model is (sizes, directions, dtype, device).
     pub fn info(&self) -> ModelInfo {
         self.backend.info()

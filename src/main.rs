@@ -1,6 +1,7 @@
 //! The `any2any` command.
 
 mod bench;
+mod serve;
 
 use any2any::edit::load_mask;
 use any2any::imageops::{load_image, save_image, write_atomic};
@@ -37,13 +38,24 @@ enum Cmd {
     Inspect(InspectArgs),
     /// Time image-token decoding of a named real model size (constant weights in memory, nothing downloaded).
     Bench(BenchArgs),
+    /// Serve models over an OpenAI-compatible HTTP API (chat, images, edits) with a playground at /.
+    Serve(Box<serve::ServeArgs>),
+    /// An interactive chat with a model in the terminal (/image PATH attaches an image).
+    Chat(Box<serve::ChatArgs>),
 }
 
 #[derive(Args)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// A local model directory or a hub id (owner/name).
     #[arg(long)]
     model: String,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// How a model is loaded: device, dtype, network, components.
+#[derive(Args)]
+pub(crate) struct LoadArgs {
     /// cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -59,9 +71,9 @@ struct ModelArgs {
     components: Vec<String>,
 }
 
-impl ModelArgs {
-    fn load(&self) -> Result<Pipeline> {
-        let opts = LoadOptions {
+impl LoadArgs {
+    pub(crate) fn options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
             device: parse_device(&self.device)?,
             dtype: self.dtype.as_deref().map(parse_dtype).transpose()?,
             offline: self.offline,
@@ -71,7 +83,13 @@ impl ModelArgs {
                 .iter()
                 .map(|c| parse_component(c))
                 .collect::<Result<_>>()?,
-        };
+        })
+    }
+}
+
+impl ModelArgs {
+    pub(crate) fn load(&self) -> Result<Pipeline> {
+        let opts = self.load.options()?;
         Pipeline::load(&self.model, opts)
     }
 }
@@ -250,6 +268,8 @@ fn main() {
         Cmd::Decode(a) => decode(a),
         Cmd::Inspect(a) => inspect(a),
         Cmd::Bench(a) => run_bench(a),
+        Cmd::Serve(a) => serve::serve(*a),
+        Cmd::Chat(a) => serve::chat(*a),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");

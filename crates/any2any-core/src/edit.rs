@@ -222,11 +222,17 @@ pub fn load_mask(path: &Path) -> Result<GrayImage> {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
-    Ok(match img {
+    Ok(mask_from_image(img))
+}
+
+/// A decoded mask image as 8-bit grey, as PIL's `convert("L")` makes it (grey images kept,
+/// colour images by [`luma_pil`]); the alpha channel, if any, is dropped.
+pub fn mask_from_image(img: image::DynamicImage) -> GrayImage {
+    match img {
         image::DynamicImage::ImageLuma8(g) => g,
         image::DynamicImage::ImageLumaA8(_) | image::DynamicImage::ImageLuma16(_) => img.to_luma8(),
         other => luma_pil(&other.to_rgb8()),
-    })
+    }
 }
 
 /// Refuses a request holding an image edit the family does not carry out (`edits`); the error
