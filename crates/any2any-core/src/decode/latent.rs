@@ -118,6 +118,7 @@ impl<'a> LatentLoop<'a> {
                 Tensor::cat(&vec![&input; streams], 0)?
             };
             let pred = denoiser.predict(&input, scheduler.timestep(i), i)?;
+            crate::limits::check_finite(&pred, self.stage)?;
             if pred.dims() != input.dims() {
                 return Err(Error::invalid(
                     "prediction",

@@ -89,8 +89,9 @@ impl<'m> RowBatch<'m> {
             });
         }
         let layout = RowLayout::left_padded(&lens);
-        let x = Self::stack(decoder, rows, &lens, max)?;
+        // The cache first: it checks the memory estimate before the embeddings are stacked.
         let mut cache = decoder.new_cache(rows.len(), max + room)?;
+        let x = Self::stack(decoder, rows, &lens, max)?;
         let h = decoder.forward(
             &x,
             ForwardArgs {
@@ -147,15 +148,26 @@ impl<'m> RowBatch<'m> {
     /// states `[rows, hidden]`.
     pub fn step(&mut self, x: &Tensor) -> Result<Tensor> {
         let n = x.dim(1)?;
-        let h = self.decoder.forward(
+        Ok(self.step_all(x)?.narrow(1, n - 1, 1)?.squeeze(1)?)
+    }
+
+    /// Runs `x` (`[rows, n, hidden]`) after what the batch holds; the hidden states of all `n`
+    /// positions, `[rows, n, hidden]` (e.g. a span whose every position is sampled).
+    pub fn step_all(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.decoder.forward(
             x,
             ForwardArgs {
                 layout: &self.layout,
                 mask: &self.mask,
             },
             &mut self.cache,
-        )?;
-        Ok(h.narrow(1, n - 1, 1)?.squeeze(1)?)
+        )
+    }
+
+    /// Forgets every slot after the first `len` (a prefix computed once, a span re-run each
+    /// step); `len` beyond what the batch holds is a no-op.
+    pub fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
     }
 
     /// Feeds one id per row (`[rows]` u32, embedded by `head`).
