@@ -110,14 +110,28 @@ impl ShowoConfig {
             path: path.to_path_buf(),
             msg,
         };
-        let expect = self.llm_vocab_size + NUM_NEW_SPECIAL_TOKENS + self.codebook_size + 1;
+        let grid = (self.num_vq_tokens as f64).sqrt() as usize;
+        if self.num_vq_tokens == 0 || grid * grid != self.num_vq_tokens {
+            return Err(bad(format!(
+                "num_vq_tokens {} must be a positive square (the code grid is grid × grid)",
+                self.num_vq_tokens
+            )));
+        }
+        if self.codebook_size == 0 {
+            return Err(bad("codebook_size must be > 0".into()));
+        }
+        let expect = self
+            .llm_vocab_size
+            .saturating_add(NUM_NEW_SPECIAL_TOKENS)
+            .saturating_add(self.codebook_size)
+            .saturating_add(1);
         if self.vocab_size != expect {
             return Err(bad(format!(
                 "vocab_size {} != llm_vocab_size {} + 10 special + codebook_size {} + 1 mask",
                 self.vocab_size, self.llm_vocab_size, self.codebook_size
             )));
         }
-        if self.mask_token_id + 1 != self.vocab_size {
+        if self.mask_token_id.checked_add(1) != Some(self.vocab_size) {
             return Err(bad(format!(
                 "mask_token_id {} must be the last id (vocab_size - 1)",
                 self.mask_token_id
