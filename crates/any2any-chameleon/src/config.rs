@@ -308,6 +308,11 @@ impl ChameleonConfig {
             path: path.to_path_buf(),
             msg,
         };
+        for flag in ["mask_image_logits", "swin_norm"] {
+            if let Some(x) = v.get(flag).filter(|x| !x.is_boolean()) {
+                return Err(cfg_err(format!("{flag} must be true or false, found {x}")));
+            }
+        }
         let j = ConfigJson::deserialize(v).map_err(|e| cfg_err(e.to_string()))?;
         if v.get("architectures").is_some() && j.architectures.is_empty() {
             return Err(cfg_err(

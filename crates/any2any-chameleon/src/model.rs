@@ -400,6 +400,7 @@ fn image_seq_length(files: &ModelFiles, cfg: &ChameleonConfig) -> Result<usize> 
         return Ok(grid * grid);
     }
     let proc: serde_json::Value = any2any_core::loading::read_config(&path)?;
+    check_image_std(proc.get("image_processor").unwrap_or(&proc), &path)?;
     match proc.get("image_seq_length") {
         None => Ok(grid * grid),
         Some(v) => v
@@ -411,6 +412,24 @@ fn image_seq_length(files: &ModelFiles, cfg: &ChameleonConfig) -> Result<usize> 
                 msg: format!("image_seq_length {v} must be a positive integer ≤ 2^20"),
             }),
     }
+}
+
+/// The processor's normalisation is fixed (`x·0.0078 − 1`), but a file stating a zero or
+/// negative `image_std` is broken, not merely unused: refused naming the file.
+fn check_image_std(proc: &serde_json::Value, path: &std::path::Path) -> Result<()> {
+    let Some(std) = proc.get("image_std") else {
+        return Ok(());
+    };
+    let ok = std
+        .as_array()
+        .is_some_and(|a| a.iter().all(|s| s.as_f64().is_some_and(|s| s > 0.0)));
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Config {
+        path: path.to_path_buf(),
+        msg: format!("image_std {std} must be a list of numbers > 0"),
+    })
 }
 
 /// Resizes `px` to cover `(w, h)` (the smaller scale that covers both sides, rounded, never

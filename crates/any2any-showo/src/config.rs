@@ -91,10 +91,12 @@ impl ShowoConfig {
         candidates.push(dir.join("phi_config.json"));
         let phi_path = candidates.into_iter().find(|p| p.is_file());
         let (phi, what): (PhiConfig, String) = match &phi_path {
-            Some(p) => (
-                any2any_core::loading::read_json(p)?,
-                p.display().to_string(),
-            ),
+            Some(p) => {
+                let v: serde_json::Value = any2any_core::loading::read_config(p)?;
+                any2any_core::backend::check_architectures(&v, p)?;
+                let phi = any2any_core::loading::config_from_value(v, p)?;
+                (phi, p.display().to_string())
+            }
             None => (PhiConfig::default(), "phi-1_5 defaults".into()),
         };
         cfg.validate(config)?;

@@ -194,6 +194,7 @@ impl Loaded {
         }
         let files = ModelFiles::from_dir(dir)?;
         let cfg = files.config_json()?;
+        any2any_core::backend::check_architectures(&cfg, &files.config)?;
         let fam =
             families
                 .iter()
