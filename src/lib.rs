@@ -16,8 +16,8 @@
 //! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`, `any2any_janusflow`, `any2any_transfusion`).
 
 pub use any2any_core::{
-    backbone, backend, codec, decode, edit, error, imageops, kv_cache, loading, nn, noise, npy,
-    progress, request, sampling, stream, text_stream,
+    backbone, backend, codec, decode, edit, error, imageops, kv_cache, limits, loading, nn, noise,
+    npy, progress, request, sampling, stream, text_stream,
 };
 pub use any2any_core::{candle_core, candle_nn, image, tokenizers};
 pub use any2any_core::{
@@ -191,6 +191,7 @@ impl Pipeline {
             other => other?,
         };
         let cfg = files.config_json()?;
+        any2any_core::backend::check_architectures(&cfg, &files.config)?;
         let fam = families()
             .iter()
             .find(|f| (f.matches)(&cfg))

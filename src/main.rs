@@ -4,7 +4,7 @@ mod bench;
 mod serve;
 
 use any2any::edit::load_mask;
-use any2any::imageops::{load_image, save_image, write_atomic};
+use any2any::imageops::{check_output_target, load_image, save_image, write_atomic};
 use any2any::loading::{parse_component, parse_device, parse_dtype};
 use any2any::{
     npy, CancelToken, Error, ExtendDirection, Generated, GenerationParams, Hooks, ImageInput,
@@ -102,7 +102,7 @@ struct GenerateArgs {
     #[arg(long, conflicts_with = "raw_ids")]
     prompt: Vec<String>,
     /// Token ids fed verbatim (no template, no BOS), comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     raw_ids: Option<Vec<u32>>,
     /// Input image(s), in order.
     #[arg(long)]
@@ -115,7 +115,7 @@ struct GenerateArgs {
     #[arg(long)]
     extend: Option<String>,
     /// Extrapolation seam offset (default 0; Show-o: 0 ≤ N < code grid / 2).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     extend_offset: Option<usize>,
     /// What to produce: text, image, or text,image (also image,text or interleaved) for an
     /// answer that mixes text and images (Chameleon/Anole, Lumina-mGPT). Text is printed on
@@ -129,7 +129,7 @@ struct GenerateArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Seed of the random draws (unused with --noise-uniform / --noise-normal).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Replay these uniform draws (a 1-D float32 or float64 .npy of values in [0, 1]) instead
     /// of the seed's, in the family's draw order (README: "Noise replay"); one prompt per run.
@@ -144,27 +144,27 @@ struct GenerateArgs {
     /// 0 = greedy.
     #[arg(long, allow_negative_numbers = true)]
     temperature: Option<f32>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     top_k: Option<usize>,
     /// Top-k for image tokens where text and image tokens are sampled in one loop (Lumina-mGPT).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     image_top_k: Option<usize>,
     /// Generated image size in pixels, WIDTHxHEIGHT (families that take any size: Lumina-mGPT, Emu3).
     #[arg(long, value_parser = parse_size)]
     size: Option<(usize, usize)>,
     #[arg(long, allow_negative_numbers = true)]
     top_p: Option<f32>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_new_tokens: Option<usize>,
     /// Denoising / unmasking steps (iterative families).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     steps: Option<usize>,
     /// The unconditioned prompt of classifier-free guidance (families that condition it on
     /// text: Emu3; default: the family's own).
     #[arg(long)]
     negative_prompt: Option<String>,
     /// Outputs per prompt.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     num: usize,
     /// Write the generated segments and timings as JSON.
     #[arg(long)]
@@ -199,7 +199,12 @@ fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
 struct LogitsArgs {
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        allow_negative_numbers = true
+    )]
     raw_ids: Vec<u32>,
     #[arg(long)]
     image: Vec<PathBuf>,
@@ -211,11 +216,16 @@ struct LogitsArgs {
 struct DecodeArgs {
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        allow_negative_numbers = true
+    )]
     codes: Vec<u32>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     height: usize,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     width: usize,
     #[arg(long)]
     out: PathBuf,
@@ -233,15 +243,20 @@ struct BenchArgs {
     #[arg(long)]
     dtype: Option<String>,
     /// Batch sizes (prompts), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1",
+        allow_negative_numbers = true
+    )]
     batch: Vec<usize>,
     /// CFG on, off, or both (`on,off`).
     #[arg(long, value_delimiter = ',', default_value = "on,off")]
     cfg: Vec<String>,
     /// Decode steps measured (after the warm-up).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
     steps: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     warmup: usize,
     /// Context the measured steps start at (default: the prompt length).
     #[arg(long)]
@@ -280,23 +295,10 @@ fn main() {
     }
 }
 
-/// Refuses an output path whose directory does not exist, naming the argument (`out`, `json`).
+/// Refuses an output path before the model runs, naming the argument (`out`, `json`): a
+/// missing directory, or a symlink, FIFO, device or directory at the path.
 fn check_out_dir(arg: &str, p: &Path) -> Result<()> {
-    let dir = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::invalid(
-            arg,
-            format!(
-                "{}: directory {} does not exist",
-                p.display(),
-                dir.display()
-            ),
-        ));
-    }
-    Ok(())
+    check_output_target(arg, p)
 }
 
 /// `a.png` → `a-3.png`.
@@ -697,8 +699,8 @@ fn write_outputs_into(
             .cloned()
             .collect::<Vec<_>>()
             .join("\n");
-        write_atomic(p, |tmp| {
-            std::fs::write(tmp, joined.as_bytes()).map_err(|source| Error::Io {
+        write_atomic("out", p, |f| {
+            f.write_all(joined.as_bytes()).map_err(|source| Error::Io {
                 path: p.to_path_buf(),
                 source,
             })
@@ -809,8 +811,8 @@ fn outputs_json(
 /// Writes `v` as pretty JSON, atomically.
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
     let s = serde_json::to_string_pretty(v).map_err(|e| Error::invalid("json", e.to_string()))?;
-    write_atomic(path, |tmp| {
-        std::fs::write(tmp, s).map_err(|source| Error::Io {
+    write_atomic("json", path, |f| {
+        f.write_all(s.as_bytes()).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -826,7 +828,17 @@ fn logits(a: LogitsArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let pipe = a.model.load()?;
     let l = pipe.last_logits(&a.raw_ids, &images)?;
-    write_atomic(&a.out, |tmp| Ok(l.write_npy(tmp)?))?;
+    let values = l
+        .to_dtype(any2any::candle_core::DType::F32)?
+        .to_vec1::<f32>()?;
+    write_atomic("out", &a.out, |f| {
+        npy::write_f32(&mut std::io::BufWriter::new(f), &[values.len()], &values).map_err(
+            |source| Error::Io {
+                path: a.out.clone(),
+                source,
+            },
+        )
+    })?;
     eprintln!("wrote {} ({} logits)", a.out.display(), l.dim(0)?);
     Ok(())
 }
@@ -917,8 +929,22 @@ fn bench_settings(
             )),
         })
         .collect::<Result<Vec<_>>>()?;
-    if a.steps == 0 || a.batch.contains(&0) {
-        return Err(Error::invalid("steps/batch", "must be ≥ 1"));
+    if a.steps == 0 || a.steps > any2any::limits::MAX_STEPS {
+        return Err(Error::invalid(
+            "steps",
+            format!(
+                "{} (must be in 1..={})",
+                a.steps,
+                any2any::limits::MAX_STEPS
+            ),
+        ));
+    }
+    let max = any2any::limits::MAX_BATCH;
+    if let Some(b) = a.batch.iter().find(|&&b| b == 0 || b > max) {
+        return Err(Error::invalid(
+            "batch",
+            format!("{b} (each batch size must be in 1..={max})"),
+        ));
     }
     if let Some(j) = &a.json {
         check_out_dir("json", j)?;

@@ -465,6 +465,22 @@ fn huge_max_new_tokens_is_an_error_not_a_panic() {
             "o.txt",
         ],
     );
+    assert_cli_error(&o, &["`max-new-tokens`"], dir.path(), &[]);
+    // within the cap but beyond the context: the context names the budget
+    let o = run_model(
+        dir.path(),
+        "generate",
+        &[
+            "--raw-ids",
+            "1,7,36",
+            "--to",
+            "text",
+            "--max-new-tokens",
+            "100000",
+            "--out",
+            "o.txt",
+        ],
+    );
     assert_cli_error(&o, &["prompt is 3 tokens"], dir.path(), &[]);
 }
 
@@ -790,7 +806,8 @@ fn cancel_before_generate() {
 #[test]
 fn failed_json_write_removes_the_images_already_written() {
     let dir = tempfile::tempdir().unwrap();
-    // --json names an existing directory: the images are written first, then the JSON rename fails.
+    // --json names an existing directory: refused before the run (a directory is never
+    // replaced), so no image is written and the directory stays as it was.
     std::fs::create_dir(dir.path().join("taken")).unwrap();
     let o = run_model(
         dir.path(),

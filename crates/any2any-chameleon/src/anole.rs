@@ -21,9 +21,11 @@ use std::time::Instant;
 const DEFAULT_MAX_NEW_TOKENS: usize = 256;
 /// `chameleon/inference/chameleon.py` `Options.Image.CFG`: text weight 3.0, image weight 1.2.
 pub const DEFAULT_CFG_TEXT: f32 = 3.0;
+/// The image guidance weight of `Options.Image.CFG` (the text weight is [`DEFAULT_CFG_TEXT`]).
 pub const DEFAULT_CFG_IMAGE: f32 = 1.2;
 /// Reference image sampling: temperature 0.7, top-p 0.9.
 pub const DEFAULT_IMAGE_TEMPERATURE: f32 = 0.7;
+/// Reference image sampling top-p (with [`DEFAULT_IMAGE_TEMPERATURE`]).
 pub const DEFAULT_IMAGE_TOP_P: f32 = 0.9;
 /// HF `ChameleonImageProcessor`: `x * 0.0078 - 1`.
 const RESCALE: f64 = 0.0078;
@@ -41,6 +43,7 @@ pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Backend>> 
 
 /// A loaded Chameleon / Anole checkpoint.
 pub struct ChameleonBackend {
+    /// The shared Chameleon model (config, backbone, head, VQGAN, vocabulary).
     pub model: ChameleonModel,
 }
 

@@ -10,16 +10,27 @@ use std::path::Path;
 /// The VQGAN configuration (HF `ChameleonVQVAEConfig`, or the taming `ddconfig` names).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VqConfig {
+    /// Width of a codebook entry.
     pub embed_dim: usize,
+    /// Codebook entries (image codes).
     pub num_embeddings: usize,
+    /// Channels of the bottleneck (`z_channels`).
     pub latent_channels: usize,
+    /// Channels of the first resolution level (`ch`).
     pub base_channels: usize,
+    /// Channel multiplier per resolution level (`ch_mult`); its length sets the downsample factor.
     pub channel_multiplier: Vec<usize>,
+    /// Residual blocks per level.
     pub num_res_blocks: usize,
+    /// Pixel size of the square images the VQGAN was trained on.
     pub resolution: usize,
+    /// Level resolutions that have attention blocks.
     pub attn_resolutions: Vec<usize>,
+    /// Channels of the input image (3).
     pub in_channels: usize,
+    /// Channels of the decoded image (3).
     pub out_channels: usize,
+    /// Whether the encoder writes twice `latent_channels` channels.
     pub double_latent: bool,
     /// "vanilla" (attention blocks) or anything else (no attention).
     pub attn_type: String,
@@ -193,8 +204,13 @@ impl VqConfig {
     /// Checks what the VQGAN layers need; the message names the field at fault.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let bad = |m: String| Err(m);
-        if self.channel_multiplier.is_empty() || self.num_res_blocks == 0 {
-            return bad("channel_multiplier must be non-empty and num_res_blocks ≥ 1".into());
+        if self.channel_multiplier.is_empty()
+            || self.channel_multiplier.len() > 8
+            || self.num_res_blocks == 0
+        {
+            return bad(
+                "channel_multiplier must hold 1 to 8 levels and num_res_blocks must be ≥ 1".into(),
+            );
         }
         for (k, v) in [
             ("embed_dim", self.embed_dim),
@@ -207,8 +223,16 @@ impl VqConfig {
                 return bad(format!("{k} must be positive"));
             }
         }
+        let f = self.downsample_factor();
+        if self.resolution == 0 || !self.resolution.is_multiple_of(f) {
+            return bad(format!(
+                "resolution {} must be a positive multiple of the downsample factor {f} \
+                 (2^(levels − 1) of channel_multiplier)",
+                self.resolution
+            ));
+        }
         for &m in &self.channel_multiplier {
-            let c = self.base_channels * m;
+            let c = self.base_channels.saturating_mul(m);
             if c == 0 || !c.is_multiple_of(32) {
                 return bad(format!(
                     "base_channels {} × channel_multiplier {m} = {c} is not a positive multiple of 32 (GroupNorm groups)",
@@ -258,9 +282,13 @@ fn yes() -> bool {
 /// The parts of config.json the backends use.
 #[derive(Debug, Clone)]
 pub struct ChameleonConfig {
+    /// The Llama text fields of config.json, with Chameleon's defaults.
     pub text: LlamaTextConfig,
+    /// The decoder's runtime config (per-head q/k norm, swin-norm block order where set).
     pub backbone: BackboneConfig,
+    /// The VQGAN (`vq_config`).
     pub vq: VqConfig,
+    /// Image codes ↔ token ids and the special ids, from `vocabulary_map`.
     pub vocab: VocabMapping,
     /// HF's text-mode forward sets the IMGIMG logits to `finfo.min` unless the config says
     /// `mask_image_logits: false` (Lumina-mGPT).
@@ -280,7 +308,20 @@ impl ChameleonConfig {
             path: path.to_path_buf(),
             msg,
         };
+        for flag in ["mask_image_logits", "swin_norm"] {
+            if let Some(x) = v.get(flag).filter(|x| !x.is_boolean()) {
+                return Err(cfg_err(format!("{flag} must be true or false, found {x}")));
+            }
+        }
         let j = ConfigJson::deserialize(v).map_err(|e| cfg_err(e.to_string()))?;
+        if v.get("architectures").is_some() && j.architectures.is_empty() {
+            return Err(cfg_err(
+                "architectures is empty: it must name the model class (e.g. \
+                 ChameleonForConditionalGeneration, or Lumina-mGPT's \
+                 ChameleonXLLMXForConditionalGeneration)"
+                    .into(),
+            ));
+        }
         let mut text = LlamaTextConfig::deserialize(v).map_err(|e| cfg_err(e.to_string()))?;
         text.rms_norm_eps = j.rms_norm_eps.unwrap_or(1e-5);
         text.vocab_size = j.vocab_size.unwrap_or(65536);
@@ -321,8 +362,11 @@ impl ChameleonConfig {
 /// Special token ids, read from the vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
+    /// `<s>`: beginning of a sequence.
     pub bos: u32,
+    /// `</s>`: end of a sequence.
     pub eos: u32,
+    /// `<pad>`, when the vocabulary has one.
     pub pad: Option<u32>,
     /// `<racm3:break>`: begin of image.
     pub boi: u32,
@@ -342,6 +386,7 @@ pub struct VocabMapping {
     /// All IMGIMG token ids, sorted.
     pub image_ids: Vec<u32>,
     id_to_code: HashMap<u32, u32>,
+    /// The special ids.
     pub ids: SpecialIds,
     /// Every token by name (Lumina-mGPT reads its layout tokens from it).
     tokens: HashMap<String, u32>,
@@ -364,6 +409,7 @@ pub fn parse_image_token(name: &str) -> Option<u32> {
 }
 
 impl VocabMapping {
+    /// Parses a `vocabulary_map` (token name → id) for a vocabulary of `vocab_size` entries; errors name `vocabulary_map`.
     pub fn new(map: &HashMap<String, u32>, vocab_size: usize) -> Result<Self> {
         let bad = |m: String| Error::invalid("vocabulary_map", m);
         let mut pairs: Vec<(u32, u32)> = Vec::new();
@@ -427,6 +473,7 @@ impl VocabMapping {
         self.tokens.get(name).copied()
     }
 
+    /// Image codes (IMGIMG tokens) in the vocabulary.
     pub fn num_codes(&self) -> usize {
         self.code_to_id.len()
     }
@@ -436,6 +483,7 @@ impl VocabMapping {
         self.id_to_code.get(&id).copied()
     }
 
+    /// Whether `id` is an image (IMGIMG) token.
     pub fn is_image_token(&self, id: u32) -> bool {
         self.id_to_code.contains_key(&id)
     }

@@ -10,7 +10,7 @@ use any2any_core::backend::{check_code_grid, Capabilities, ModelInfo, Param};
 use any2any_core::candle_core::{DType, Device, Module, Tensor};
 use any2any_core::candle_nn::VarBuilder;
 use any2any_core::decode::{Head, RowBatch, RowInput};
-use any2any_core::loading::{read_json, GenerationConfigJson, LoadOptions, ModelFiles};
+use any2any_core::loading::{GenerationConfigJson, LoadOptions, ModelFiles};
 use any2any_core::nn::Linear;
 use any2any_core::tokenizers::Tokenizer;
 use any2any_core::{
@@ -22,14 +22,18 @@ pub const DECODER_FILES: [&str; 2] = ["vqgan_decoder.safetensors", "vqgan.safete
 
 /// A loaded Chameleon-architecture checkpoint.
 pub struct ChameleonModel {
+    /// The checkpoint's configuration.
     pub cfg: ChameleonConfig,
+    /// The Llama-style backbone (`model.*`).
     pub decoder: Decoder,
+    /// The LM head over the whole vocabulary.
     pub lm_head: Linear,
     /// The VQGAN encoder (image input), from `model.vqmodel.*` or the VQGAN files next to the
     /// checkpoint.
     pub encoder: Option<VqEncoder>,
     /// The taming image decoder, when a decoder file sits next to the checkpoint (or inside it).
     pub vq_decoder: Option<VqDecoder>,
+    /// `generation_config.json`, or its defaults.
     pub gen: GenerationConfigJson,
     /// `<image>` placeholders per image in a prompt (`image_seq_length`).
     pub image_seq_length: usize,
@@ -182,10 +186,12 @@ impl ChameleonModel {
         })
     }
 
+    /// The device the weights live on.
     pub fn device(&self) -> &Device {
         self.decoder.device()
     }
 
+    /// The text tokenizer, when the checkpoint has one.
     pub fn tokenizer(&self) -> Option<&Tokenizer> {
         self.tokenizer.as_ref()
     }
@@ -385,22 +391,45 @@ pub fn capabilities(family: &'static str, params: &[Param]) -> Capabilities {
 /// `image_seq_length` of the processor config (preprocessor_config.json or
 /// processor_config.json), else the VQ grid's size.
 fn image_seq_length(files: &ModelFiles, cfg: &ChameleonConfig) -> Result<usize> {
-    let proc: serde_json::Value = match &files.preprocessor_config {
-        Some(p) => read_json(p)?,
-        None => {
-            let p = files.dir.join("processor_config.json");
-            if p.is_file() {
-                read_json(&p)?
-            } else {
-                serde_json::json!({})
-            }
-        }
+    let path = match &files.preprocessor_config {
+        Some(p) => p.clone(),
+        None => files.dir.join("processor_config.json"),
     };
     let grid = cfg.vq.resolution / cfg.vq.downsample_factor();
-    Ok(proc
-        .get("image_seq_length")
-        .and_then(|v| v.as_u64())
-        .map_or(grid * grid, |v| v as usize))
+    if !path.is_file() {
+        return Ok(grid * grid);
+    }
+    let proc: serde_json::Value = any2any_core::loading::read_config(&path)?;
+    check_image_std(proc.get("image_processor").unwrap_or(&proc), &path)?;
+    match proc.get("image_seq_length") {
+        None => Ok(grid * grid),
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| n > 0 && n <= (1 << 20))
+            .map(|n| n as usize)
+            .ok_or_else(|| Error::Config {
+                path,
+                msg: format!("image_seq_length {v} must be a positive integer ≤ 2^20"),
+            }),
+    }
+}
+
+/// The processor's normalisation is fixed (`x·0.0078 − 1`), but a file stating a zero or
+/// negative `image_std` is broken, not merely unused: refused naming the file.
+fn check_image_std(proc: &serde_json::Value, path: &std::path::Path) -> Result<()> {
+    let Some(std) = proc.get("image_std") else {
+        return Ok(());
+    };
+    let ok = std
+        .as_array()
+        .is_some_and(|a| a.iter().all(|s| s.as_f64().is_some_and(|s| s > 0.0)));
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Config {
+        path: path.to_path_buf(),
+        msg: format!("image_std {std} must be a list of numbers > 0"),
+    })
 }
 
 /// Resizes `px` to cover `(w, h)` (the smaller scale that covers both sides, rounded, never

@@ -21,12 +21,16 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The text model's config in `models/<size>/`.
 pub const PARAMS_JSON: &str = "params.json";
 /// Merged over params.json by the reference loader (`model_parallel_size` of the consolidated
 /// checkpoint).
 pub const CONSOLIDATE_PARAMS_JSON: &str = "consolidate_params.json";
+/// The text model's weights in `models/<size>/` (a PyTorch pickle).
 pub const CONSOLIDATED_PTH: &str = "consolidated.pth";
+/// The folder of the tokenizers, next to `models/`.
 pub const TOKENIZER_DIR: &str = "tokenizer";
+/// The text tokenizer in `tokenizer/`.
 pub const TEXT_TOKENIZER_JSON: &str = "text_tokenizer.json";
 /// The reserved token the HF converter renames to `<image>` (the prompt's image placeholder).
 pub const IMAGE_PLACEHOLDER_RESERVED: &str = "<reserved08707>";
@@ -254,10 +258,9 @@ fn merged_params(files: &ModelFiles) -> Result<serde_json::Map<String, serde_jso
     }
     let cp = files.dir.join(CONSOLIDATE_PARAMS_JSON);
     if cp.is_file() {
-        let c: serde_json::Value = read_json(&cp)?;
-        if let Some(o) = c.as_object() {
-            m.extend(o.clone());
-        }
+        let c: serde_json::Map<String, serde_json::Value> =
+            any2any_core::loading::read_config(&cp)?;
+        m.extend(c);
     }
     m.remove("model");
     Ok(m)

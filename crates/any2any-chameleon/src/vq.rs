@@ -88,6 +88,7 @@ impl VqEncoder {
         let e2 = e.sqr()?.sum(1)?.unsqueeze(0)?;
         let ze = z.matmul(&e.t()?)?;
         let dist = z2.broadcast_add(&e2)?.broadcast_sub(&(ze * 2.0)?)?;
+        any2any_core::limits::check_finite(&dist, "image encoder")?;
         let codes = dist.argmin(1)?.to_dtype(DType::U32)?.reshape((b, h * w))?;
         Ok((codes, h, w))
     }
@@ -154,6 +155,7 @@ impl VqDecoder {
         self.decoder.forward(&z)?.to_dtype(DType::F32)
     }
 
+    /// Pixels per code along each side.
     pub fn downsample_factor(&self) -> usize {
         self.cfg.downsample_factor()
     }

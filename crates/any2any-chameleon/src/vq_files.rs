@@ -20,7 +20,7 @@ use crate::vq::{VqDecoder, VqEncoder};
 use any2any_core::candle_core::{DType, Device};
 use any2any_core::candle_nn::var_builder::SimpleBackend;
 use any2any_core::candle_nn::VarBuilder;
-use any2any_core::loading::{read_json, Component, ComponentLayout, LayoutFile, WeightStore};
+use any2any_core::loading::{Component, ComponentLayout, LayoutFile, WeightStore};
 use any2any_core::{Error, ModelFiles, Result};
 use std::path::{Path, PathBuf};
 
@@ -71,9 +71,11 @@ pub enum VqFormat {
 /// The files of one VQGAN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VqFiles {
+    /// The weight file (`vqgan.ckpt` or safetensors).
     pub weights: PathBuf,
     /// `vqgan.yaml` or `vqgan_config.json` next to the weights, when there is one.
     pub config: Option<PathBuf>,
+    /// How the weights are stored.
     pub format: VqFormat,
 }
 
@@ -81,9 +83,13 @@ pub struct VqFiles {
 /// `decoder.*`).
 #[derive(Debug, Clone)]
 pub struct LoadedVq {
+    /// Its configuration.
     pub config: VqConfig,
+    /// The encoder (image → codes), when its weights are in the file.
     pub encoder: Option<VqEncoder>,
+    /// The decoder (codes → image), when its weights are in the file.
     pub decoder: Option<VqDecoder>,
+    /// The files it was loaded from.
     pub files: VqFiles,
 }
 
@@ -199,7 +205,7 @@ pub fn read_vqgan_yaml(path: &Path) -> Result<VqConfig> {
 /// Reads a `vqgan_config.json`: the yaml's content as JSON (`model.params.{ddconfig, embed_dim,
 /// n_embed}`, or those fields at the top level), HF or taming names, HF defaults.
 pub fn read_vqgan_config_json(path: &Path) -> Result<VqConfig> {
-    let v: serde_json::Value = read_json(path)?;
+    let v: serde_json::Value = any2any_core::loading::read_config(path)?;
     let params = v.pointer("/model/params").cloned().unwrap_or(v);
     let mut merged = params
         .get("ddconfig")

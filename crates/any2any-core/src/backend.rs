@@ -340,6 +340,21 @@ pub struct Family {
 /// See [`Family::resolve_dir`].
 pub type ResolveDir = fn(&std::path::Path) -> Result<Option<ModelFiles>>;
 
+/// Refuses a config whose `architectures`, when present, is not a non-empty list of class
+/// names: the family is recognised from it (`[]` would silently load another family).
+pub fn check_architectures(cfg: &serde_json::Value, path: &std::path::Path) -> Result<()> {
+    let Some(a) = cfg.get("architectures") else {
+        return Ok(());
+    };
+    match a.as_array() {
+        Some(list) if !list.is_empty() && list.iter().all(|x| x.is_string()) => Ok(()),
+        _ => Err(Error::Config {
+            path: path.to_path_buf(),
+            msg: format!("architectures {a} must be a non-empty list of model class names"),
+        }),
+    }
+}
+
 /// The `model_type` of a config, or `architectures[0]`, or `_class_name`, for messages.
 pub fn config_kind(cfg: &serde_json::Value) -> String {
     cfg.get("model_type")

@@ -76,7 +76,7 @@ pub enum Error {
         files: String,
     },
     /// A tensor has another shape than the configuration implies.
-    #[error("tensor `{name}` in {file}: expected shape {expected:?}, found {found:?}")]
+    #[error("tensor `{name}` in {file}: expected shape {expected:?}, found {found:?} (the expected shape comes from the config's sizes: check its hidden_size, intermediate_size, vocab_size, head counts or channels against the weights)")]
     ShapeMismatch {
         /// The tensor's key.
         name: String,
@@ -149,6 +149,23 @@ pub enum Error {
         /// The steps the loop would have run.
         total: usize,
     },
+    /// An allocation sized by a request or a config would exceed the memory budget
+    /// ([`limits::memory_budget`](crate::limits::memory_budget)); refused before it is made.
+    #[error("{what} needs about {} but the memory budget is {} (physical memory, or ANY2ANY_MEMORY_LIMIT)", crate::limits::human_bytes(*bytes), crate::limits::human_bytes(*budget as u128))]
+    TooLarge {
+        /// What would be allocated, and the argument or config field that sized it.
+        what: String,
+        /// Its estimated size in bytes.
+        bytes: u128,
+        /// The budget in bytes.
+        budget: u64,
+    },
+    /// A loop's values (logits, latents) or the decoded pixels hold NaN or infinity.
+    #[error("NaN or infinite values at the {stage} stage: the weights or the config give no usable numbers (a corrupt tensor, rms_norm_eps ≤ 0, rope_theta ≤ 0, or a dtype too narrow)")]
+    NonFinite {
+        /// The stage whose values are not finite ("text logits", "decoded pixels", …).
+        stage: String,
+    },
     /// An error of the tensor library.
     #[error(transparent)]
     Candle(candle_core::Error),
@@ -186,6 +203,13 @@ impl From<candle_core::Error> for Error {
                 }),
                 ours => ours,
             },
+            candle_core::Error::UnsupportedDTypeForOp(dtype, op) => Error::invalid(
+                "dtype",
+                format!(
+                    "{dtype:?} has no `{op}` kernel on this device in candle (on CPU use f32, the \
+                     default, or f16; bf16 needs CUDA or Metal)"
+                ),
+            ),
             other => Error::Candle(other),
         }
     }

@@ -60,6 +60,7 @@ pub mod edit;
 pub mod error;
 pub mod imageops;
 pub mod kv_cache;
+pub mod limits;
 pub mod loading;
 pub mod nn;
 pub mod noise;

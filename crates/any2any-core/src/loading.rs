@@ -143,14 +143,11 @@ fn parent_dir(p: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Whether a relative file name from an index stays inside its folder (no `..`, no root).
-fn is_inside(rel: &str) -> bool {
-    use std::path::Component as Part;
-    let parts: Vec<Part> = Path::new(rel).components().collect();
-    parts.iter().any(|p| matches!(p, Part::Normal(_)))
-        && parts
-            .iter()
-            .all(|p| matches!(p, Part::Normal(_) | Part::CurDir))
+/// Whether a file or folder name from an index (a weight shard, a diffusers sub-folder) is a
+/// plain name inside its folder: not empty, not `.` or `..`, no separator (`/`, `\\`), no NUL,
+/// so it can neither climb out nor be absolute (checked before anything is opened or fetched).
+fn is_plain_name(name: &str) -> bool {
+    !(name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']))
 }
 
 /// Where the files of a checkpoint, or of one of its components, are looked up: a local folder,
@@ -288,11 +285,11 @@ fn shards_of(l: &Lookup, idx: &str, index_path: &Path) -> Result<Vec<PathBuf>> {
     files
         .into_iter()
         .map(|f| {
-            if !is_inside(&f) {
+            if !is_plain_name(&f) {
                 return Err(Error::Config {
                     path: index_path.to_path_buf(),
                     msg: format!(
-                        "{}: weight shard `{f}` is not a file inside that folder",
+                        "{}: weight shard `{f}` is not a plain file name in that folder (no `..`, `/` or `\\`)",
                         l.here()
                     ),
                 });
@@ -382,30 +379,36 @@ impl ModelFiles {
     /// (`model_index.json`, its sub-folders as [`ModelFiles::components`], root weights
     /// optional).
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        let name = dir.display().to_string();
         let fetch = local_fetch(dir);
-        let root = Lookup::local(&fetch, dir, None);
-        let index = opt(dir, MODEL_INDEX);
-        let config = opt(dir, "config.json")
+        Self::from_lookup(dir.display().to_string(), &Lookup::local(&fetch, dir, None))
+    }
+
+    /// The files of a checkpoint's root folder, local or on the hub: `config.json` (else a
+    /// diffusers `model_index.json`), the root weights, the components the index lists, and
+    /// the optional tokenizer, generation and preprocessor configs.
+    fn from_lookup(name: String, root: &Lookup) -> Result<Self> {
+        let config = root.get("config.json")?;
+        let index = root.get(MODEL_INDEX)?;
+        let config = config
             .or_else(|| index.clone())
             .ok_or_else(|| Error::MissingFile {
-                dir: name.clone(),
-                what: "model config".into(),
+                dir: root.here(),
+                what: "config.json".into(),
                 looked_for: "config.json".into(),
             })?;
-        let weights = root_weights(&root, index.is_some())?;
+        let weights = root_weights(root, index.is_some())?;
         let components = match &index {
-            Some(p) => read_model_index(&root, p)?,
+            Some(p) => read_model_index(root, p)?,
             None => BTreeMap::new(),
         };
         Ok(Self {
             name,
-            dir: dir.to_path_buf(),
+            dir: root.local.clone().unwrap_or_else(|| parent_dir(&config)),
             config,
             weights,
-            tokenizer: opt(dir, "tokenizer.json"),
-            generation_config: opt(dir, "generation_config.json"),
-            preprocessor_config: opt(dir, "preprocessor_config.json"),
+            tokenizer: root.get("tokenizer.json")?,
+            generation_config: root.get("generation_config.json")?,
+            preprocessor_config: root.get("preprocessor_config.json")?,
             components,
         })
     }
@@ -442,31 +445,7 @@ impl ModelFiles {
     /// weights, or a diffusers layout (`model_index.json` and its sub-folders' files).
     pub fn from_hub(id: &str, opts: &LoadOptions) -> Result<Self> {
         let (fetch, offline) = hub_fetcher(id, opts)?;
-        let root = Lookup::hub(&*fetch, id, offline, None);
-        let config = root.get("config.json")?;
-        let index = root.get(MODEL_INDEX)?;
-        let config = config
-            .or_else(|| index.clone())
-            .ok_or_else(|| Error::MissingFile {
-                dir: root.here(),
-                what: "config.json".into(),
-                looked_for: "config.json".into(),
-            })?;
-        let weights = root_weights(&root, index.is_some())?;
-        let components = match &index {
-            Some(p) => read_model_index(&root, p)?,
-            None => BTreeMap::new(),
-        };
-        Ok(Self {
-            name: id.to_string(),
-            dir: parent_dir(&config),
-            config,
-            weights,
-            tokenizer: root.get("tokenizer.json")?,
-            generation_config: root.get("generation_config.json")?,
-            preprocessor_config: root.get("preprocessor_config.json")?,
-            components,
-        })
+        Self::from_lookup(id.to_string(), &Lookup::hub(&*fetch, id, offline, None))
     }
 
     /// The raw config.json.
@@ -474,10 +453,11 @@ impl ModelFiles {
         read_json(&self.config)
     }
 
-    /// Reads an optional JSON file into `T`, or `T::default()` when absent.
+    /// Reads an optional config file (a JSON object, see [`read_config`]) into `T`, or
+    /// `T::default()` when absent.
     pub fn optional_json<T: DeserializeOwned + Default>(path: &Option<PathBuf>) -> Result<T> {
         match path {
-            Some(p) => read_json(p),
+            Some(p) => read_config(p),
             None => Ok(T::default()),
         }
     }
@@ -532,7 +512,7 @@ fn read_model_index(root: &Lookup, index: &Path) -> Result<BTreeMap<String, Comp
                 "`{key}`: expected [library, class] or [null, null], found {val}"
             )));
         };
-        if !is_inside(key) || key.contains(['/', '\\']) {
+        if !is_plain_name(key) {
             return Err(bad(format!("`{key}`: not a sub-folder name")));
         }
         let sub = root.sub(key);
@@ -608,6 +588,32 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Reads a config file that must be a JSON object (`[]` or `3` is refused, never read as
+/// "every field at its default"); errors name the file and, for a bad value, the field.
+pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let v: serde_json::Value = read_json(path)?;
+    config_from_value(v, path)
+}
+
+/// [`read_config`] on an already parsed value (e.g. a section of a file); `path` names it.
+pub fn config_from_value<T: DeserializeOwned>(v: serde_json::Value, path: &Path) -> Result<T> {
+    let bad = |msg: String| Error::Config {
+        path: path.to_path_buf(),
+        msg,
+    };
+    if !v.is_object() {
+        let kind = match &v {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(bad(format!("expected a JSON object, found {kind}")));
+    }
+    serde_json::from_value(v).map_err(|e| bad(e.to_string()))
 }
 
 enum Source {
@@ -714,6 +720,24 @@ impl WeightStore {
     }
 }
 
+impl WeightStore {
+    /// [`WeightStore::load`], refusing a tensor stored as integers (`I64`, `U8`, …) where a
+    /// floating-point weight is asked for: a cast would turn it into silent garbage.
+    fn load_as(&self, name: &str, dtype: DType, dev: &Device) -> Result<(Tensor, &Path)> {
+        let (t, path) = self.load(name, dev)?;
+        if dtype.is_float() && !t.dtype().is_float() {
+            return Err(Error::WeightFile {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "tensor `{name}` is stored as {:?}; weights must be floating point (F32, F16, BF16)",
+                    t.dtype()
+                ),
+            });
+        }
+        Ok((t, path))
+    }
+}
+
 fn validate_safetensors(p: &Path) -> Result<()> {
     let file = std::fs::File::open(p).map_err(|source| Error::Io {
         path: p.to_path_buf(),
@@ -740,7 +764,7 @@ impl SimpleBackend for WeightStore {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let (t, path) = self.load(name, dev)?;
+        let (t, path) = self.load_as(name, dtype, dev)?;
         if t.shape() != &s {
             return Err(Error::ShapeMismatch {
                 name: name.to_string(),
@@ -754,7 +778,7 @@ impl SimpleBackend for WeightStore {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.load(name, dev)?.0.to_dtype(dtype)
+        self.load_as(name, dtype, dev)?.0.to_dtype(dtype)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

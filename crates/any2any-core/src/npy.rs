@@ -56,6 +56,37 @@ pub fn read_f32(path: &Path) -> Result<NpyF32> {
     })
 }
 
+/// Writes `values` of `shape` as a float32 `.npy` file (format 1.0, C order, the data aligned
+/// to 64 bytes as NumPy writes it) into `w`.
+pub fn write_f32(
+    w: &mut impl std::io::Write,
+    shape: &[usize],
+    values: &[f32],
+) -> std::io::Result<()> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    // magic (6) + version (2) + length (2) + header + '\n', padded to 64 bytes
+    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
+    header.push_str(&" ".repeat(pad));
+    header.push('\n');
+    let len = u16::try_from(header.len()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "npy header too long")
+    })?;
+    w.write_all(MAGIC)?;
+    w.write_all(&[1, 0])?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(header.as_bytes())?;
+    let mut data = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    w.write_all(&data)
+}
+
 /// Reads a one-dimensional float32 or float64 `.npy` file (shape `(N,)`).
 pub fn read_f32_1d(path: &Path) -> Result<Vec<f32>> {
     let a = read_f32(path)?;
@@ -252,6 +283,22 @@ mod tests {
 
     fn f64_bytes(v: &[f64]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn reads_what_it_writes() {
+        for (shape, v) in [
+            (vec![5], vec![0.0f32, 0.5, -1.25, 3.0e-8, 0.999]),
+            (vec![2, 3], vec![1., 2., 3., 4., 5., 6.]),
+            (vec![0], vec![]),
+        ] {
+            let mut b = Vec::new();
+            write_f32(&mut b, &shape, &v).unwrap();
+            let a = parse_f32(&b).unwrap();
+            assert_eq!((a.shape, a.values), (shape, v));
+            assert_eq!(a.data_offset % 64, 0);
+            assert!(a.header.ends_with('\n'));
+        }
     }
 
     #[test]

@@ -62,11 +62,22 @@ impl GenerationParams {
                 ));
             }
         }
-        if self.max_new_tokens == Some(0) {
-            return Err(Error::invalid("max-new-tokens", "0 (must be ≥ 1)"));
+        use crate::limits::{MAX_NEW_TOKENS, MAX_PIXELS, MAX_STEPS};
+        if let Some(n) = self.max_new_tokens {
+            if n == 0 || n > MAX_NEW_TOKENS {
+                return Err(Error::invalid(
+                    "max-new-tokens",
+                    format!("{n} (must be in 1..={MAX_NEW_TOKENS}, and fit the model's context)"),
+                ));
+            }
         }
-        if self.steps == Some(0) {
-            return Err(Error::invalid("steps", "0 (must be ≥ 1)"));
+        if let Some(n) = self.steps {
+            if n == 0 || n > MAX_STEPS {
+                return Err(Error::invalid(
+                    "steps",
+                    format!("{n} (must be in 1..={MAX_STEPS})"),
+                ));
+            }
         }
         if self.image_top_k == Some(0) {
             return Err(Error::invalid("image-top-k", "0 (must be ≥ 1)"));
@@ -76,6 +87,12 @@ impl GenerationParams {
                 return Err(Error::invalid(
                     "size",
                     format!("{w}x{h} (width and height must be ≥ 1)"),
+                ));
+            }
+            if (w as u64).saturating_mul(h as u64) > MAX_PIXELS {
+                return Err(Error::invalid(
+                    "size",
+                    format!("{w}x{h} is more than {MAX_PIXELS} pixels"),
                 ));
             }
         }
@@ -192,8 +209,12 @@ impl Request {
                 "the request has no input segments",
             ));
         }
-        if self.num_outputs == 0 {
-            return Err(Error::invalid("num-outputs", "0 (must be ≥ 1)"));
+        let max = crate::limits::MAX_OUTPUTS;
+        if self.num_outputs == 0 || self.num_outputs > max {
+            return Err(Error::invalid(
+                "num",
+                format!("{} outputs (must be in 1..={max})", self.num_outputs),
+            ));
         }
         for img in self.images() {
             img.validate()?;

@@ -111,6 +111,44 @@ impl Emu3Config {
 }
 
 impl Emu3VqConfig {
+    /// Refuses values the image tokenizer cannot be built from, naming the field (`what`
+    /// names the file and section, e.g. `config.json: vq_config`).
+    pub fn validate(&self, what: &str) -> Result<()> {
+        let bad = |msg: String| Error::Config {
+            path: what.into(),
+            msg,
+        };
+        let levels = self.channel_multiplier.len();
+        if levels == 0 || levels > 8 || self.channel_multiplier.contains(&0) {
+            return Err(bad(format!(
+                "channel_multiplier {:?} must hold 1 to 8 positive multipliers (one per level)",
+                self.channel_multiplier
+            )));
+        }
+        for (field, v) in [
+            ("codebook_size", self.codebook_size),
+            ("embed_dim", self.embed_dim),
+            ("latent_channels", self.latent_channels),
+            ("base_channels", self.base_channels),
+            ("num_attention_heads", self.num_attention_heads),
+            (
+                "temporal_downsample_factor",
+                self.temporal_downsample_factor,
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(format!("{field} must be > 0")));
+            }
+        }
+        if (self.in_channels, self.out_channels) != (3, 3) {
+            return Err(bad(format!(
+                "in_channels {} and out_channels {} must be 3 (RGB)",
+                self.in_channels, self.out_channels
+            )));
+        }
+        Ok(())
+    }
+
     /// Spatial downsampling factor of the VQ: `2^(levels - 1)`.
     pub fn spatial_factor(&self) -> usize {
         1 << self.channel_multiplier.len().saturating_sub(1)
@@ -259,23 +297,46 @@ impl Default for Emu3ImageProcessorConfig {
 }
 
 impl Emu3ImageProcessorConfig {
-    /// Reads `preprocessor` when given, else `dir/processor_config.json`, else the defaults.
+    /// Reads `preprocessor` when given, else the `image_processor` entry of
+    /// `dir/processor_config.json`, else the defaults; each a JSON object whose normalisation
+    /// and pixel bounds are checked ([`Emu3ImageProcessorConfig::validate`]).
     pub fn find(dir: &Path, preprocessor: Option<&Path>) -> Result<Self> {
-        if let Some(p) = preprocessor {
-            return any2any_core::loading::read_json(p);
+        use any2any_core::loading::{config_from_value, read_config};
+        let (cfg, path): (Self, _) = if let Some(p) = preprocessor {
+            (read_config(p)?, p.to_path_buf())
+        } else {
+            let p = dir.join("processor_config.json");
+            if !p.is_file() {
+                return Ok(Self::default());
+            }
+            let v: serde_json::Value = read_config(&p)?;
+            match v.get("image_processor") {
+                Some(ip) => (config_from_value(ip.clone(), &p)?, p),
+                None => return Ok(Self::default()),
+            }
+        };
+        cfg.validate(&path)?;
+        Ok(cfg)
+    }
+
+    /// Refuses settings that cannot work, naming `path` and the field: a zero or non-finite
+    /// std or scale, `min_pixels` > `max_pixels`, or a bound beyond
+    /// [`MAX_PIXELS`](any2any_core::limits::MAX_PIXELS).
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let (r, m, s) = (self.rescale_factor, self.image_mean, self.image_std);
+        any2any_core::imageops::check_normalization(path, r, m, s)?;
+        let max = any2any_core::limits::MAX_PIXELS;
+        let bad = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if self.min_pixels == 0 || self.min_pixels > self.max_pixels || self.max_pixels > max {
+            return Err(bad(format!(
+                "min_pixels {} and max_pixels {} must satisfy 1 ≤ min_pixels ≤ max_pixels ≤ {max}",
+                self.min_pixels, self.max_pixels
+            )));
         }
-        let p = dir.join("processor_config.json");
-        if !p.is_file() {
-            return Ok(Self::default());
-        }
-        let v: serde_json::Value = any2any_core::loading::read_json(&p)?;
-        match v.get("image_processor") {
-            Some(ip) => serde_json::from_value(ip.clone()).map_err(|e| Error::Config {
-                path: p.clone(),
-                msg: e.to_string(),
-            }),
-            None => Ok(Self::default()),
-        }
+        Ok(())
     }
 
     /// Mean and std that make normalisation a no-op when `do_normalize` is false.

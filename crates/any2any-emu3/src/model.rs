@@ -86,6 +86,7 @@ impl Emu3Model {
     /// `text_model.model.*`, `text_model.lm_head.weight`, `vqmodel.*`.
     pub fn load(vb: VarBuilder, cfg: &Emu3Config) -> Result<Self> {
         let bb = cfg.text_config.to_backbone("config.json: text_config")?;
+        cfg.vq_config.validate("config.json: vq_config")?;
         let decoder = Decoder::load(vb.pp("text_model.model"), &bb)?;
         let lm_head = Linear::new(any2any_core::backbone::lm_head(
             vb.pp("text_model.lm_head"),

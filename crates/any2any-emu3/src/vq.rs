@@ -498,6 +498,7 @@ impl Emu3VqDecoder {
 
 /// `Emu3ImageProcessor.postprocess`: `trunc(clip((x + 1) / 2 · 255, 0, 255))`, HWC u8 per image.
 pub fn to_u8_hwc(x: &Tensor) -> Result<Vec<Vec<u8>>> {
+    any2any_core::limits::check_finite(x, "decoded pixels")?;
     let x = x.to_dtype(DType::F32)?;
     let x = ((x + 1.0)? / 2.0)?;
     let x = (x * 255.0)?.clamp(0f32, 255f32)?;
@@ -637,6 +638,7 @@ impl Emu3VqEncoder {
         let ee = cb.sqr()?.sum(1)?.unsqueeze(0)?;
         let ze = (flat.matmul(&cb.t()?)? * 2.0)?;
         let dist = zz.broadcast_add(&ee)?.broadcast_sub(&ze)?;
+        any2any_core::limits::check_finite(&dist, "image encoder")?;
         let codes = dist.argmin(D::Minus1)?.reshape((b, zh, zw))?;
         codes
             .narrow(1, 0, (ih / self.factor).min(zh))?

@@ -70,6 +70,10 @@ impl JanusBackend {
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
         let cfg: JanusConfig = any2any_core::loading::read_json(&files.config)?;
         let pre: JanusPreprocessorConfig = ModelFiles::optional_json(&files.preprocessor_config)?;
+        if let Some(p) = &files.preprocessor_config {
+            let (r, m, s) = (pre.rescale_factor, pre.image_mean, pre.image_std);
+            any2any_core::imageops::check_normalization(p, r, m, s)?;
+        }
         let gen: GenerationConfigJson = ModelFiles::optional_json(&files.generation_config)?;
         let tokenizer = files.load_tokenizer()?;
         // the shape-deciding values, checked up front so the error names the file

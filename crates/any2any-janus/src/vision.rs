@@ -126,6 +126,12 @@ impl JanusVisionConfig {
                 self.num_attention_heads
             );
         }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            bail!(
+                "vision_config: layer_norm_eps {} must be a finite number > 0",
+                self.layer_norm_eps
+            );
+        }
         if self.patch_size == 0 || self.image_size < self.patch_size {
             bail!(
                 "vision_config: patch_size {} must be positive and at most image_size {}",

@@ -289,6 +289,7 @@ impl JanusVq {
         let e2 = e.sqr()?.sum(1)?.unsqueeze(0)?;
         let ze = z.matmul(&e.t()?)?;
         let dist = z2.broadcast_add(&e2)?.broadcast_sub(&(ze * 2.0)?)?;
+        any2any_core::limits::check_finite(&dist, "image encoder")?;
         dist.argmin(1)?.to_dtype(DType::U32)?.reshape((b, h * w))
     }
 }

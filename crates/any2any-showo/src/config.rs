@@ -91,10 +91,12 @@ impl ShowoConfig {
         candidates.push(dir.join("phi_config.json"));
         let phi_path = candidates.into_iter().find(|p| p.is_file());
         let (phi, what): (PhiConfig, String) = match &phi_path {
-            Some(p) => (
-                any2any_core::loading::read_json(p)?,
-                p.display().to_string(),
-            ),
+            Some(p) => {
+                let v: serde_json::Value = any2any_core::loading::read_config(p)?;
+                any2any_core::backend::check_architectures(&v, p)?;
+                let phi = any2any_core::loading::config_from_value(v, p)?;
+                (phi, p.display().to_string())
+            }
             None => (PhiConfig::default(), "phi-1_5 defaults".into()),
         };
         cfg.validate(config)?;
@@ -110,14 +112,28 @@ impl ShowoConfig {
             path: path.to_path_buf(),
             msg,
         };
-        let expect = self.llm_vocab_size + NUM_NEW_SPECIAL_TOKENS + self.codebook_size + 1;
+        let grid = (self.num_vq_tokens as f64).sqrt() as usize;
+        if self.num_vq_tokens == 0 || grid * grid != self.num_vq_tokens {
+            return Err(bad(format!(
+                "num_vq_tokens {} must be a positive square (the code grid is grid × grid)",
+                self.num_vq_tokens
+            )));
+        }
+        if self.codebook_size == 0 {
+            return Err(bad("codebook_size must be > 0".into()));
+        }
+        let expect = self
+            .llm_vocab_size
+            .saturating_add(NUM_NEW_SPECIAL_TOKENS)
+            .saturating_add(self.codebook_size)
+            .saturating_add(1);
         if self.vocab_size != expect {
             return Err(bad(format!(
                 "vocab_size {} != llm_vocab_size {} + 10 special + codebook_size {} + 1 mask",
                 self.vocab_size, self.llm_vocab_size, self.codebook_size
             )));
         }
-        if self.mask_token_id + 1 != self.vocab_size {
+        if self.mask_token_id.checked_add(1) != Some(self.vocab_size) {
             return Err(bad(format!(
                 "mask_token_id {} must be the last id (vocab_size - 1)",
                 self.mask_token_id

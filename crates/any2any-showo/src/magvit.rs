@@ -238,7 +238,9 @@ impl Magvit {
 
     /// Pixels → codes `[B, h*w]`.
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        self.codes_of(&self.encode_z(x)?)
+        let z = self.encode_z(x)?;
+        any2any_core::limits::check_finite(&z, "image encoder")?;
+        self.codes_of(&z)
     }
 
     /// Codes `[B, h*w]` (u32) on an `h × w` grid → raw decoder output `[B, 3, 16h, 16w]`.

@@ -4,7 +4,7 @@
 use crate::config::Vocab;
 use crate::model::ShowoModel;
 use any2any_core::backbone::MaskKind;
-use any2any_core::kv_cache::KvCache;
+use any2any_core::decode::{RowBatch, RowInput};
 use any2any_core::sampling::draw_inverse_cdf;
 use any2any_core::{Error, NoiseSource, Result};
 use candle_core::{Tensor, D};
@@ -66,7 +66,7 @@ pub fn step_logits(
 }
 
 /// As [`step_logits`]; with a `cache` holding the KV of the first `cache.len()` slots of every
-/// row, only the rest is run (the cache is truncated back afterwards).
+/// row, only the rest is run (the batch is truncated back afterwards).
 fn step_logits_from(
     model: &ShowoModel,
     v: &Vocab,
@@ -74,7 +74,7 @@ fn step_logits_from(
     mask: &MaskKind,
     n: usize,
     guidance_scale: f64,
-    cache: Option<&mut KvCache>,
+    cache: Option<&mut RowBatch>,
 ) -> Result<(Tensor, Vec<Tensor>)> {
     let span = image_span_logits(model, v, rows, mask, n, cache)?;
     let per_row: Vec<Tensor> = (0..rows.len())
@@ -193,6 +193,7 @@ pub fn t2i_generate_batch(
             }
         }
         let span_logits = image_span_logits(model, &v, &ids, &mask, n, cache.as_mut())?;
+        any2any_core::limits::check_finite(&span_logits, "image tokens")?;
         for (st, noise) in states.iter_mut().zip(noises.iter_mut()) {
             let cond = span_logits.get(st.row)?;
             let logits = if st.cfg {
@@ -263,31 +264,29 @@ fn row_states(
     Ok((ids, states))
 }
 
-/// A cache (capacity `len`) holding the KV of the first `text` slots of every row: the text
-/// slots end at `[soi]`, and their KV never depends on the image span.
-fn prefix_cache(
-    model: &ShowoModel,
+/// A row batch (room up to `len`) prefilled with the first `text` slots of every row under the
+/// loop's mask: the text slots end at `[soi]`, and their KV never depends on the image span.
+fn prefix_cache<'m>(
+    model: &'m ShowoModel,
     ids: &[Vec<u32>],
     mask: &MaskKind,
     text: usize,
     len: usize,
-) -> Result<KvCache> {
-    let mut c = model.decoder.new_cache(ids.len(), len)?;
-    let flat: Vec<u32> = ids.iter().flat_map(|r| r[..text].iter()).copied().collect();
-    let x = Tensor::from_vec(flat, (ids.len(), text), model.device())?;
-    model.forward_cached(&x, mask, &mut c)?;
-    Ok(c)
+) -> Result<RowBatch<'m>> {
+    let rows: Vec<RowInput> = ids.iter().map(|r| RowInput::Ids(&r[..text])).collect();
+    let (batch, _) = RowBatch::prefill_with(&model.decoder, &rows, len - text, mask.clone())?;
+    Ok(batch)
 }
 
 /// The `[rows, N, K]` code logits of the image span of one forward over `ids` (after what
-/// `cache` holds; the cache is truncated back afterwards).
+/// `cache` holds; the batch is truncated back to its prefix afterwards).
 fn image_span_logits(
     model: &ShowoModel,
     v: &Vocab,
     ids: &[Vec<u32>],
     mask: &MaskKind,
     n: usize,
-    cache: Option<&mut KvCache>,
+    cache: Option<&mut RowBatch>,
 ) -> Result<Tensor> {
     let len = ids[0].len();
     let start = cache.as_ref().map_or(0, |c| c.len());
@@ -298,10 +297,10 @@ fn image_span_logits(
         .collect();
     let x = Tensor::from_vec(flat, (ids.len(), len - start), model.device())?;
     let logits = match cache {
-        Some(c) => {
-            let out = model.forward_cached(&x, mask, c)?;
-            c.truncate(start);
-            out
+        Some(batch) => {
+            let h = batch.step_span(&model.decoder.embed(&x)?);
+            batch.truncate(start)?;
+            model.logits(&h?)?
         }
         None => model.forward(&x, mask)?,
     };

@@ -3,7 +3,6 @@
 
 use crate::config::ShowoConfig;
 use any2any_core::backbone::{BackboneConfig, Decoder, ForwardArgs, MaskKind, RowLayout};
-use any2any_core::kv_cache::KvCache;
 use any2any_core::nn::Linear;
 use any2any_core::Result;
 use candle_core::{DType, Device, Module, Tensor};
@@ -39,33 +38,26 @@ impl ShowoModel {
         self.decoder.device()
     }
 
-    /// Runs `ids` (`[rows, len]`) after what `cache` holds under an explicit mask over absolute
-    /// slots; positions are the plain slot index (pads included, as Show-o does). Returns f32
-    /// logits `[rows, len, vocab]`.
-    pub fn forward_cached(
-        &self,
-        ids: &Tensor,
-        mask: &MaskKind,
-        cache: &mut KvCache,
-    ) -> Result<Tensor> {
-        let rows = ids.dim(0)?;
+    /// `[rows, len, hidden]` final-normed hidden states → f32 logits `[rows, len, vocab]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+    }
+
+    /// A whole forward of `ids` (`[rows, len]`) without a kept cache, under an explicit mask
+    /// over absolute slots; positions are the plain slot index (pads included, as Show-o does).
+    /// Returns f32 logits `[rows, len, vocab]`.
+    pub fn forward(&self, ids: &Tensor, mask: &MaskKind) -> Result<Tensor> {
+        let (rows, len) = ids.dims2()?;
+        let mut cache = self.decoder.new_cache(rows, len)?;
         let layout = RowLayout::dense(rows);
-        let x = self.decoder.embed(ids)?;
         let h = self.decoder.forward(
-            &x,
+            &self.decoder.embed(ids)?,
             ForwardArgs {
                 layout: &layout,
                 mask,
             },
-            cache,
+            &mut cache,
         )?;
-        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
-    }
-
-    /// A whole forward without a kept cache.
-    pub fn forward(&self, ids: &Tensor, mask: &MaskKind) -> Result<Tensor> {
-        let (rows, len) = ids.dims2()?;
-        let mut cache = self.decoder.new_cache(rows, len)?;
-        self.forward_cached(ids, mask, &mut cache)
+        self.logits(&h)
     }
 }

@@ -8,7 +8,9 @@
 //! [`load_fixture`], [`generate`] and [`generate_with`] run a family backend the way the
 //! facade's `Pipeline` does, so a family crate tests its backend without the facade.
 
-use any2any_core::{Backend, Hooks, ImageInput, LoadOptions, ModelFiles, Output, Request, Result};
+use any2any_core::{
+    Backend, Error, Family, Hooks, ImageInput, LoadOptions, ModelFiles, Output, Request, Result,
+};
 use std::path::{Path, PathBuf};
 
 /// The workspace root (this crate lives in `crates/any2any-test-util`).
@@ -184,5 +186,103 @@ pub fn copy_fixture_files(name: &str, to: &Path) {
             std::fs::copy(f.path(), to.join(f.file_name()))
                 .unwrap_or_else(|e| panic!("copy {}: {e}", f.path().display()));
         }
+    }
+}
+
+/// A checkpoint loaded the way the facade's `Pipeline` loads a local directory, over a given
+/// list of families (a family crate tests its own without the facade): a family's own layout
+/// when the directory has no config.json, else the family whose `matches` recognises it, with
+/// its own components listed.
+pub struct Loaded {
+    /// The family that loaded it.
+    pub family: &'static Family,
+    /// The files it was loaded from.
+    pub files: ModelFiles,
+    /// The loaded backend.
+    pub backend: Box<dyn Backend>,
+}
+
+impl Loaded {
+    /// Loads `dir` with the first of `families` that takes it (default options).
+    pub fn load(dir: &Path, families: &'static [Family]) -> Result<Self> {
+        let opts = LoadOptions::default();
+        if !dir.join("config.json").is_file() {
+            for fam in families {
+                if let Some(resolve) = fam.resolve_dir {
+                    if let Some(files) = resolve(dir)? {
+                        return Self::with(fam, files, &opts);
+                    }
+                }
+            }
+        }
+        let files = ModelFiles::from_dir(dir)?;
+        let cfg = files.config_json()?;
+        any2any_core::backend::check_architectures(&cfg, &files.config)?;
+        let fam =
+            families
+                .iter()
+                .find(|f| (f.matches)(&cfg))
+                .ok_or_else(|| Error::UnknownFamily {
+                    found: any2any_core::backend::config_kind(&cfg),
+                    path: files.config.clone(),
+                    supported: families
+                        .iter()
+                        .map(|f| f.name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+        Self::with(fam, files, &opts)
+    }
+
+    fn with(fam: &'static Family, mut files: ModelFiles, opts: &LoadOptions) -> Result<Self> {
+        files.add_layout_components(fam.components)?;
+        let backend = (fam.load)(&files, opts)?;
+        Ok(Self {
+            family: fam,
+            files,
+            backend,
+        })
+    }
+
+    /// The short name of the family that loaded it.
+    pub fn family(&self) -> &'static str {
+        self.family.name
+    }
+    /// The files it was loaded from.
+    pub fn files(&self) -> &ModelFiles {
+        &self.files
+    }
+    /// What the loaded model is.
+    pub fn info(&self) -> any2any_core::ModelInfo {
+        self.backend.info()
+    }
+    /// One request, all its outputs in one [`Output`] (see [`generate`]).
+    pub fn generate(&self, req: Request) -> Result<Output> {
+        generate(self.backend.as_ref(), req)
+    }
+    /// One request with hooks (see [`generate_with`]).
+    pub fn generate_with(&self, req: Request, hooks: &mut Hooks) -> Result<Output> {
+        generate_with(self.backend.as_ref(), req, hooks)
+    }
+    /// Several requests batched.
+    pub fn generate_batch(&self, reqs: &[Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
+        self.backend.generate_batch(reqs, hooks)
+    }
+    /// The last position's logits of raw ids.
+    pub fn last_logits(
+        &self,
+        ids: &[u32],
+        images: &[ImageInput],
+    ) -> Result<any2any_core::candle_core::Tensor> {
+        self.backend.last_logits(ids, images)
+    }
+    /// Decodes image codes to pixels.
+    pub fn decode_codes(
+        &self,
+        codes: &[u32],
+        height: usize,
+        width: usize,
+    ) -> Result<any2any_core::image::RgbImage> {
+        self.backend.decode_codes(codes, height, width)
     }
 }

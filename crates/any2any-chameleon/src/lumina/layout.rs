@@ -11,8 +11,11 @@ pub const CODES_PER_UNIT: usize = 2;
 /// `create_logits_processor` defaults of `inference_solver.py` (cfg 3.0, image top-k 2000, text
 /// top-k 10) and the temperature of its examples (1.0).
 pub const DEFAULT_CFG: f32 = 3.0;
+/// Lumina-mGPT's default top-k for image tokens.
 pub const DEFAULT_IMAGE_TOP_K: usize = 2000;
+/// Lumina-mGPT's default top-k for text tokens.
 pub const DEFAULT_TEXT_TOP_K: usize = 10;
+/// Lumina-mGPT's default sampling temperature.
 pub const DEFAULT_TEMPERATURE: f32 = 1.0;
 
 /// The instruction Lumina-mGPT was trained with for text→image (`{W}x{H}`).
@@ -77,6 +80,7 @@ impl LuminaLayout {
         self.size_ids.len() - 1
     }
 
+    /// The size token of `units` (height or width in units of the grid step); an error beyond [`LuminaLayout::max_units`].
     pub fn size_token(&self, units: usize) -> Result<u32> {
         self.size_ids
             .get(units)

@@ -15,8 +15,11 @@ use any2any_core::{Error, Result};
 /// An image closed by its EOI: the index of its BOI and of its EOI in the sequence, and its grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed {
+    /// Index of its BOI in the sequence.
     pub boi: usize,
+    /// Index of its EOI in the sequence.
     pub eoi: usize,
+    /// Its code grid (rows, columns).
     pub grid: (usize, usize),
 }
 
@@ -32,23 +35,31 @@ enum Mode {
 
 /// The samplings of the loop: text, and image tokens (size tokens, unguided rows).
 pub struct Pipes {
+    /// Sampling of text tokens.
     pub text: LogitsPipeline,
+    /// Sampling of image tokens (size tokens, unguided rows).
     pub image: LogitsPipeline,
 }
 
 /// What the machine reads from the vocabulary.
 pub struct Vocab<'a> {
+    /// The special ids.
     pub ids: SpecialIds,
+    /// The size and newline tokens.
     pub layout: &'a LuminaLayout,
     /// IMGIMG ids.
     pub codes: &'a [u32],
+    /// Entries of the vocabulary.
     pub size: usize,
+    /// The device the allowed-token masks are built on.
     pub device: &'a Device,
 }
 
+/// Lumina-mGPT's layout machine: which tokens may come next (text, size tokens, a row of codes, a newline, the EOI), from what the sequence holds so far.
 pub struct Machine<'a> {
     /// The whole sequence: the prompt, then every id drawn.
     pub seq: Vec<u32>,
+    /// Ids of the prompt at the start of `seq`.
     pub prompt_len: usize,
     /// The images closed so far, in order.
     pub images: Vec<Closed>,

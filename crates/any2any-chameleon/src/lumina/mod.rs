@@ -47,7 +47,9 @@ pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Backend>> 
 
 /// A loaded Lumina-mGPT checkpoint.
 pub struct LuminaBackend {
+    /// The shared Chameleon model.
     pub model: ChameleonModel,
+    /// Lumina-mGPT's size and newline tokens.
     pub lumina: LuminaLayout,
 }
 

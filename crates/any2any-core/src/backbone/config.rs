@@ -234,7 +234,7 @@ impl LlamaTextConfig {
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(bad(format!("head_dim {head_dim} must be even and > 0")));
         }
-        Ok(BackboneConfig {
+        let bb = BackboneConfig {
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,
             intermediate_size: self.intermediate_size,
@@ -255,11 +255,49 @@ impl LlamaTextConfig {
             attention_bias: self.attention_bias,
             mlp_bias: self.mlp_bias,
             naming: WeightNaming::Llama,
-        })
+        };
+        bb.validate(what)?;
+        Ok(bb)
     }
 }
 
 impl BackboneConfig {
+    /// Refuses values the decoder cannot run with, naming the field (`what` names the file or
+    /// section): empty sizes, a norm epsilon or RoPE θ that is not a finite number > 0 (they
+    /// give NaN), and a context beyond [`crate::limits::MAX_POSITIONS`].
+    pub fn validate(&self, what: &str) -> Result<()> {
+        let bad = |msg: String| Error::Config {
+            path: what.into(),
+            msg,
+        };
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return Err(bad(format!("{field} must be > 0")));
+            }
+        }
+        let max = crate::limits::MAX_POSITIONS;
+        if self.max_position_embeddings > max {
+            return Err(bad(format!(
+                "max_position_embeddings {} is more than {max} positions",
+                self.max_position_embeddings
+            )));
+        }
+        for (field, v) in [
+            ("norm eps (rms_norm_eps / layer_norm_eps)", self.norm_eps),
+            ("rope_theta", self.rope_theta),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(format!("{field} {v} must be a finite number > 0")));
+            }
+        }
+        Ok(())
+    }
+
     /// Rotated dims per head.
     pub fn rotary_dim(&self) -> usize {
         let r = (self.head_dim as f64 * self.partial_rotary_factor) as usize;
@@ -410,7 +448,7 @@ impl PhiConfig {
                 self.partial_rotary_factor
             )));
         }
-        Ok(BackboneConfig {
+        let bb = BackboneConfig {
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,
             intermediate_size: self.intermediate_size,
@@ -435,7 +473,9 @@ impl PhiConfig {
             attention_bias: true,
             mlp_bias: true,
             naming: WeightNaming::Phi,
-        })
+        };
+        bb.validate(what)?;
+        Ok(bb)
     }
 }
 

@@ -228,8 +228,9 @@ pub struct Decoder {
     embed: Embedding,
     blocks: Vec<Block>,
     norm: Norm,
-    cos: Tensor,
-    sin: Tensor,
+    /// RoPE inverse frequencies `[1, rotary_dim / 2]` f32; the cos/sin of the positions a
+    /// forward needs are computed from them (nothing is sized by `max_position_embeddings`).
+    inv_freq: Tensor,
     cfg: BackboneConfig,
     dtype: DType,
     device: Device,
@@ -396,13 +397,12 @@ impl Decoder {
             })
             .collect::<Result<_>>()?;
         let norm = Norm::load(vb.pp(n.final_norm), cfg.hidden_size, cfg.norm, cfg.norm_eps)?;
-        let (cos, sin) = rope_tables(cfg, vb.dtype(), vb.device())?;
+        let inv_freq = rope_inv_freq(cfg, vb.device())?;
         Ok(Self {
             embed,
             blocks,
             norm,
-            cos,
-            sin,
+            inv_freq,
             cfg: cfg.clone(),
             dtype: vb.dtype(),
             device: vb.device().clone(),
@@ -432,6 +432,8 @@ impl Decoder {
     }
 
     /// A cache for `rows` rows of up to `capacity` tokens.
+    /// The memory is estimated first: a cache beyond [`crate::limits::memory_budget`] is an
+    /// [`Error::TooLarge`] naming the rows and positions asked for.
     pub fn new_cache(&self, rows: usize, capacity: usize) -> Result<KvCache> {
         if capacity > self.cfg.max_position_embeddings {
             return Err(Error::ContextOverflow {
@@ -440,6 +442,17 @@ impl Decoder {
                 reserved: 0,
             });
         }
+        let c = &self.cfg;
+        crate::limits::check_memory(
+            &format!(
+                "a KV cache of {rows} rows × {capacity} positions (rows: prompts × --num, \
+                 doubled under guidance; positions: prompt + --max-new-tokens)"
+            ),
+            crate::limits::bytes_of(
+                &[2, c.num_layers, rows, c.num_kv_heads, c.head_dim, capacity],
+                self.dtype,
+            ),
+        )?;
         KvCache::new(
             self.cfg.num_layers,
             rows,
@@ -452,24 +465,22 @@ impl Decoder {
     }
 
     fn rope_for(&self, layout: &RowLayout, offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
-        if layout.is_dense() {
-            return Ok((
-                self.cos.narrow(0, offset, len)?,
-                self.sin.narrow(0, offset, len)?,
-            ));
-        }
-        let rows = layout.rows();
+        let rows = if layout.is_dense() { 1 } else { layout.rows() };
         let mut pos = Vec::with_capacity(rows * len);
         for r in 0..rows {
             for i in 0..len {
                 pos.push(layout.position(r, offset + i) as u32);
             }
         }
-        let pos = Tensor::from_vec(pos, rows * len, &self.device)?;
-        let half = self.cos.dim(1)?;
-        let cos = self.cos.index_select(&pos, 0)?.reshape((rows, len, half))?;
-        let sin = self.sin.index_select(&pos, 0)?.reshape((rows, len, half))?;
-        Ok((cos, sin))
+        let (cos, sin) = rope_of(&pos, &self.inv_freq, self.dtype)?;
+        if layout.is_dense() {
+            return Ok((cos, sin));
+        }
+        let half = cos.dim(1)?;
+        Ok((
+            cos.reshape((rows, len, half))?,
+            sin.reshape((rows, len, half))?,
+        ))
     }
 
     /// Runs `x` (`[rows, len, hidden]`) after what `cache` holds; returns final-normed hidden
@@ -533,17 +544,23 @@ pub fn lm_head(vb: VarBuilder, cfg: &BackboneConfig) -> Result<candle_nn::Linear
     Ok(linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb)?)
 }
 
-fn rope_tables(cfg: &BackboneConfig, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+/// `1 / θ^(2i / rot)` for the rotated pairs, `[1, rot / 2]` f32.
+fn rope_inv_freq(cfg: &BackboneConfig, device: &Device) -> Result<Tensor> {
     let rot = cfg.rotary_dim();
     let inv: Vec<f32> = (0..rot / 2)
         .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / rot as f64) as f32)
         .collect();
-    let n = cfg.max_position_embeddings;
-    let inv = Tensor::from_vec(inv, (1, rot / 2), device)?;
-    let pos = Tensor::arange(0u32, n as u32, device)?
+    Ok(Tensor::from_vec(inv, (1, rot / 2), device)?)
+}
+
+/// cos and sin `[n, rot / 2]` in `dtype` of positions `pos`: `(p as f32) · inv_freq`, in f32,
+/// element for element what a precomputed table holds.
+fn rope_of(pos: &[u32], inv_freq: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
+    let n = pos.len();
+    let pos = Tensor::from_slice(pos, n, inv_freq.device())?
         .to_dtype(DType::F32)?
         .reshape((n, 1))?;
-    let freqs = pos.broadcast_mul(&inv)?;
+    let freqs = pos.broadcast_mul(inv_freq)?;
     Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
 }
 

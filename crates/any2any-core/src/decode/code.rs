@@ -250,6 +250,7 @@ impl<'a> CodeLoop<'a> {
                 Allowed::Mask(m) => Some(m),
             };
             let logits = head.logits(&hidden)?;
+            crate::limits::check_finite(&logits, self.stage)?;
             let next = {
                 let pipe = constraint.pipeline(step).unwrap_or(self.pipe);
                 if pipe.streams() != streams {

@@ -202,6 +202,7 @@ impl<'a> LatentLoop<'a> {
                     Tensor::cat(&vec![input; streams], 0)?
                 };
                 let pred = denoiser.predict(&input, t, i)?;
+                crate::limits::check_finite(&pred, self.stage)?;
                 if pred.dims() != input.dims() {
                     return Err(Error::invalid(
                         "prediction",

@@ -128,8 +128,9 @@ impl<'m> RowBatch<'m> {
             });
         }
         let layout = RowLayout::left_padded(&lens);
-        let x = Self::stack(decoder, rows, &lens, max)?;
+        // The cache first: it checks the memory estimate before the embeddings are stacked.
         let mut cache = decoder.new_cache(rows.len(), max + room)?;
+        let x = Self::stack(decoder, rows, &lens, max)?;
         let h = decoder.forward(
             &x,
             ForwardArgs {
@@ -185,15 +186,7 @@ impl<'m> RowBatch<'m> {
     /// states `[rows, hidden]`.
     pub fn step(&mut self, x: &Tensor) -> Result<Tensor> {
         let n = x.dim(1)?;
-        let h = self.decoder.forward(
-            x,
-            ForwardArgs {
-                layout: &self.layout,
-                mask: &self.mask,
-            },
-            &mut self.cache,
-        )?;
-        Ok(h.narrow(1, n - 1, 1)?.squeeze(1)?)
+        Ok(self.step_span(x)?.narrow(1, n - 1, 1)?.squeeze(1)?)
     }
 
     /// Runs a span `x` (`[rows, n, hidden]`) after what the batch holds; the final-normed hidden

@@ -122,6 +122,7 @@ impl<'a> TextLoop<'a> {
         for step in 0..self.max_new {
             hooks.step(self.stage, step, self.max_new)?;
             let logits = head.logits(&hidden)?;
+            crate::limits::check_finite(&logits, self.stage)?;
             let next = self.pipe.sample(&logits, None, noise)?;
             let host = next.to_vec1::<u32>()?;
             let mut keep = Vec::with_capacity(live.len());

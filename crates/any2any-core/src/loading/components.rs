@@ -438,11 +438,29 @@ mod tests {
 
     #[test]
     fn shard_names_must_stay_inside() {
-        for ok in ["a.safetensors", "sub/a.safetensors", "./a.safetensors"] {
-            assert!(super::super::is_inside(ok), "{ok}");
+        for ok in [
+            "a.safetensors",
+            "model-00001-of-00002.safetensors",
+            "..a",
+            "a..b",
+        ] {
+            assert!(super::super::is_plain_name(ok), "{ok}");
         }
-        for bad in ["../a.safetensors", "sub/../../a", "/etc/passwd", "", "."] {
-            assert!(!super::super::is_inside(bad), "{bad}");
+        let bad = [
+            "../a.safetensors",
+            "sub/../../a",
+            "/etc/passwd",
+            "",
+            ".",
+            "..",
+            "sub/a.safetensors",
+            "./a.safetensors",
+            "..\\x",
+            "C:\\x",
+            "a\0b",
+        ];
+        for bad in bad {
+            assert!(!super::super::is_plain_name(bad), "{bad}");
         }
     }
 

@@ -6,9 +6,9 @@
 //! (from the Lightning `vqgan.ckpt`) and generated image codes; bad input gives typed errors.
 
 mod common;
-use any2any::candle_core::{DType, Device, Tensor};
-use any2any::{Error, Generated, GenerationParams, LoadOptions, Modality, Pipeline, Request};
 use any2any_chameleon::{ChameleonBackend, VqFormat};
+use any2any_core::candle_core::{DType, Device, Tensor};
+use any2any_core::{Error, Generated, GenerationParams, LoadOptions, Modality, Request};
 use common::*;
 use std::path::{Path, PathBuf};
 
@@ -16,8 +16,8 @@ fn raw_dir() -> PathBuf {
     fixture_dir("chameleon-raw-tiny")
 }
 
-fn load(dir: &Path) -> any2any::Result<Pipeline> {
-    Pipeline::load(dir.to_str().unwrap(), LoadOptions::default())
+fn load(dir: &Path) -> any2any_core::Result<Loaded> {
+    load_dir(dir)
 }
 
 fn raw_backend() -> ChameleonBackend {
@@ -27,8 +27,8 @@ fn raw_backend() -> ChameleonBackend {
     ChameleonBackend::load(&files, &LoadOptions::default()).unwrap()
 }
 
-fn image() -> any2any::ImageInput {
-    any2any::imageops::load_image(&chameleon_dir().join("image.png")).unwrap()
+fn image() -> any2any_core::ImageInput {
+    any2any_core::imageops::load_image(&chameleon_dir().join("image.png")).unwrap()
 }
 
 fn greedy(n: usize) -> GenerationParams {
@@ -39,14 +39,14 @@ fn greedy(n: usize) -> GenerationParams {
     }
 }
 
-fn text_ids(out: &any2any::Output) -> Vec<u32> {
+fn text_ids(out: &any2any_core::Output) -> Vec<u32> {
     match &out.segments[..] {
         [Generated::Text { ids, .. }] => ids.clone(),
         other => panic!("expected one text segment, got {other:?}"),
     }
 }
 
-fn image_codes(out: &any2any::Output) -> Vec<u32> {
+fn image_codes(out: &any2any_core::Output) -> Vec<u32> {
     match &out.segments[..] {
         [Generated::Image { codes, .. }] => codes.clone().unwrap(),
         other => panic!("expected one image, got {other:?}"),
@@ -95,10 +95,13 @@ fn config_and_vocab_come_from_params_and_text_tokenizer() {
         (c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size),
         (4, 2, 8, 64)
     );
-    assert_eq!(c.qk_norm, any2any::backbone::QkNorm::PerHead);
-    assert_eq!(c.block, any2any::backbone::BlockOrder::PreNorm);
-    assert_eq!(c.rope_layout, any2any::backbone::RopeLayout::Interleaved);
-    assert_eq!(c.naming, any2any::backbone::WeightNaming::Meta);
+    assert_eq!(c.qk_norm, any2any_core::backbone::QkNorm::PerHead);
+    assert_eq!(c.block, any2any_core::backbone::BlockOrder::PreNorm);
+    assert_eq!(
+        c.rope_layout,
+        any2any_core::backbone::RopeLayout::Interleaved
+    );
+    assert_eq!(c.naming, any2any_core::backbone::WeightNaming::Meta);
     let p = parity("chameleon-tiny");
     let m = &p["meta"]["vocab"];
     let v = &b.model.cfg.vocab;

@@ -8,17 +8,19 @@
 //! Tolerances: logits 1e-4 abs, ids and codes equal, pixels within 1 level.
 
 mod common;
-use any2any::{Backend, ReplayNoise};
-use any2any::{Generated, GenerationParams, Hooks, LoadOptions, Modality, ModelFiles, Request};
 use any2any_chameleon::LuminaBackend;
+use any2any_core::{Backend, ReplayNoise};
+use any2any_core::{
+    Generated, GenerationParams, Hooks, LoadOptions, Modality, ModelFiles, Request,
+};
 use common::*;
 
 fn dir() -> std::path::PathBuf {
     fixture_dir("lumina-tiny")
 }
 
-fn pipeline() -> any2any::Pipeline {
-    any2any::Pipeline::load(dir().to_str().unwrap(), LoadOptions::default()).unwrap()
+fn pipeline() -> Loaded {
+    load_dir(&dir()).unwrap()
 }
 
 fn backend() -> LuminaBackend {
@@ -40,7 +42,7 @@ fn params(case: &serde_json::Value) -> GenerationParams {
 }
 
 /// Replays one case through the free-running loop (interleaved output, as the reference runs).
-fn replay(case: &serde_json::Value) -> any2any::Output {
+fn replay(case: &serde_json::Value) -> any2any_core::Output {
     let req = Request::new()
         .raw_ids(u32s(&case["prompt_ids"]))
         .want(Modality::Interleaved)
@@ -50,7 +52,7 @@ fn replay(case: &serde_json::Value) -> any2any::Output {
 }
 
 /// The ids an output stands for: text ids, and for an image its rows + newline + EOI.
-fn output_ids(out: &any2any::Output, newline: u32, eoi: u32) -> Vec<u32> {
+fn output_ids(out: &any2any_core::Output, newline: u32, eoi: u32) -> Vec<u32> {
     let mut ids = Vec::new();
     for s in &out.segments {
         match s {
@@ -81,9 +83,9 @@ fn layout_tokens_from_the_vocabulary() {
     assert!(b.info().variant.contains("Lumina-mGPT"));
     // The checkpoint stores q/k-norm as [1, head_dim] (Lumina's model-parallel layout), so the
     // logits tests below run the broadcast to every head.
-    let w = any2any::candle_core::safetensors::load(
+    let w = any2any_core::candle_core::safetensors::load(
         dir().join("model.safetensors"),
-        &any2any::candle_core::Device::Cpu,
+        &any2any_core::candle_core::Device::Cpu,
     )
     .unwrap();
     let q = &w["model.layers.0.self_attn.q_norm.weight"];
@@ -107,7 +109,7 @@ fn text_logits_match_hf_without_image_mask() {
 fn image_block_and_logits_match_reference() {
     let p = parity("lumina-tiny");
     let c = &p["image_logits"];
-    let img = any2any::imageops::load_image(&dir().join("image.png")).unwrap();
+    let img = any2any_core::imageops::load_image(&dir().join("image.png")).unwrap();
     let b = backend();
     let ids = u32s(&c["input_ids"]);
     // [BOS] + block + text: the block from our encoder and layout equals the reference's.
@@ -272,7 +274,7 @@ fn bad_sizes_and_budgets_are_named() {
 }
 
 /// The error of a text request for raw `ids` (3 new tokens at most).
-fn raw_text_error(pl: &any2any::Pipeline, ids: Vec<u32>) -> String {
+fn raw_text_error(pl: &Loaded, ids: Vec<u32>) -> String {
     pl.generate(
         Request::new()
             .raw_ids(ids)

@@ -4,15 +4,11 @@
 //! entries exactly HF's `finfo.min`), greedy ids equal.
 
 mod common;
-use any2any::{GenerationParams, LoadOptions, Modality, Request};
+use any2any_core::{GenerationParams, Modality, Request};
 use common::*;
 
-fn pipeline() -> any2any::Pipeline {
-    any2any::Pipeline::load(
-        fixture_dir("chameleon-swin-tiny").to_str().unwrap(),
-        LoadOptions::default(),
-    )
-    .unwrap()
+fn pipeline() -> Loaded {
+    load_dir(&fixture_dir("chameleon-swin-tiny")).unwrap()
 }
 
 #[test]
@@ -48,7 +44,7 @@ fn swin_norm_greedy_ids_match_hf() {
         .segments
         .iter()
         .flat_map(|s| match s {
-            any2any::Generated::Text { ids, .. } => ids.clone(),
+            any2any_core::Generated::Text { ids, .. } => ids.clone(),
             _ => vec![],
         })
         .collect();

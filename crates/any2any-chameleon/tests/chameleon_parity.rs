@@ -5,14 +5,14 @@
 //! be HF's `finfo.min`), decoder output 1e-4 abs, ids and codes equal, pixels within 1 level.
 
 mod common;
-use any2any::{
+use any2any_chameleon::ChameleonBackend;
+use any2any_core::{
     Generated, GenerationParams, Hooks, LoadOptions, Modality, ModelFiles, ReplayNoise, Request,
 };
-use any2any_chameleon::ChameleonBackend;
 use common::*;
 
-fn image() -> any2any::ImageInput {
-    any2any::imageops::load_image(&chameleon_dir().join("image.png")).unwrap()
+fn image() -> any2any_core::ImageInput {
+    any2any_core::imageops::load_image(&chameleon_dir().join("image.png")).unwrap()
 }
 
 fn backend() -> ChameleonBackend {
@@ -70,7 +70,7 @@ fn vq_encode_codes_match_hf() {
     assert_eq!(codes, u32s(&c["codes"]));
 }
 
-fn greedy_text(ids: Vec<u32>, images: Vec<any2any::ImageInput>, n: usize) -> Vec<u32> {
+fn greedy_text(ids: Vec<u32>, images: Vec<any2any_core::ImageInput>, n: usize) -> Vec<u32> {
     let mut r = Request::new()
         .raw_ids(ids)
         .want(Modality::Text)
@@ -145,10 +145,13 @@ fn check_decode(name: &str) {
     );
     let b = backend();
     let dec = b.model.vq_decoder.as_ref().expect("decoder loaded");
-    let t = any2any::candle_core::Tensor::new(codes.as_slice(), &any2any::candle_core::Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
+    let t = any2any_core::candle_core::Tensor::new(
+        codes.as_slice(),
+        &any2any_core::candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .unsqueeze(0)
+    .unwrap();
     let raw = dec.decode(&t, h, w).unwrap();
     let (oh, ow) = (
         c["out_height"].as_u64().unwrap() as usize,
@@ -235,7 +238,7 @@ fn image_loop_step0_logits_match_reference() {
             rows.push(l.unsqueeze(0).unwrap());
         }
         let w = c["guidance_scale_text"].as_f64().unwrap() as f32;
-        let all = any2any::candle_core::Tensor::cat(&rows, 0).unwrap();
+        let all = any2any_core::candle_core::Tensor::cat(&rows, 0).unwrap();
         let mixed = ChameleonBackend::guidance(w).mix(&all).unwrap();
         let d = max_abs_diff(
             &mixed.squeeze(0).unwrap().to_vec1::<f32>().unwrap(),
@@ -357,8 +360,7 @@ fn text_to_image_without_decoder_is_a_clear_error() {
     ] {
         std::fs::copy(chameleon_dir().join(f), dir.path().join(f)).unwrap();
     }
-    let pipe =
-        any2any::Pipeline::load(dir.path().to_str().unwrap(), LoadOptions::default()).unwrap();
+    let pipe = load_dir(dir.path()).unwrap();
     let err = pipe
         .generate(Request::new().text("a red cat.").want(Modality::Image))
         .unwrap_err()
@@ -438,7 +440,7 @@ fn rendered_prompts_match_the_hf_processor() {
 fn decoder_inside_the_checkpoint_loads_like_the_taming_file() {
     // An Anole HF dir that keeps the image decoder in the checkpoint (`model.vqmodel.decoder.*`,
     // taming layout): the tiny model with the decoder file merged in decodes like the parity case.
-    use any2any::candle_core::{safetensors, Device};
+    use any2any_core::candle_core::{safetensors, Device};
     let src = chameleon_dir();
     let dir = tempfile::tempdir().unwrap();
     for f in [
@@ -460,8 +462,7 @@ fn decoder_inside_the_checkpoint_loads_like_the_taming_file() {
     }
     assert!(added > 10);
     safetensors::save(&model, dir.path().join("model.safetensors")).unwrap();
-    let pipe =
-        any2any::Pipeline::load(dir.path().to_str().unwrap(), LoadOptions::default()).unwrap();
+    let pipe = load_dir(dir.path()).unwrap();
     let p = parity("chameleon-tiny");
     let c = &p["decode_nonsquare"];
     let img = pipe
