@@ -406,3 +406,187 @@ pub fn table(rows: &[BenchRow], image_tokens: usize) -> String {
     }
     s
 }
+
+/// `--size janusflow-1.3b` / `janusflow-tiny`: the rectified-flow loop of JanusFlow (encoder →
+/// LLM over `[t_emb, latent tokens]` after the cached prompt → decoder), timed per step, and one
+/// SDXL-VAE decode.
+#[cfg(feature = "janusflow")]
+pub mod flow {
+    use super::{available_bytes, peak_rss_mib, Filled};
+    use any2any::candle_core::{DType, Device, Tensor};
+    use any2any::candle_nn::VarBuilder;
+    use any2any::decode::{FlowEuler, LatentLoop};
+    use any2any::sampling::{Guidance, GuidanceSpace};
+    use any2any::{Error, Hooks, Result, SeededNoise};
+    use any2any_diffusion::vae::{KlVae, VaeConfig};
+    use any2any_janusflow::flow::{FlowDenoiser, FlowPrompts};
+    use any2any_janusflow::{JanusFlowConfig, JanusFlowModel};
+    use std::time::Instant;
+
+    /// Prompt tokens of the README's template around a short prompt (its last one dropped).
+    const PROMPT: usize = 24;
+    /// Steps of one image (the README's).
+    const IMAGE_STEPS: usize = 30;
+
+    /// The sizes: the real checkpoint's shapes, or the test fixture's.
+    pub fn config(size: &str) -> Result<(JanusFlowConfig, usize)> {
+        let (lm, width, und, enc, latent) = match size {
+            "janusflow-1.3b" => (
+                r#"{"vocab_size":102400,"hidden_size":2048,"intermediate_size":5632,"num_hidden_layers":24,"num_attention_heads":16,"max_position_embeddings":16384}"#,
+                2048,
+                r#"{"model_name":"siglip_large_patch16_384","image_size":384,"select_layer":-1}"#,
+                768,
+                48,
+            ),
+            "janusflow-tiny" => (
+                r#"{"vocab_size":112,"hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"max_position_embeddings":512}"#,
+                64,
+                r#"{"model_name":"t","image_size":64,"select_layer":-1,"width":32,"layers":2,"heads":2,"patch_size":16}"#,
+                32,
+                8,
+            ),
+            other => {
+                return Err(Error::invalid(
+                    "size",
+                    format!("`{other}` (janusflow-1.3b or janusflow-tiny)"),
+                ))
+            }
+        };
+        let json = format!(
+            r#"{{"language_config":{lm},
+            "vision_und_enc_config":{{"cls":"CLIPVisionTower","params":{und}}},
+            "vision_gen_enc_config":{{"cls":"ShallowUViTEncoder","params":{{"input_channels":4,"stride":2,"kernel_size":2,"padding":0,"block_out_channels":[{enc}],"layers_in_middle":2,"hidden_size":{width}}}}},
+            "vision_gen_dec_config":{{"cls":"ShallowUViTDecoder","params":{{"in_channels":{enc},"out_channels":4,"block_out_channels":[{enc}],"upsamples":1,"layers_in_middle":2,"hidden_size":{width}}}}}}}"#
+        );
+        let cfg = serde_json::from_str(&json).map_err(|e| Error::invalid("size", e.to_string()))?;
+        Ok((cfg, latent))
+    }
+
+    /// One measured configuration of the flow loop.
+    #[derive(Debug, Clone, serde::Serialize)]
+    pub struct FlowRow {
+        pub size: String,
+        pub device: String,
+        pub dtype: String,
+        /// Images (prompts) per batch; with CFG the LLM runs twice as many rows.
+        pub batch: usize,
+        pub cfg: bool,
+        pub prompt_tokens: usize,
+        /// Latent tokens per image (plus one timestep token per step).
+        pub latent_tokens: usize,
+        pub prefix_ms: f64,
+        pub steps_measured: usize,
+        pub step_ms_mean: f64,
+        pub step_ms_min: f64,
+        /// One SDXL-VAE decode of the batch.
+        pub vae_decode_ms: f64,
+        /// Prefix + 30 steps at the mean step time + the VAE decode.
+        pub s_per_image_batch: f64,
+        pub peak_rss_mib: f64,
+    }
+
+    /// Times the production loop ([`LatentLoop`] over [`FlowDenoiser`] with the cached prefix):
+    /// each step is the interval between two progress reports, the device synchronised at each.
+    pub fn run(
+        size: &str,
+        device: &Device,
+        dtype: DType,
+        batch: usize,
+        cfg_on: bool,
+        steps: usize,
+        warmup: usize,
+    ) -> Result<FlowRow> {
+        let (cfg, latent) = config(size)?;
+        if device.is_cpu() {
+            let need = 2_100_000_000u64 * dtype.size_in_bytes() as u64;
+            if let Some(avail) = available_bytes().filter(|&a| size == "janusflow-1.3b" && need > a)
+            {
+                return Err(Error::invalid(
+                    "size",
+                    format!(
+                        "{size} needs ~{:.1} GiB, {:.1} GiB available",
+                        need as f64 / 1073741824.0,
+                        avail as f64 / 1073741824.0
+                    ),
+                ));
+            }
+        }
+        let vb = VarBuilder::from_backend(Box::new(Filled), dtype, device.clone());
+        let model = JanusFlowModel::load(vb, &cfg)?;
+        let prompts = vec![vec![0u32; PROMPT + 1]; batch];
+        let t = Instant::now();
+        let rows = FlowPrompts::new(&model, &prompts, 0, cfg_on)?;
+        let span = 1 + (latent / 2) * (latent / 2);
+        let mut den = FlowDenoiser::cached(&model, rows, span)?;
+        device.synchronize()?;
+        let prefix_ms = t.elapsed().as_secs_f64() * 1e3;
+        let g = Guidance::two_stream(2.0, GuidanceSpace::Logits);
+        let lp = LatentLoop {
+            guidance: cfg_on.then_some(&g),
+            stage: "flow",
+        };
+        let x = Tensor::randn(0f32, 1.0, (batch, 4, latent, latent), device)?;
+        let stamps = std::cell::RefCell::new(Vec::new());
+        let mut hooks = Hooks::new().on_progress(|_| {
+            let _ = device.synchronize();
+            stamps.borrow_mut().push(Instant::now());
+        });
+        let sched = FlowEuler::new(warmup + steps, 1000.0)?;
+        let z = lp.run(x, &mut den, &sched, &mut SeededNoise::new(0), &mut hooks)?;
+        drop(hooks);
+        let times: Vec<f64> = stamps
+            .into_inner()
+            .windows(2)
+            .skip(warmup)
+            .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
+            .collect();
+        let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+        let vae_cfg = if size == "janusflow-1.3b" {
+            VaeConfig::sdxl()
+        } else {
+            tiny_vae()
+        };
+        let vae = KlVae::new(
+            VarBuilder::from_backend(Box::new(Filled), dtype, device.clone()),
+            vae_cfg,
+            "bench",
+        )?;
+        let t = Instant::now();
+        vae.decode_scaled(&z)?;
+        device.synchronize()?;
+        let vae_decode_ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok(FlowRow {
+            size: size.into(),
+            device: format!("{device:?}"),
+            dtype: format!("{dtype:?}"),
+            batch,
+            cfg: cfg_on,
+            prompt_tokens: PROMPT,
+            latent_tokens: span - 1,
+            prefix_ms,
+            steps_measured: times.len(),
+            step_ms_mean: mean,
+            step_ms_min: times.iter().copied().fold(f64::INFINITY, f64::min),
+            vae_decode_ms,
+            s_per_image_batch: (prefix_ms + mean * IMAGE_STEPS as f64 + vae_decode_ms) / 1e3,
+            peak_rss_mib: peak_rss_mib(),
+        })
+    }
+
+    fn tiny_vae() -> VaeConfig {
+        serde_json::from_str(r#"{"block_out_channels":[8,16,16,16],"norm_num_groups":8,"scaling_factor":0.13025,"down_block_types":["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],"up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"]}"#).unwrap_or_default()
+    }
+
+    /// Markdown table of the rows.
+    pub fn table(rows: &[FlowRow]) -> String {
+        let mut s = String::from("| size | device | dtype | images | CFG | prompt | latent tokens | prefix ms | step ms (mean / min) | VAE decode ms | s per image batch (30 steps) | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in rows {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} / {:.1} | {:.1} | {:.2} | {:.0} |\n",
+                r.size, r.device, r.dtype, r.batch, if r.cfg { "on" } else { "off" }, r.prompt_tokens, r.latent_tokens,
+                r.prefix_ms, r.step_ms_mean, r.step_ms_min, r.vae_decode_ms, r.s_per_image_batch, r.peak_rss_mib
+            ));
+        }
+        s
+    }
+}

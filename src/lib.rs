@@ -13,7 +13,7 @@
 //! `any2any-core` are re-exported as they are ([`request`], [`sampling`], [`decode`], …) for
 //! lower-level use, and so are the libraries in its public API ([`candle_core`], [`candle_nn`],
 //! [`image`], [`tokenizers`]). Each family's own API is in its crate (`any2any_janus`,
-//! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`).
+//! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`, `any2any_janusflow`).
 
 pub use any2any_core::{
     backbone, backend, codec, decode, edit, error, imageops, kv_cache, loading, nn, noise, npy,
@@ -104,6 +104,16 @@ pub fn families() -> &'static [Family] {
             resolve_dir: None,
             hub_files: &[],
             components: any2any_showo::COMPONENTS,
+        },
+        #[cfg(feature = "janusflow")]
+        Family {
+            // deepseek-ai/JanusFlow-1.3B: model_type multi_modality with a ShallowUViT encoder
+            name: "janusflow",
+            matches: any2any_janusflow::matches,
+            load: any2any_janusflow::load,
+            resolve_dir: None,
+            hub_files: &[],
+            components: any2any_janusflow::COMPONENTS,
         },
     ];
     FAMILIES

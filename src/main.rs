@@ -205,7 +205,8 @@ struct DecodeArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b or emu3-8b.
+    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b, janusflow-1.3b or
+    /// janusflow-tiny (flow steps: CFG doubles the rows, --steps counts flow steps).
     #[arg(long, default_value = "tiny")]
     size: String,
     #[arg(long, default_value = "cpu")]
@@ -872,6 +873,10 @@ fn inspect(a: InspectArgs) -> Result<()> {
 }
 
 fn run_bench(a: BenchArgs) -> Result<()> {
+    #[cfg(feature = "janusflow")]
+    if a.size.starts_with("janusflow") {
+        return run_flow_bench(a);
+    }
     let w = bench::workload(&a.size)?;
     let device = parse_device(&a.device)?;
     let dtype = match a.dtype.as_deref() {
@@ -904,6 +909,46 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         &w, &device, dtype, &a.batch, &cfgs, a.steps, a.warmup, a.context,
     )?;
     print!("{}", bench::table(&rows, w.image_tokens));
+    if let Some(j) = &a.json {
+        write_json(j, &rows)?;
+    }
+    Ok(())
+}
+
+/// `bench --size janusflow-…`: one row per (batch, CFG), flow steps instead of tokens.
+#[cfg(feature = "janusflow")]
+fn run_flow_bench(a: BenchArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let dtype = match a.dtype.as_deref() {
+        Some(d) => parse_dtype(d)?,
+        None => LoadOptions {
+            device: device.clone(),
+            ..Default::default()
+        }
+        .dtype(),
+    };
+    if a.steps == 0 || a.batch.contains(&0) {
+        return Err(Error::invalid("steps/batch", "must be ≥ 1"));
+    }
+    let mut rows = Vec::new();
+    for &b in &a.batch {
+        for c in &a.cfg {
+            let on = match c.as_str() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(Error::invalid(
+                        "cfg",
+                        format!("`{other}` (expected on, off or on,off)"),
+                    ))
+                }
+            };
+            rows.push(bench::flow::run(
+                &a.size, &device, dtype, b, on, a.steps, a.warmup,
+            )?);
+        }
+    }
+    print!("{}", bench::flow::table(&rows));
     if let Some(j) = &a.json {
         write_json(j, &rows)?;
     }

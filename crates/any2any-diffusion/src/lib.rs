@@ -7,3 +7,4 @@
 
 pub mod scheduler;
 pub mod unet;
+pub mod vae;

@@ -71,6 +71,11 @@ pub enum MaskKind {
     BidirectionalPrefix(usize),
     /// Causal, with full attention inside each `[start, end)` slot span (image spans).
     BlockCausal(Vec<(usize, usize)>),
+    /// Causal, except that in row `r` no query sees a key inside one of the `[start, end)` slot
+    /// spans of `hidden[r]` (a row without an entry hides nothing). E.g. JanusFlow's
+    /// unconditioned rows: their prompt tokens after BOS are masked out at the same positions,
+    /// as an HF 2-D attention mask with zeros does.
+    HiddenKeys(Vec<Vec<(usize, usize)>>),
     /// Fully explicit visibility over absolute cache slots (pads and layout ignored):
     /// `visible[(r * len + q) * len + k]` says whether query slot `q` of row `r` sees key slot
     /// `k`; `len` covers every slot a forward may reach. Each query must see at least one key
@@ -84,12 +89,16 @@ pub enum MaskKind {
 }
 
 impl MaskKind {
-    fn visible(&self, q: usize, k: usize) -> bool {
+    fn visible(&self, r: usize, q: usize, k: usize) -> bool {
+        if let MaskKind::HiddenKeys(hidden) = self {
+            let spans = hidden.get(r).map_or(&[][..], Vec::as_slice);
+            return k <= q && !spans.iter().any(|&(s, e)| k >= s && k < e);
+        }
         if k <= q {
             return true;
         }
         match self {
-            MaskKind::Causal | MaskKind::Explicit { .. } => false,
+            MaskKind::Causal | MaskKind::Explicit { .. } | MaskKind::HiddenKeys(_) => false,
             MaskKind::BidirectionalPrefix(n) => q < *n && k < *n,
             MaskKind::BlockCausal(spans) => spans
                 .iter()
@@ -160,7 +169,7 @@ impl MaskKind {
                     let ok = if q < pad {
                         k == q
                     } else {
-                        k >= pad && self.visible(q, k)
+                        k >= pad && self.visible(r, q, k)
                     };
                     if !ok {
                         *v = MASKED;
@@ -228,6 +237,21 @@ mod tests {
             .unwrap();
         assert_eq!(v[1], vec![0.0, 0.0, 0.0, MASKED]);
         assert_eq!(v[0], vec![0.0, MASKED, MASKED, MASKED]);
+    }
+
+    #[test]
+    fn hidden_keys_mask_only_their_rows() {
+        let m = MaskKind::HiddenKeys(vec![vec![], vec![(1, 3)]]);
+        let t = m
+            .build(&RowLayout::dense(2), 0, 4, DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let v: Vec<Vec<Vec<f32>>> = t.squeeze(1).unwrap().to_vec3().unwrap();
+        assert_eq!(v[0][3], vec![0.0; 4]);
+        // row 1: slots 1 and 2 are seen by no query, not even themselves
+        assert_eq!(v[1][3], vec![0.0, MASKED, MASKED, 0.0]);
+        assert_eq!(v[1][2], vec![0.0, MASKED, MASKED, MASKED]);
+        assert_eq!(v[1][0], vec![0.0, MASKED, MASKED, MASKED]);
     }
 
     #[test]

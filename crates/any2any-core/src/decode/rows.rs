@@ -75,6 +75,21 @@ impl<'m> RowBatch<'m> {
         room: usize,
         mask: MaskKind,
     ) -> Result<(Self, Tensor)> {
+        let (batch, h) = Self::prefill_all(decoder, rows, room, mask)?;
+        let max = h.dim(1)?;
+        let last = h.narrow(1, max - 1, 1)?.squeeze(1)?;
+        Ok((batch, last))
+    }
+
+    /// [`RowBatch::prefill_with`], returning the hidden states of every slot of the padded
+    /// batch, `[rows, longest, hidden]` (rows end-aligned: a row's last positions are the
+    /// batch's last).
+    pub fn prefill_all(
+        decoder: &'m Decoder,
+        rows: &[RowInput],
+        room: usize,
+        mask: MaskKind,
+    ) -> Result<(Self, Tensor)> {
         let lens = rows.iter().map(RowInput::len).collect::<Result<Vec<_>>>()?;
         let max = lens.iter().copied().max().unwrap_or(0);
         if max == 0 || lens.contains(&0) {
@@ -99,7 +114,6 @@ impl<'m> RowBatch<'m> {
             },
             &mut cache,
         )?;
-        let last = h.narrow(1, max - 1, 1)?.squeeze(1)?;
         Ok((
             Self {
                 decoder,
@@ -107,7 +121,7 @@ impl<'m> RowBatch<'m> {
                 layout,
                 mask,
             },
-            last,
+            h,
         ))
     }
 
@@ -156,6 +170,32 @@ impl<'m> RowBatch<'m> {
             &mut self.cache,
         )?;
         Ok(h.narrow(1, n - 1, 1)?.squeeze(1)?)
+    }
+
+    /// Runs a span `x` (`[rows, n, hidden]`) after what the batch holds; the final-normed hidden
+    /// states of every position of the span, `[rows, n, hidden]` (a latent image's tokens).
+    pub fn step_span(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.decoder.forward(
+            x,
+            ForwardArgs {
+                layout: &self.layout,
+                mask: &self.mask,
+            },
+            &mut self.cache,
+        )
+    }
+
+    /// Forgets every slot from `len` on (`len` ≤ [`RowBatch::len`]): a prefix cached once is
+    /// rewound to before each re-run of what follows it (a flow step re-runs its latent span).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.cache.len() {
+            return Err(Error::invalid(
+                "truncate",
+                format!("to {len} slots, the batch holds {}", self.cache.len()),
+            ));
+        }
+        self.cache.truncate(len);
+        Ok(())
     }
 
     /// Feeds one id per row (`[rows]` u32, embedded by `head`).
