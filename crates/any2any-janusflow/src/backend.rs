@@ -449,7 +449,7 @@ impl JanusFlowBackend {
             let (ids, _) = self.render(r)?;
             prompts.extend(std::iter::repeat_n(ids, r.num_outputs));
         }
-        let sched = FlowEuler::new(p.steps.unwrap_or(DEFAULT_STEPS), TIME_SCALE)?;
+        let mut sched = FlowEuler::new(p.steps.unwrap_or(DEFAULT_STEPS), TIME_SCALE)?;
         let mut noise = hooks.batch_noise(&any2any_core::decode::noise_parts(reqs));
         let ch = self.model.cfg.vision_gen_enc_config.params.input_channels;
         let mut parts = Vec::new();
@@ -473,7 +473,7 @@ impl JanusFlowBackend {
             guidance: guidance.as_ref(),
             stage: "flow steps",
         };
-        lp.run(z0, &mut den, &sched, &mut noise, hooks)
+        lp.run(z0, &mut den, &mut sched, &mut noise, hooks)
     }
 
     fn vae_factor(&self) -> usize {
