@@ -531,8 +531,14 @@ pub mod flow {
             let _ = device.synchronize();
             stamps.borrow_mut().push(Instant::now());
         });
-        let sched = FlowEuler::new(warmup + steps, 1000.0)?;
-        let z = lp.run(x, &mut den, &sched, &mut SeededNoise::new(0), &mut hooks)?;
+        let mut sched = FlowEuler::new(warmup + steps, 1000.0)?;
+        let z = lp.run(
+            x,
+            &mut den,
+            &mut sched,
+            &mut SeededNoise::new(0),
+            &mut hooks,
+        )?;
         drop(hooks);
         let times: Vec<f64> = stamps
             .into_inner()
