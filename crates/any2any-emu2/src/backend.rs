@@ -16,12 +16,11 @@
 
 use crate::config::Emu2Config;
 use crate::model::Emu2Model;
-use any2any_core::backbone::{ForwardArgs, MaskKind, RowLayout};
 use any2any_core::backend::{Backend, Capabilities, ModelInfo, Param};
-use any2any_core::candle_core::{DType, Device, Module, Tensor};
-use any2any_core::decode::{text_budget, LmHead, RowBatch, RowInput, TextLoop, TokenAction};
+use any2any_core::candle_core::{Device, Tensor};
+use any2any_core::decode::{last_logits_of_embeds, EmbedsText, LmHead};
 use any2any_core::loading::Component;
-use any2any_core::sampling::{LogitsPipeline, SamplingParams};
+use any2any_core::sampling::SamplingParams;
 use any2any_core::{edit, imageops, tokenizers};
 use any2any_core::{
     Direction, Error, Generated, Hooks, ImageInput, LoadOptions, Modality, ModelFiles, Output,
@@ -330,58 +329,29 @@ impl Emu2Backend {
 }
 
 impl Emu2Backend {
+    fn head(&self) -> LmHead<'_> {
+        LmHead {
+            decoder: &self.model.decoder,
+            head: &self.model.lm_head,
+        }
+    }
+
     fn generate_text(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
         let t0 = Instant::now();
-        let Some(first) = reqs.first() else {
-            return Ok(Vec::new());
-        };
-        let p = &first.params;
         let mut rows = Vec::new();
         for r in reqs {
             let (ids, images) = self.render(r)?;
             let e = self.embed(&ids, &images)?;
             rows.extend(std::iter::repeat_n(e, r.num_outputs));
         }
-        let longest = rows.iter().map(|r| r.dims()[0]).max().unwrap_or(0);
-        let ctx = self.model.backbone_cfg.max_position_embeddings;
-        let max_new = text_budget(p.max_new_tokens, DEFAULT_MAX_NEW_TOKENS, longest, ctx)?;
-        let inputs: Vec<RowInput> = rows.iter().map(RowInput::Embeds).collect();
-        let (mut batch, hidden) = RowBatch::prefill(&self.model.decoder, &inputs, max_new)?;
-        let prefill_s = t0.elapsed().as_secs_f64();
-        let pipe = LogitsPipeline::new(
-            None,
-            SamplingParams::from_params(p, SamplingParams::greedy()),
-        );
-        let mut noise = hooks.batch_noise(&any2any_core::decode::noise_parts(reqs));
-        let head = LmHead {
-            decoder: &self.model.decoder,
-            head: &self.model.lm_head,
+        let job = EmbedsText {
+            head: self.head(),
+            tokenizer: Some(&self.tokenizer),
+            defaults: SamplingParams::greedy(),
+            default_max_new: DEFAULT_MAX_NEW_TOKENS,
+            stop: &[self.ids.eos],
         };
-        let t1 = Instant::now();
-        let stop = [self.ids.eos];
-        let out = TextLoop::new(&pipe, max_new, &stop)
-            .tokenizer(Some(&self.tokenizer))
-            .run(&mut batch, &head, hidden, &mut noise, hooks, &mut |_, _| {
-                TokenAction::Continue
-            })?;
-        let timings = Timings {
-            prefill_s,
-            decode_s: t1.elapsed().as_secs_f64(),
-            steps: out.iter().map(|r| r.ids.len()).max().unwrap_or(0),
-            image_decode_s: 0.0,
-            total_s: t0.elapsed().as_secs_f64(),
-        };
-        out.into_iter()
-            .map(|row| {
-                Ok(Output {
-                    segments: vec![any2any_core::decode::text_segment(
-                        Some(&self.tokenizer),
-                        row.ids,
-                    )?],
-                    timings: timings.clone(),
-                })
-            })
-            .collect()
+        job.run(&rows, reqs, t0, hooks)
     }
 
     /// The final latents `[B, 4, h, w]` of a group of image requests (every output of every
@@ -487,22 +457,7 @@ impl Backend for Emu2Backend {
             return Err(Error::invalid("raw-ids", "no token ids given"));
         }
         let imgs: Vec<&ImageInput> = images.iter().collect();
-        let x = self.embed(ids, &imgs)?.unsqueeze(0)?;
-        let len = ids.len();
-        let mut cache = self.model.decoder.new_cache(1, len)?;
-        let layout = RowLayout::dense(1);
-        let args = ForwardArgs {
-            layout: &layout,
-            mask: &MaskKind::Causal,
-        };
-        let h = self.model.decoder.forward(&x, args, &mut cache)?;
-        let l = self
-            .model
-            .lm_head
-            .forward(&h.narrow(1, len - 1, 1)?.squeeze(1)?)?;
-        Ok(l.squeeze(0)?
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?)
+        last_logits_of_embeds(&self.head(), &self.embed(ids, &imgs)?)
     }
 
     fn tokenizer(&self) -> Option<&tokenizers::Tokenizer> {

@@ -121,13 +121,13 @@ impl EvaConfig {
         if self.rope {
             return Err("vision_config.rope = true: Emu2's EVA tower has no RoPE".into());
         }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(format!(
                 "vision_config.image_size {} is not a multiple of patch_size {}",
                 self.image_size, self.patch_size
             ));
         }
-        if self.head_width == 0 || self.width % self.head_width != 0 {
+        if self.head_width == 0 || !self.width.is_multiple_of(self.head_width) {
             return Err(format!(
                 "vision_config.width {} is not a multiple of head_width {}",
                 self.width, self.head_width
@@ -135,7 +135,7 @@ impl EvaConfig {
         }
         let q = (self.n_query as f64).sqrt() as usize;
         let g = self.grid();
-        if q == 0 || q * q != self.n_query || g % q != 0 {
+        if q == 0 || q * q != self.n_query || !g.is_multiple_of(q) {
             return Err(format!(
                 "vision_config.n_query {}: must be a square whose side divides the {g}×{g} patch grid",
                 self.n_query

@@ -54,7 +54,7 @@ impl Emu2Backend {
         let unit = dec.vae.config().downsample_factor() * dec.unet.size_multiple();
         let (w, h) = req.params.size.unwrap_or((DEFAULT_SIDE, DEFAULT_SIDE));
         for s in [w, h] {
-            if s == 0 || s % unit != 0 || s > 4096 {
+            if s == 0 || !s.is_multiple_of(unit) || s > 4096 {
                 return Err(Error::invalid(
                     "size",
                     format!("{w}×{h}: each side must be a positive multiple of {unit} (VAE factor × UNet), at most 4096"),

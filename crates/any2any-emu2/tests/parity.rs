@@ -63,6 +63,7 @@ fn check_case(emu: &Emu2Backend, p: &serde_json::Value, req: &Request) {
     assert_eq!(n, 2, "[cond, uncond]");
     for (r, want) in p["embeds"].as_array().unwrap().iter().enumerate() {
         let err = max_abs_diff(&flat(&ehs.get(r).unwrap()), &f32s(want));
+        eprintln!("regressed embeddings row {r}: max |Δ| {err:e}");
         assert!(
             err <= 1e-4,
             "regressed embeddings of row {r} differ by {err}"
@@ -76,9 +77,11 @@ fn check_case(emu: &Emu2Backend, p: &serde_json::Value, req: &Request) {
     assert_eq!(rec.len(), want.len(), "steps");
     for (i, (got, want)) in rec.iter().zip(want).enumerate() {
         let err = max_abs_diff(&flat(got), &f32s(want));
+        eprintln!("noise prediction step {i}: max |Δ| {err:e}");
         assert!(err <= 1e-4, "noise prediction of step {i} differs by {err}");
     }
     let err = max_abs_diff(&flat(&z), &f32s(&p["final_latent"]));
+    eprintln!("final latent: max |Δ| {err:e}");
     assert!(err <= 1e-4, "final latent differs by {err}");
 }
 
@@ -137,6 +140,7 @@ fn pixels_within_one_level(got: &image::RgbImage, file: &str) {
         .map(|(a, b)| a.abs_diff(*b))
         .max()
         .unwrap();
+    eprintln!("{file}: worst pixel {worst} levels");
     assert!(worst <= 1, "{file}: pixels differ by {worst} levels");
 }
 
@@ -163,7 +167,7 @@ fn backend_images_under_replayed_noise_are_within_one_level() {
             .collect();
         assert_eq!(denoise, (0..=steps).collect::<Vec<_>>(), "{case} progress");
         assert!(stages.iter().any(|(s, i)| s == "regress" && *i == 4));
-        pixels_within_one_level(&out[0].images()[0], png);
+        pixels_within_one_level(out[0].images()[0], png);
     }
 }
 
@@ -207,6 +211,7 @@ fn understanding_logits_and_greedy_ids_match_the_reference() {
     assert!(err <= 1e-5, "pixels differ by {err}");
     let pooled = emu.model().visual.encode(&px).unwrap();
     let err = max_abs_diff(&flat(&pooled), &f32s(&u["image_eva_pooled"]));
+    eprintln!("pooled EVA features: max |Δ| {err:e}");
     assert!(err <= 1e-4, "pooled EVA features differ by {err}");
     let cases = [
         (
@@ -228,6 +233,7 @@ fn understanding_logits_and_greedy_ids_match_the_reference() {
         let imgs: Vec<_> = req.images().into_iter().cloned().collect();
         let l = emu.last_logits(&ids, &imgs).unwrap();
         let err = max_abs_diff(&flat(&l), &f32s(&want["last_logits"]));
+        eprintln!("{name} last logits: max |Δ| {err:e}");
         assert!(err <= 1e-4, "{name} logits differ by {err}");
         let out = emu.generate_batch(&[req], &mut Hooks::new()).unwrap();
         let Generated::Text { ids, .. } = &out[0].segments[0] else {
@@ -264,4 +270,35 @@ fn bad_inputs_get_named_errors() {
         .generate_batch(&[req], &mut Hooks::new().cancel_token(token))
         .unwrap_err();
     assert!(matches!(e, Error::Cancelled { .. }), "{e}");
+}
+
+/// The Emu2-Chat layout: the encoder's `config.json`, weights and `tokenizer.json` at the root
+/// (no `model_index.json`): understanding only, same logits.
+#[test]
+fn chat_layout_loads_for_understanding_only() {
+    let p = parity(FIX);
+    let root = std::env::temp_dir().join(format!("emu2-chat-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let src = fixture_dir(FIX);
+    for f in std::fs::read_dir(src.join("multimodal_encoder")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), root.join(f.file_name())).unwrap();
+    }
+    std::fs::copy(
+        src.join("tokenizer/tokenizer.json"),
+        root.join("tokenizer.json"),
+    )
+    .unwrap();
+    let files = ModelFiles::from_dir(&root).unwrap();
+    let cfg = files.config_json().unwrap();
+    assert!(any2any_emu2::matches(&cfg));
+    let emu = Emu2Backend::load(&files, &LoadOptions::default()).unwrap();
+    let u = &p["understanding"]["text"];
+    let l = emu.last_logits(&u32s(&u["ids"]), &[]).unwrap();
+    let err = max_abs_diff(&flat(&l), &f32s(&u["last_logits"]));
+    assert!(err <= 1e-4, "chat-layout logits differ by {err}");
+    let t2i = t2i_request(&p["t2i"]);
+    let e = emu.check(&t2i).unwrap_err();
+    assert!(e.to_string().contains("text"), "{e}");
+    std::fs::remove_dir_all(&root).unwrap();
 }
