@@ -12,7 +12,7 @@
 //!   image; no LLM call;
 //! - image→text and text→text: `<s>{text}` with images inlined the same way (the README's
 //!   `[<IMG_PLH>]Describe the image in details:`), greedy by default, through the core
-//!   [`TextLoop`].
+//!   [`TextLoop`](any2any_core::decode::TextLoop) (via [`EmbedsText`]).
 
 use crate::config::Emu2Config;
 use crate::model::Emu2Model;
