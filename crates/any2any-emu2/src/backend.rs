@@ -23,8 +23,8 @@ use any2any_core::loading::Component;
 use any2any_core::sampling::SamplingParams;
 use any2any_core::{edit, imageops, tokenizers};
 use any2any_core::{
-    Direction, Error, Generated, Hooks, ImageInput, LoadOptions, Modality, ModelFiles, Output,
-    Request, Result, Segment, Timings,
+    Direction, Error, Hooks, ImageInput, LoadOptions, Modality, ModelFiles, Output, Request,
+    Result, Segment, Timings,
 };
 use any2any_diffusion::scheduler::SchedulerConfig;
 use any2any_diffusion::unet::UNet2DConditionModel;
@@ -368,6 +368,9 @@ impl Emu2Backend {
     fn generate_images(&self, reqs: &[&Request], hooks: &mut Hooks) -> Result<Vec<Output>> {
         let t0 = Instant::now();
         let vae = &self.decoders()?.vae;
+        let first = reqs
+            .first()
+            .ok_or_else(|| Error::invalid("prompt", "no image request given"))?;
         let z = self.generate_latents(reqs, hooks)?;
         let decode_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
@@ -375,25 +378,14 @@ impl Emu2Backend {
         let px = vae.decode_scaled(&z)?;
         hooks.step("vae decode", 1, 1)?;
         let images = imageops::to_images(&px)?;
-        let steps = reqs.first().and_then(|r| r.params.steps);
         let timings = Timings {
             prefill_s: 0.0,
             decode_s,
-            steps: steps.unwrap_or(DEFAULT_STEPS),
+            steps: self.image_settings(first)?.steps,
             image_decode_s: t1.elapsed().as_secs_f64(),
             total_s: t0.elapsed().as_secs_f64(),
         };
-        Ok(images
-            .into_iter()
-            .map(|image| Output {
-                segments: vec![Generated::Image {
-                    image,
-                    codes: None,
-                    grid: None,
-                }],
-                timings: timings.clone(),
-            })
-            .collect())
+        Ok(Output::per_image(images, &timings))
     }
 }
 
