@@ -141,12 +141,12 @@ fn flow_velocities_final_latent_and_pixels_match_the_reference() {
         guidance: Some(&g),
         stage: "flow",
     };
-    let sched = FlowEuler::new(steps, 1000.0).unwrap();
+    let mut sched = FlowEuler::new(steps, 1000.0).unwrap();
     let z = lp
         .run(
             z0,
             &mut den,
-            &sched,
+            &mut sched,
             &mut SeededNoise::new(0),
             &mut Hooks::new(),
         )
