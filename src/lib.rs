@@ -13,7 +13,7 @@
 //! `any2any-core` are re-exported as they are ([`request`], [`sampling`], [`decode`], …) for
 //! lower-level use, and so are the libraries in its public API ([`candle_core`], [`candle_nn`],
 //! [`image`], [`tokenizers`]). Each family's own API is in its crate (`any2any_janus`,
-//! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`, `any2any_janusflow`, `any2any_transfusion`).
+//! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`, `any2any_janusflow`, `any2any_emu2`, `any2any_transfusion`).
 
 pub use any2any_core::{
     backbone, backend, codec, decode, edit, error, imageops, kv_cache, limits, loading, nn, noise,
@@ -114,6 +114,17 @@ pub fn families() -> &'static [Family] {
             resolve_dir: None,
             hub_files: &[],
             components: any2any_janusflow::COMPONENTS,
+        },
+        #[cfg(feature = "emu2")]
+        Family {
+            // BAAI/Emu2-Gen (model_index.json, EmuVisualGenerationPipeline) and Emu2 / Emu2-Chat
+            // (config.json, EmuForCausalLM)
+            name: "emu2",
+            matches: any2any_emu2::matches,
+            load: any2any_emu2::load,
+            resolve_dir: None,
+            hub_files: &[],
+            components: &[],
         },
         #[cfg(feature = "transfusion")]
         Family {

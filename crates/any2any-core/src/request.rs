@@ -280,6 +280,22 @@ pub struct Output {
 }
 
 impl Output {
+    /// One output per image (no codes, no grid: a latent decoder's pixels), each with
+    /// `timings`.
+    pub fn per_image(images: Vec<image::RgbImage>, timings: &Timings) -> Vec<Output> {
+        images
+            .into_iter()
+            .map(|image| Output {
+                segments: vec![Generated::Image {
+                    image,
+                    codes: None,
+                    grid: None,
+                }],
+                timings: timings.clone(),
+            })
+            .collect()
+    }
+
     /// The generated images, in order.
     pub fn images(&self) -> Vec<&image::RgbImage> {
         self.segments
