@@ -5,6 +5,7 @@ and a refused request shows the server's error. A screenshot is left in $ANY2ANY
 """
 import base64
 import json
+import socket
 import os
 import shutil
 import subprocess
@@ -62,7 +63,9 @@ class Page:
 def main():
     assert CHROMIUM, "chromium is not installed (apt-get install chromium)"
     profile = tempfile.mkdtemp()
-    port = 9333
+    with socket.socket() as s:  # a free DevTools port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     chrome = subprocess.Popen([
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -70,7 +73,8 @@ def main():
     ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         targets = None
-        for _ in range(100):
+        # Chromium's first start on a cold machine takes ~15 s: wait up to 90 s.
+        for _ in range(900):
             try:
                 targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
                 if any(t["type"] == "page" for t in targets):
@@ -78,7 +82,9 @@ def main():
             except OSError:
                 pass
             time.sleep(0.1)
-        page = Page(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"])
+        pages = [t for t in targets or [] if t["type"] == "page"]
+        assert pages, f"chromium exposed no page on DevTools port {port} within 90 s"
+        page = Page(pages[0]["webSocketDebuggerUrl"])
         page.call("Runtime.enable")
         page.call("DOM.enable")
         run(page)
