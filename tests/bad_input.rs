@@ -23,6 +23,9 @@ const FIXTURES: &[(&str, bool, bool)] = &[
     ("emu3-tiny", false, true),
     ("lumina-tiny", false, true),
     ("showo-tiny", true, true),
+    ("janusflow-tiny", false, true),
+    ("transfusion-tiny", false, true),
+    ("emu2-tiny", false, true),
 ];
 
 /// A scratch copy of a fixture that a case may break.
@@ -156,6 +159,31 @@ fn safetensor_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The fixture's (first) weight file, where a corruption is planted.
+fn weights_file(name: &str, dir: &Path) -> PathBuf {
+    match name {
+        "chameleon-raw-tiny" => dir.join("models/7b/consolidated.pth"),
+        // Emu2-Gen: the LM and vision tower are the sharded `multimodal_encoder` component
+        "emu2-tiny" => dir.join("multimodal_encoder/model.bf16-00001-of-00002.safetensors"),
+        _ => dir.join("model.safetensors"),
+    }
+}
+
+/// The name of the fixture's text head (the tensor that makes the text logits).
+fn head_tensor(name: &str) -> &'static str {
+    match name {
+        "janusflow-tiny" => "language_model.lm_head.weight",
+        "emu2-tiny" => "model.decoder.lm.lm_head.weight",
+        "transfusion-tiny" => "to_text_logits.weight",
+        _ => "lm_head.weight",
+    }
+}
+
+/// Whether the family decodes a continuous latent with a VAE (no code decoder to call).
+fn latent_family(name: &str) -> bool {
+    matches!(name, "janusflow-tiny" | "emu2-tiny")
+}
+
 fn nan_like(t: &Tensor) -> Tensor {
     (t.ones_like().unwrap() * f64::NAN).unwrap()
 }
@@ -164,11 +192,8 @@ fn nan_like(t: &Tensor) -> Tensor {
 fn corrupt_weights_are_typed_errors_naming_the_file() {
     for &(name, _, st) in FIXTURES {
         let (_t, dir) = scratch(name);
-        let weights = if st {
-            dir.join("model.safetensors")
-        } else {
-            dir.join("models/7b/consolidated.pth")
-        };
+        let _ = st;
+        let weights = weights_file(name, &dir);
         let len = std::fs::metadata(&weights).unwrap().len();
         // truncated to half, then to a few bytes, then garbage of the same size
         for (how, bytes) in [
@@ -194,13 +219,15 @@ fn integer_weights_are_refused_by_name() {
     for &(name, _, st) in FIXTURES.iter().filter(|f| f.2) {
         let _ = st;
         let (_t, dir) = scratch(name);
-        let file = dir.join("model.safetensors");
-        assert!(edit_tensor(&file, "lm_head.weight", |t| t
+        let file = weights_file(name, &dir);
+        let head = head_tensor(name);
+        assert!(edit_tensor(&file, head, |t| t
             .to_dtype(DType::I64)
             .unwrap()));
-        let case = format!("{name}: I64 lm_head");
+        let case = format!("{name}: I64 {head}");
         let e = no_panic(&case, || load(&dir));
-        let e = expect_err(&case, e, &["lm_head.weight", "I64", "model.safetensors"]);
+        let fname = file.file_name().unwrap().to_str().unwrap();
+        let e = expect_err(&case, e, &[head, "I64", fname]);
         assert!(matches!(e, Error::WeightFile { .. }), "{case}: {e:?}");
     }
 }
@@ -211,8 +238,8 @@ fn nan_weights_are_errors_naming_the_stage_not_garbage() {
         // in the language model head: the text logits
         let (_t, dir) = scratch(name);
         assert!(edit_tensor(
-            &dir.join("model.safetensors"),
-            "lm_head.weight",
+            &weights_file(name, &dir),
+            head_tensor(name),
             nan_like
         ));
         let pipe = load(&dir).unwrap();
@@ -229,9 +256,21 @@ fn nan_weights_are_errors_naming_the_stage_not_garbage() {
             continue; // no image decoder (swin-norm Chameleon)
         }
         let pipe = load(&dir).unwrap();
-        let (gh, gw) = pipe.info().image_tokens.unwrap();
         let case = format!("{name}: NaN decoder");
-        let r = no_panic(&case, || pipe.decode_codes(&vec![0; gh * gw], gh, gw));
+        let r = if latent_family(name) {
+            // the VAE's output: one image through the whole flow / UNet loop
+            let req = Request::new()
+                .text("a")
+                .want(Modality::Image)
+                .params(GenerationParams {
+                    steps: Some(1),
+                    ..Default::default()
+                });
+            no_panic(&case, || pipe.generate(req)).map(|_| ())
+        } else {
+            let (gh, gw) = pipe.info().image_tokens.unwrap();
+            no_panic(&case, || pipe.decode_codes(&vec![0; gh * gw], gh, gw)).map(|_| ())
+        };
         let e = expect_err(&case, r, &["decoded pixels"]);
         assert!(matches!(e, Error::NonFinite { .. }), "{case}: {e:?}");
     }
@@ -377,7 +416,8 @@ fn corrupt_tokenizers_are_typed_errors() {
 
 #[test]
 fn shard_names_that_escape_the_folder_are_refused() {
-    for &(name, _, _) in FIXTURES.iter().filter(|f| f.2) {
+    // (Emu2-Gen's shards sit in its `multimodal_encoder` component, read by the same lookup.)
+    for &(name, _, _) in FIXTURES.iter().filter(|f| f.2 && f.0 != "emu2-tiny") {
         for shard in [
             "../../etc/passwd",
             "/etc/passwd",
@@ -642,4 +682,38 @@ fn a_failed_run_leaves_no_file_and_keeps_the_old_one() {
     assert!(err.contains("NaN"), "{err}");
     assert_eq!(std::fs::read(d.join("old.txt")).unwrap(), b"old");
     assert_eq!(names(d), vec!["old.txt".to_string()]);
+}
+
+/// A UNet image too large for memory is refused before its attention scores are allocated
+/// (before this guard, Emu2's tiny UNet asked the allocator for 128 GiB at 1024² and aborted).
+#[test]
+fn unet_attention_beyond_memory_is_refused_not_aborted() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("big.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_any2any"))
+        .current_dir(t.path())
+        .env("ANY2ANY_MEMORY_LIMIT", "1G")
+        .args(["generate", "--model"])
+        .arg(fixture_dir("emu2-tiny"))
+        .args([
+            "--prompt",
+            "a",
+            "--to",
+            "image",
+            "--size",
+            "1024x1024",
+            "--steps",
+            "1",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "exit 0 on an oversized UNet image");
+    assert!(
+        err.contains("UNet self-attention") && err.contains("size"),
+        "error does not name the stage and `size`: {err}"
+    );
+    assert!(!out.exists(), "a refused run left {}", out.display());
 }

@@ -35,7 +35,8 @@ use std::time::Instant;
 pub const DEFAULT_CFG: f32 = 3.0;
 /// Its default step count.
 pub const DEFAULT_STEPS: usize = 50;
-/// Its default image side.
+/// Its default image side when the UNet's config gives no `sample_size` (Emu2-Gen's is 128
+/// latents × the VAE's 8).
 pub const DEFAULT_SIDE: usize = 1024;
 /// `original_size` of its SDXL time ids.
 pub const ORIGINAL_SIZE: (usize, usize) = (1024, 1024);
@@ -201,6 +202,18 @@ impl Emu2Backend {
             what: "Emu2-Gen's image decoder (this is an understanding checkpoint)".into(),
             looked_for: "model_index.json with unet/, vae/ and scheduler/ (BAAI/Emu2-Gen)".into(),
         })
+    }
+
+    /// The default image size (width, height), as diffusers picks it: the UNet's `sample_size`
+    /// × the VAE's downsampling factor ([`DEFAULT_SIDE`] when the config gives none).
+    pub fn default_size(&self) -> (usize, usize) {
+        self.gen
+            .as_ref()
+            .and_then(|g| {
+                let f = g.vae.config().downsample_factor();
+                g.unet.config().sample_hw().map(|(h, w)| (w * f, h * f))
+            })
+            .unwrap_or((DEFAULT_SIDE, DEFAULT_SIDE))
     }
 
     fn device(&self) -> &Device {
@@ -395,7 +408,7 @@ impl Backend for Emu2Backend {
             .gen
             .as_ref()
             .map_or(8, |g| g.vae.config().downsample_factor());
-        let g = DEFAULT_SIDE / f;
+        let g = self.default_size().0 / f;
         ModelInfo::of_decoder(
             "emu2",
             format!(

@@ -1,7 +1,7 @@
 //! Image generation: the UNet's conditioning from the regressed (or pooled) embeddings, and the
 //! guided denoising loop.
 
-use crate::backend::{Emu2Backend, DEFAULT_CFG, DEFAULT_SIDE, DEFAULT_STEPS, ORIGINAL_SIZE};
+use crate::backend::{Emu2Backend, DEFAULT_CFG, DEFAULT_STEPS, ORIGINAL_SIZE};
 use crate::regress::regress;
 use any2any_core::candle_core::Tensor;
 use any2any_core::decode::{initial_latent, noise_parts, Denoiser, LatentLoop};
@@ -47,12 +47,12 @@ pub struct ImageSettings {
 }
 
 impl Emu2Backend {
-    /// The settings of a request: `--size` (default 1024², multiples of the VAE factor × the
+    /// The settings of a request: `--size` (default [`Emu2Backend::default_size`]: 1024² for Emu2-Gen, multiples of the VAE factor × the
     /// UNet's size multiple, at most 4096), `--steps` (default 50), `--cfg` (default 3).
     pub fn image_settings(&self, req: &Request) -> Result<ImageSettings> {
         let dec = self.decoders()?;
         let unit = dec.vae.config().downsample_factor() * dec.unet.size_multiple();
-        let (w, h) = req.params.size.unwrap_or((DEFAULT_SIDE, DEFAULT_SIDE));
+        let (w, h) = req.params.size.unwrap_or_else(|| self.default_size());
         for s in [w, h] {
             if s == 0 || !s.is_multiple_of(unit) || s > 4096 {
                 return Err(Error::invalid(

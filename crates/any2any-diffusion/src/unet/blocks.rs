@@ -6,7 +6,7 @@
 //! attention and layer counts to the down blocks'.
 
 use super::config::BlockPlan;
-use any2any_core::candle_core::{Module, Tensor, D};
+use any2any_core::candle_core::{DType, Module, Tensor, D};
 use any2any_core::candle_nn::{self as nn, VarBuilder};
 use any2any_core::nn::Linear;
 use any2any_core::{Error, Result};
@@ -115,6 +115,7 @@ pub(crate) struct Transformer2D {
     proj_in: Proj,
     blocks: Vec<TransformerBlock>,
     proj_out: Proj,
+    heads: usize,
 }
 
 impl Transformer2D {
@@ -136,11 +137,19 @@ impl Transformer2D {
                 })
                 .collect::<Result<_>>()?,
             proj_out: Proj::load(lin, ch, ch, vb.pp("proj_out"))?,
+            heads,
         })
     }
 
     fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
+        // Self-attention holds `[b·heads, h·w, h·w]` f32 scores (and their softmax): refuse a
+        // size that cannot fit before it is allocated (the image size sets h·w).
+        let scores = any2any_core::limits::bytes_of(&[b, self.heads, h * w, h * w], DType::F32);
+        any2any_core::limits::check_memory(
+            &format!("UNet self-attention over a {h}×{w} latent (`size`)"),
+            scores.saturating_mul(2),
+        )?;
         let to_seq = |t: Tensor| -> Result<Tensor> {
             let c = t.dim(1)?;
             Ok(t.permute((0, 2, 3, 1))?.reshape((b, h * w, c))?)
