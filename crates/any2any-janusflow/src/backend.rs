@@ -73,10 +73,7 @@ pub struct SpecialIds {
 
 impl SpecialIds {
     fn of(tok: &tokenizers::Tokenizer) -> Result<Self> {
-        let id = |t: &str| {
-            tok.token_to_id(t)
-                .ok_or_else(|| Error::Tokenizer(format!("tokenizer.json has no `{t}` token")))
-        };
+        let id = |t: &str| any2any_core::loading::special_token(tok, t);
         Ok(Self {
             bos: id("<｜begin▁of▁sentence｜>")?,
             eos: id("<｜end▁of▁sentence｜>")?,
