@@ -852,8 +852,7 @@ pub fn tokenize(tok: Option<&tokenizers::Tokenizer>, text: &str) -> Result<Vec<u
         .to_vec())
 }
 
-/// The id of a special token the family needs, or an error naming it (`tokenizer.json has no
-/// `<s>` token`).
+/// The id of a special token the family needs, or a tokenizer error naming the token.
 pub fn special_token(tok: &tokenizers::Tokenizer, token: &str) -> Result<u32> {
     tok.token_to_id(token)
         .ok_or_else(|| Error::Tokenizer(format!("tokenizer.json has no `{token}` token")))
