@@ -380,16 +380,7 @@ async fn respond(
             timeout: st.cfg.timeout,
             done: false,
         };
-        let events = futures_util::stream::unfold(s, |mut s| async move {
-            let evs = s.next_events().await?;
-            Some((
-                futures_util::stream::iter(evs.into_iter().map(Ok::<Event, Infallible>)),
-                s,
-            ))
-        });
-        return Ok(Sse::new(futures_util::StreamExt::flatten(events))
-            .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
-            .into_response());
+        return Ok(s.into_response());
     }
     let outs: Vec<Output> =
         crate::wait_outputs(&mut rx, deadline, st.cfg.timeout, image_field).await?;
@@ -397,18 +388,28 @@ async fn respond(
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1")
-        .to_string();
+        .unwrap_or("127.0.0.1");
+    json_answer(st, &outs, fmt, url.then_some(host))
+}
+
+/// The non-streamed answer: every image as base64, or as a URL on `host` when one is given.
+fn json_answer(
+    st: &AppState,
+    outs: &[Output],
+    fmt: OutputFormat,
+    url_host: Option<&str>,
+) -> ApiResult<Response> {
     let mut data = Vec::new();
     let mut size = None;
     for img in outs.iter().flat_map(|o| o.images()) {
         size = Some(format!("{}x{}", img.width(), img.height()));
         let bytes = fmt.encode(img)?;
-        data.push(if url {
-            let name = st.files.put(bytes, fmt);
-            json!({"url": format!("http://{host}/v1/images/files/{name}"), "revised_prompt": null})
-        } else {
-            json!({"b64_json": b64().encode(bytes), "revised_prompt": null})
+        data.push(match url_host {
+            Some(host) => {
+                let name = st.files.put(bytes, fmt);
+                json!({"url": format!("http://{host}/v1/images/files/{name}"), "revised_prompt": null})
+            }
+            None => json!({"b64_json": b64().encode(bytes), "revised_prompt": null}),
         });
     }
     Ok(axum::Json(json!({
@@ -437,6 +438,20 @@ struct ImageStream {
 }
 
 impl ImageStream {
+    /// The SSE response that sends this stream's events, with keep-alive comments.
+    fn into_response(self) -> Response {
+        let events = futures_util::stream::unfold(self, |mut s| async move {
+            let evs = s.next_events().await?;
+            Some((
+                futures_util::stream::iter(evs.into_iter().map(Ok::<Event, Infallible>)),
+                s,
+            ))
+        });
+        Sse::new(futures_util::StreamExt::flatten(events))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+            .into_response()
+    }
+
     fn event(&self, what: &str, img: &RgbImage, extra: Value) -> Option<Event> {
         let bytes = self.fmt.encode(img).ok()?;
         let mut data = json!({
