@@ -596,3 +596,425 @@ pub mod flow {
         s
     }
 }
+
+/// `--size emu2-gen` / `emu2-tiny`: Emu2-Gen's two loops at the real shapes (or the test
+/// fixture's): the regression of the 64 visual embeddings by the LLaMA-33B-shaped LLM (KV-cached,
+/// the CFG negative as one more row), then the SDXL-shaped UNet's guided Euler steps at 1024²
+/// (128×128 latents) and one SDXL-VAE decode. Constant weights; the EVA tower is counted but not
+/// built (text→image never runs it). The weights' memory is computed from the parameter counts
+/// first, and a size that does not fit is refused with what it needs.
+#[cfg(feature = "emu2")]
+pub mod emu2 {
+    use super::{available_bytes, peak_rss_mib, Filled};
+    use any2any::backbone::{BackboneConfig, Decoder};
+    use any2any::candle_core::{DType, Device, Shape, Tensor};
+    use any2any::candle_nn::{self, VarBuilder};
+    use any2any::decode::{initial_latent, LatentLoop};
+    use any2any::limits::{human_bytes, memory_budget};
+    use any2any::nn::Linear;
+    use any2any::sampling::{Guidance, GuidanceSpace};
+    use any2any::{Error, Hooks, Result, SeededNoise};
+    use any2any_diffusion::scheduler::SchedulerConfig;
+    use any2any_diffusion::unet::{UNet2DConditionModel, UNetConfig, UNetDenoiser};
+    use any2any_diffusion::vae::{KlVae, VaeConfig};
+    use any2any_emu2::eva::EvaTower;
+    use any2any_emu2::regress::Regression;
+    use any2any_emu2::Emu2Config;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    /// Prompt tokens before `[IMG]` (`<s>` and a short prompt).
+    const PROMPT: usize = 16;
+    /// Steps of one image (the reference's default).
+    const IMAGE_STEPS: usize = 50;
+    /// The memory of an "80 GB" GPU (H100/A100 80GB: 80 GiB of HBM).
+    const GPU_80GB: u64 = 80 << 30;
+
+    /// Emu2-Gen's `unet/config.json` (`Emu2/emu/conf/diffusion_config/unet`): SDXL's UNet with
+    /// `cross_attention_dim` 1792 and a 3328-wide `text_time` embedding.
+    const UNET_GEN: &str = r#"{"sample_size":128,"block_out_channels":[320,640,1280],"layers_per_block":2,
+        "down_block_types":["DownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D"],
+        "up_block_types":["CrossAttnUpBlock2D","CrossAttnUpBlock2D","UpBlock2D"],
+        "transformer_layers_per_block":[1,2,10],"attention_head_dim":[5,10,20],"cross_attention_dim":1792,
+        "use_linear_projection":true,"addition_embed_type":"text_time","addition_time_embed_dim":256,
+        "projection_class_embeddings_input_dim":3328,"norm_num_groups":32}"#;
+    /// The fixture's (`tests/fixtures/emu2-tiny/unet`).
+    const UNET_TINY: &str = r#"{"sample_size":8,"block_out_channels":[16,32],"layers_per_block":1,
+        "down_block_types":["DownBlock2D","CrossAttnDownBlock2D"],"up_block_types":["CrossAttnUpBlock2D","UpBlock2D"],
+        "transformer_layers_per_block":[1,2],"attention_head_dim":[2,4],"cross_attention_dim":32,
+        "use_linear_projection":true,"addition_embed_type":"text_time","addition_time_embed_dim":8,
+        "projection_class_embeddings_input_dim":80,"norm_num_groups":8}"#;
+    /// Emu2-Gen's scheduler (EulerDiscrete, leading spacing, steps_offset 1).
+    const SCHEDULER: &str = r#"{"_class_name":"EulerDiscreteScheduler","beta_start":0.00085,"beta_end":0.012,
+        "beta_schedule":"scaled_linear","num_train_timesteps":1000,"prediction_type":"epsilon",
+        "steps_offset":1,"timestep_spacing":"leading"}"#;
+
+    /// The shapes of one size.
+    pub struct Shapes {
+        /// The multimodal encoder (LLM + EVA tower).
+        pub encoder: Emu2Config,
+        /// The LLM as the core backbone builds it.
+        pub llm: BackboneConfig,
+        /// The UNet.
+        pub unet: UNetConfig,
+        /// The VAE.
+        pub vae: VaeConfig,
+    }
+
+    /// `emu2-gen` (BAAI/Emu2-Gen: LLaMA-33B shape, vocabulary 32000 + 272 added tokens,
+    /// EVA-CLIP-E, SDXL-shaped UNet and VAE) or `emu2-tiny` (the test fixture's).
+    pub fn shapes(size: &str) -> Result<Shapes> {
+        let (enc, unet, vae) = match size {
+            "emu2-gen" => (
+                r#"{"hidden_size":6656,"intermediate_size":17920,"num_hidden_layers":60,"num_attention_heads":52,
+                   "max_position_embeddings":2048,"rms_norm_eps":1e-6,"vocab_size":32272,"vision_config":{}}"#,
+                UNET_GEN,
+                VaeConfig::sdxl(),
+            ),
+            "emu2-tiny" => (
+                r#"{"hidden_size":64,"intermediate_size":96,"num_hidden_layers":2,"num_attention_heads":4,
+                   "max_position_embeddings":256,"rms_norm_eps":1e-6,"vocab_size":299,
+                   "vision_config":{"image_size":56,"patch_size":14,"width":32,"layers":2,"head_width":16,"mlp_ratio":2.5,"n_query":4}}"#,
+                UNET_TINY,
+                serde_json::from_str(r#"{"block_out_channels":[16,16],"down_block_types":["DownEncoderBlock2D","DownEncoderBlock2D"],
+                    "up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D"],"layers_per_block":1,"norm_num_groups":8,"scaling_factor":0.13025}"#)
+                    .map_err(|e| Error::invalid("size", e.to_string()))?,
+            ),
+            other => {
+                return Err(Error::invalid(
+                    "size",
+                    format!("`{other}` (emu2-gen or emu2-tiny)"),
+                ))
+            }
+        };
+        let bad = |e: serde_json::Error| Error::invalid("size", e.to_string());
+        let encoder: Emu2Config = serde_json::from_str(enc).map_err(bad)?;
+        let unet: UNetConfig = serde_json::from_str(unet).map_err(bad)?;
+        Ok(Shapes {
+            llm: encoder.text.to_backbone(size)?,
+            encoder,
+            unet,
+            vae,
+        })
+    }
+
+    /// Parameter counts of the parts.
+    #[derive(Debug, Clone, Copy, serde::Serialize)]
+    pub struct Counts {
+        /// The LLM (embedding and LM head included).
+        pub llm: usize,
+        /// `project_up` + `project_down`.
+        pub projections: usize,
+        /// The EVA tower.
+        pub eva: usize,
+        /// The UNet.
+        pub unet: usize,
+        /// The VAE (encoder and decoder).
+        pub vae: usize,
+    }
+
+    impl Counts {
+        /// Every part.
+        pub fn total(&self) -> usize {
+            self.llm + self.projections + self.eva + self.unet + self.vae
+        }
+        /// What text→image runs (all but the EVA tower).
+        pub fn text_to_image(&self) -> usize {
+            self.total() - self.eva
+        }
+    }
+
+    /// A weight store that only counts (each name once, however often it is read): each weight
+    /// is a lazily mapped zero buffer (never touched; 2-D weights are handed over transposed, so
+    /// the transposition a CPU [`Linear`] makes is contiguous and copies nothing).
+    struct Counting(Arc<Mutex<HashMap<String, usize>>>);
+
+    impl candle_nn::var_builder::SimpleBackend for Counting {
+        fn get(
+            &self,
+            s: Shape,
+            name: &str,
+            _: candle_nn::Init,
+            _: DType,
+            dev: &Device,
+        ) -> any2any::candle_core::Result<Tensor> {
+            if let Ok(mut m) = self.0.lock() {
+                m.insert(name.to_string(), s.elem_count());
+            }
+            match *s.dims() {
+                [a, b] => Tensor::zeros((b, a), DType::F32, dev)?.t(),
+                _ => Tensor::zeros(s, DType::F32, dev),
+            }
+        }
+        fn get_unchecked(
+            &self,
+            name: &str,
+            _: DType,
+            _: &Device,
+        ) -> any2any::candle_core::Result<Tensor> {
+            any2any::candle_core::bail!("counting needs a shape for `{name}`")
+        }
+        fn contains_tensor(&self, _: &str) -> bool {
+            false
+        }
+    }
+
+    /// The parameters `build` reads from a counting store.
+    fn count_of(build: impl FnOnce(VarBuilder<'static>) -> Result<()>) -> Result<usize> {
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let vb =
+            VarBuilder::from_backend(Box::new(Counting(seen.clone())), DType::F32, Device::Cpu);
+        build(vb)?;
+        let n = seen.lock().map(|m| m.values().sum());
+        n.map_err(|_| Error::invalid("size", "the parameter count was interrupted"))
+    }
+
+    /// Counts the parameters of every part, the EVA tower, UNet and VAE by building them from a
+    /// store that allocates nothing, the LLM from its shape.
+    pub fn count(s: &Shapes) -> Result<Counts> {
+        let w = s.encoder.vision_config.width;
+        Ok(Counts {
+            llm: s.llm.num_params(),
+            projections: 2 * w * s.llm.hidden_size,
+            eva: count_of(|vb| EvaTower::load(&s.encoder.vision_config, vb).map(drop))?,
+            unet: count_of(|vb| UNet2DConditionModel::new(s.unet.clone(), vb).map(drop))?,
+            vae: count_of(|vb| KlVae::new(vb, s.vae.clone(), "count").map(drop))?,
+        })
+    }
+
+    /// One measured configuration.
+    #[derive(Debug, Clone, serde::Serialize)]
+    pub struct Emu2Row {
+        pub size: String,
+        pub device: String,
+        pub dtype: String,
+        /// Images (prompts) per batch.
+        pub batch: usize,
+        pub cfg: bool,
+        pub params: Counts,
+        /// Bytes of every weight in `dtype` (the whole checkpoint, EVA tower included).
+        pub weight_bytes: u64,
+        /// Rows regressed (the prompts, plus the empty prompt with CFG).
+        pub regress_rows: usize,
+        /// The prefill and the 64 (`n_query`) regression steps.
+        pub regress_ms: f64,
+        /// Mean of one regression step after the prefill.
+        pub regress_step_ms: f64,
+        pub latent: usize,
+        pub unet_steps_measured: usize,
+        pub unet_step_ms_mean: f64,
+        pub unet_step_ms_min: f64,
+        pub vae_decode_ms: f64,
+        /// The regression + 50 UNet steps at the mean + the VAE decode.
+        pub s_per_image_batch: f64,
+        pub peak_rss_mib: f64,
+    }
+
+    fn gib(b: u64) -> String {
+        human_bytes(b as u128)
+    }
+
+    /// Refuses, before anything is built, a size whose weights (what the bench builds: all but
+    /// the EVA tower) do not fit the memory (on the CPU: what is available, at most
+    /// `ANY2ANY_MEMORY_LIMIT`), naming what it needs.
+    fn check_fits(size: &str, c: &Counts, dtype: DType, device: &Device) -> Result<()> {
+        if !device.is_cpu() {
+            return Ok(());
+        }
+        let b = dtype.size_in_bytes() as u64;
+        let need = c.text_to_image() as u64 * b;
+        let avail = available_bytes().unwrap_or(u64::MAX).min(memory_budget());
+        if need <= avail {
+            return Ok(());
+        }
+        let bil = |n: usize| n as f64 / 1e9;
+        let bf16 = c.total() as u64 * 2;
+        let gpu = if bf16 < GPU_80GB {
+            "fits one 80 GB GPU (--device cuda --dtype bf16)"
+        } else {
+            "does not fit one 80 GB GPU"
+        };
+        Err(Error::invalid(
+            "size",
+            format!(
+                "{size} needs {} of weights in {dtype:?} to generate (LLM {:.2} B + projections {:.3} B + UNet {:.2} B + VAE {:.3} B parameters) but {} is available; with the EVA-CLIP tower ({:.2} B) the whole checkpoint is {:.2} B parameters, {} in BF16, which {gpu}",
+                gib(need),
+                bil(c.llm),
+                bil(c.projections),
+                bil(c.unet),
+                bil(c.vae),
+                gib(avail),
+                bil(c.eva),
+                bil(c.total()),
+                gib(bf16),
+            ),
+        ))
+    }
+
+    /// Interval times (ms) between the progress reports `stamps`, after `skip`.
+    fn intervals(stamps: &[Instant], skip: usize) -> Vec<f64> {
+        stamps
+            .windows(2)
+            .skip(skip)
+            .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
+            .collect()
+    }
+
+    /// Times the production loops ([`Regression::run`]; [`LatentLoop`] over [`UNetDenoiser`]
+    /// with `warmup + steps` Euler steps; [`KlVae::decode_scaled`]), the device synchronised at
+    /// each progress report.
+    pub fn run(
+        size: &str,
+        device: &Device,
+        dtype: DType,
+        batch: usize,
+        cfg_on: bool,
+        steps: usize,
+        warmup: usize,
+    ) -> Result<Emu2Row> {
+        let s = shapes(size)?;
+        let counts = count(&s)?;
+        check_fits(size, &counts, dtype, device)?;
+        let vb = VarBuilder::from_backend(Box::new(Filled), dtype, device.clone());
+        let llm = Decoder::load(vb.pp("model"), &s.llm)?;
+        let (w, h) = (s.encoder.vision_config.width, s.llm.hidden_size);
+        let up = Linear::load(w, h, false, vb.pp("project_up"))?;
+        let down = Linear::load(h, w, false, vb.pp("project_down"))?;
+        let reg = Regression {
+            decoder: &llm,
+            project_up: &up,
+            project_down: &down,
+            n_query: s.encoder.vision_config.n_query,
+        };
+        let rows = batch + usize::from(cfg_on);
+        let prompts = (0..rows)
+            .map(|_| llm.embed(&Tensor::zeros(PROMPT, DType::U32, device)?))
+            .collect::<Result<Vec<_>>>()?;
+        let stamps = std::cell::RefCell::new(Vec::new());
+        let stamp = |_: any2any::Progress<'_>| {
+            let _ = device.synchronize();
+            stamps.borrow_mut().push(Instant::now());
+        };
+        let t = Instant::now();
+        let ehs = reg.run(&prompts, &mut Hooks::new().on_progress(stamp))?;
+        device.synchronize()?;
+        let regress_ms = t.elapsed().as_secs_f64() * 1e3;
+        let reg_steps = intervals(&stamps.take(), 1);
+        let regress_step_ms = reg_steps.iter().sum::<f64>() / reg_steps.len().max(1) as f64;
+        drop(llm);
+
+        let unet = UNet2DConditionModel::new(s.unet.clone(), vb.pp("unet"))?;
+        let f = s.vae.downsample_factor();
+        let latent = s.unet.sample_hw().map_or(128, |(h, _)| h);
+        let side = latent * f;
+        // [cond; uncond] rows: each prompt's embeddings, then the negative's for every image
+        let cond = ehs.narrow(0, 0, batch)?;
+        let ehs = if cfg_on {
+            let neg = ehs.narrow(0, batch, 1)?.repeat((batch, 1, 1))?;
+            Tensor::cat(&[&cond, &neg], 0)?
+        } else {
+            cond
+        };
+        let ehs = ehs.to_dtype(dtype)?;
+        let sched_cfg: SchedulerConfig =
+            serde_json::from_str(SCHEDULER).map_err(|e| Error::invalid("size", e.to_string()))?;
+        let mut sched = sched_cfg.build(warmup + steps)?;
+        let mut noise = SeededNoise::new(0);
+        let z0 = initial_latent((batch, 4, latent, latent), &mut noise, device)?;
+        let z0 = (z0 * sched.init_noise_sigma())?;
+        let mut den = UNetDenoiser {
+            unet: &unet,
+            cond: any2any_emu2::generate::unet_condition(&ehs, (side, side))?,
+        };
+        let g = Guidance::two_stream(3.0, GuidanceSpace::Logits);
+        let lp = LatentLoop {
+            guidance: cfg_on.then_some(&g),
+            stage: "denoise",
+        };
+        let z = lp.run(
+            z0,
+            &mut den,
+            sched.as_mut(),
+            &mut noise,
+            &mut Hooks::new().on_progress(stamp),
+        )?;
+        let times = intervals(&stamps.take(), warmup);
+        drop(unet);
+        let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+        let vae = KlVae::new(vb.pp("vae"), s.vae.clone(), "bench")?;
+        let t = Instant::now();
+        vae.decode_scaled(&z)?;
+        device.synchronize()?;
+        let vae_decode_ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok(Emu2Row {
+            size: size.into(),
+            device: format!("{device:?}"),
+            dtype: format!("{dtype:?}"),
+            batch,
+            cfg: cfg_on,
+            params: counts,
+            weight_bytes: counts.total() as u64 * dtype.size_in_bytes() as u64,
+            regress_rows: rows,
+            regress_ms,
+            regress_step_ms,
+            latent,
+            unet_steps_measured: times.len(),
+            unet_step_ms_mean: mean,
+            unet_step_ms_min: times.iter().copied().fold(f64::INFINITY, f64::min),
+            vae_decode_ms,
+            s_per_image_batch: (regress_ms + mean * IMAGE_STEPS as f64 + vae_decode_ms) / 1e3,
+            peak_rss_mib: peak_rss_mib(),
+        })
+    }
+
+    /// Markdown table of the rows.
+    pub fn table(rows: &[Emu2Row]) -> String {
+        let mut s = String::from("| size | device | dtype | images | CFG | params (B) | weights (all parts) | regress ms (all) / step | latent | UNet step ms (mean / min) | VAE decode ms | s per image batch (50 steps) | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in rows {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {:.3} | {} | {:.1} / {:.2} | {}² | {:.1} / {:.1} | {:.1} | {:.2} | {:.0} |\n",
+                r.size, r.device, r.dtype, r.batch, if r.cfg { "on" } else { "off" },
+                r.params.total() as f64 / 1e9, gib(r.weight_bytes), r.regress_ms, r.regress_step_ms,
+                r.latent, r.unet_step_ms_mean, r.unet_step_ms_min, r.vae_decode_ms, r.s_per_image_batch, r.peak_rss_mib
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(all(test, feature = "emu2"))]
+mod tests {
+    use any2any::candle_core::{safetensors, Device};
+    use std::path::Path;
+
+    /// Elements of the tensors of the `.safetensors` files under `dir` whose names pass `keep`.
+    fn elems(dir: &Path, keep: impl Fn(&str) -> bool) -> usize {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                for (name, t) in safetensors::load(&p, &Device::Cpu).unwrap() {
+                    if keep(&name) {
+                        n += t.elem_count();
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// The counts the bench computes (and refuses a size by) equal the tensors of the fixture
+    /// checkpoint of the same shapes, part by part.
+    #[test]
+    fn emu2_counts_match_the_tiny_checkpoint() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/emu2-tiny");
+        let c = super::emu2::count(&super::emu2::shapes("emu2-tiny").unwrap()).unwrap();
+        let enc = root.join("multimodal_encoder");
+        assert_eq!(c.llm, elems(&enc, |n| n.starts_with("model.decoder.")));
+        assert_eq!(c.eva, elems(&enc, |n| n.starts_with("model.visual.")));
+        assert_eq!(c.projections, elems(&enc, |n| n.starts_with("project_")));
+        assert_eq!(c.unet, elems(&root.join("unet"), |_| true));
+        assert_eq!(c.vae, elems(&root.join("vae"), |_| true));
+    }
+}

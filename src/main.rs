@@ -233,8 +233,9 @@ struct DecodeArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b, janusflow-1.3b or
-    /// janusflow-tiny (flow steps: CFG doubles the rows, --steps counts flow steps).
+    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b, janusflow-1.3b,
+    /// janusflow-tiny (flow steps: CFG doubles the rows, --steps counts flow steps), emu2-gen or
+    /// emu2-tiny (the 64-step regression, then --steps UNet steps and a VAE decode).
     #[arg(long, default_value = "tiny")]
     size: String,
     #[arg(long, default_value = "cpu")]
@@ -957,6 +958,10 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     if a.size.starts_with("janusflow") {
         return run_flow_bench(a);
     }
+    #[cfg(feature = "emu2")]
+    if a.size.starts_with("emu2") {
+        return run_emu2_bench(a);
+    }
     let w = bench::workload(&a.size)?;
     let device = parse_device(&a.device)?;
     let (dtype, cfgs) = bench_settings(&a, &device)?;
@@ -984,6 +989,26 @@ fn run_flow_bench(a: BenchArgs) -> Result<()> {
         }
     }
     print!("{}", bench::flow::table(&rows));
+    if let Some(j) = &a.json {
+        write_json(j, &rows)?;
+    }
+    Ok(())
+}
+
+/// `bench --size emu2-…`: one row per (batch, CFG): the regression, UNet steps and a VAE decode.
+#[cfg(feature = "emu2")]
+fn run_emu2_bench(a: BenchArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let (dtype, cfgs) = bench_settings(&a, &device)?;
+    let mut rows = Vec::new();
+    for &b in &a.batch {
+        for &on in &cfgs {
+            rows.push(bench::emu2::run(
+                &a.size, &device, dtype, b, on, a.steps, a.warmup,
+            )?);
+        }
+    }
+    print!("{}", bench::emu2::table(&rows));
     if let Some(j) = &a.json {
         write_json(j, &rows)?;
     }

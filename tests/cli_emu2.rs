@@ -206,3 +206,63 @@ fn a_missing_component_or_a_unet_config_off_its_weights_is_named() {
     let e = stderr(&o);
     assert!(e.contains("attn2") || e.contains("shape"), "{e}");
 }
+
+fn bench(args: &[&str], limit: Option<&str>) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_any2any"));
+    c.arg("bench").args(args);
+    if let Some(l) = limit {
+        c.env("ANY2ANY_MEMORY_LIMIT", l);
+    }
+    c.output().unwrap()
+}
+
+/// `bench --size emu2-tiny` runs the production loops (regression, UNet steps, VAE decode) and
+/// reports them; the parameter counts are those of the fixture (checked part by part in
+/// `src/bench.rs`).
+#[test]
+fn bench_runs_the_tiny_shapes() {
+    let t = tempfile::tempdir().unwrap();
+    let j = t.path().join("b.json");
+    let js = j.to_str().unwrap();
+    let o = bench(
+        &[
+            "--size",
+            "emu2-tiny",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+            js,
+        ],
+        None,
+    );
+    assert_ok(&o);
+    let rows = read_json(&j);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in rows {
+        assert_eq!(r["unet_steps_measured"], 2, "{r}");
+        assert_eq!(r["latent"], 8, "{r}");
+        assert_eq!(r["regress_rows"], if r["cfg"] == true { 2 } else { 1 });
+        assert!(r["unet_step_ms_mean"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
+/// The real size is refused before anything is allocated when its weights do not fit, naming
+/// what it needs and whether one 80 GB GPU holds it in bf16.
+#[test]
+fn bench_refuses_the_real_size_naming_the_memory() {
+    let o = bench(&["--size", "emu2-gen", "--dtype", "bf16"], Some("16G"));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    for want in [
+        "emu2-gen needs 65.5 GiB of weights in BF16",
+        "LLM 32.53 B",
+        "UNet 2.53 B",
+        "EVA-CLIP tower (4.35 B)",
+        "73.6 GiB in BF16, which fits one 80 GB GPU",
+    ] {
+        assert!(e.contains(want), "`{want}` not in {e}");
+    }
+}

@@ -27,6 +27,15 @@ impl Denoiser for Emu2Denoiser<'_> {
     }
 }
 
+/// The UNet conditioning of `ehs` (`[rows, n_query, width]`) for an image of `size` (height,
+/// width): the embeddings, their mean as SDXL's pooled embedding, and the time ids
+/// `[1024, 1024, 0, 0, h, w]`.
+pub fn unet_condition(ehs: &Tensor, size: (usize, usize)) -> Result<UNetCondition> {
+    let pooled = ehs.mean(1)?;
+    let tt = TextTime::sdxl(pooled, ORIGINAL_SIZE, (0, 0), size)?;
+    Ok(UNetCondition::new(ehs.clone()).with_text_time(tt))
+}
+
 /// How one request conditions the UNet.
 enum Source {
     /// Row of the regressed batch.
@@ -151,9 +160,7 @@ impl Emu2Backend {
     /// The UNet conditioning of `ehs`: the embeddings, their mean as the pooled embedding, and
     /// the time ids `[1024, 1024, 0, 0, h, w]`.
     pub fn unet_condition(&self, ehs: &Tensor, size: (usize, usize)) -> Result<UNetCondition> {
-        let pooled = ehs.mean(1)?;
-        let tt = TextTime::sdxl(pooled, ORIGINAL_SIZE, (0, 0), size)?;
-        Ok(UNetCondition::new(ehs.clone()).with_text_time(tt))
+        unet_condition(ehs, size)
     }
 
     /// The initial latents of `reqs` (each request's from its own noise), times the scheduler's

@@ -61,6 +61,16 @@ impl Emu2Model {
         })
     }
 
+    /// The parts the regression loop runs on.
+    pub fn regression(&self) -> crate::regress::Regression<'_> {
+        crate::regress::Regression {
+            decoder: &self.decoder,
+            project_up: &self.project_up,
+            project_down: &self.project_down,
+            n_query: self.n_query(),
+        }
+    }
+
     /// Visual tokens per image (`n_query`).
     pub fn n_query(&self) -> usize {
         self.cfg.vision_config.n_query
