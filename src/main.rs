@@ -163,6 +163,10 @@ struct GenerateArgs {
     /// text: Emu3; default: the family's own).
     #[arg(long)]
     negative_prompt: Option<String>,
+    /// Beam search for text with this many beams (greedy beams; families that declare it:
+    /// Emu2, Janus, JanusFlow).
+    #[arg(long, allow_negative_numbers = true)]
+    num_beams: Option<usize>,
     /// Outputs per prompt.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     num: usize,
@@ -378,6 +382,7 @@ fn params_of(a: &GenerateArgs) -> GenerationParams {
         image_top_k: a.image_top_k,
         size: a.size,
         negative_prompt: a.negative_prompt.clone(),
+        num_beams: a.num_beams,
         seed: a.seed,
     }
 }

@@ -266,3 +266,39 @@ fn bench_refuses_the_real_size_naming_the_memory() {
         assert!(e.contains(want), "`{want}` not in {e}");
     }
 }
+
+/// `--num-beams 3` gives the answer of transformers' beam search (3 beams, length penalty −1).
+#[test]
+fn generate_text_with_beams_is_the_reference_beam_answer() {
+    let p = parity("emu2-tiny");
+    let b = &p["beams"]["text"];
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("a.txt");
+    let nb = b["num_beams"].to_string();
+    let max_new = b["max_new_tokens"].to_string();
+    let o = run_cli(
+        t.path(),
+        &dir(),
+        "generate",
+        &[
+            "--prompt",
+            b["prompt"].as_str().unwrap(),
+            "--to",
+            "text",
+            "--num-beams",
+            &nb,
+            "--max-new-tokens",
+            &max_new,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&o);
+    let tok =
+        any2any::tokenizers::Tokenizer::from_file(dir().join("tokenizer/tokenizer.json")).unwrap();
+    let want = tok.decode(&u32s(&b["ids"]), true).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap().trim_end(),
+        want.trim_end()
+    );
+}

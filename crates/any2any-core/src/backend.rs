@@ -90,6 +90,8 @@ pub enum Param {
     Size,
     /// [`GenerationParams::negative_prompt`].
     NegativePrompt,
+    /// [`GenerationParams::num_beams`].
+    NumBeams,
 }
 
 impl Param {
@@ -105,6 +107,7 @@ impl Param {
             Param::ImageTopK => "image-top-k",
             Param::Size => "size",
             Param::NegativePrompt => "negative-prompt",
+            Param::NumBeams => "num-beams",
         }
     }
 
@@ -120,6 +123,7 @@ impl Param {
             (Param::ImageTopK, p.image_top_k.is_some()),
             (Param::Size, p.size.is_some()),
             (Param::NegativePrompt, p.negative_prompt.is_some()),
+            (Param::NumBeams, p.num_beams.is_some()),
         ];
         set.into_iter().filter(|s| s.1).map(|s| s.0).collect()
     }

@@ -31,6 +31,8 @@ pub const MAX_POSITIONS: usize = 1 << 24;
 pub const MAX_PIXELS: u64 = 1 << 26;
 /// Most denoising / unmasking steps (`--steps`).
 pub const MAX_STEPS: usize = 10_000;
+/// Most beams per prompt of a beam search (`--num-beams`).
+pub const MAX_BEAMS: usize = 64;
 /// Most rows (prompts) a benchmark batch runs (`bench --batch`).
 pub const MAX_BATCH: usize = 4096;
 

@@ -28,6 +28,9 @@ pub struct GenerationParams {
     /// The unconditioned stream's prompt of classifier-free guidance, for families that
     /// condition it on text (Emu3); `None` is the family's default.
     pub negative_prompt: Option<String>,
+    /// Beams of a beam search for text (HF `num_beams`; greedy beams, one answer per output),
+    /// for families that declare it; `None` or 1: no beam search.
+    pub num_beams: Option<usize>,
     /// Seed of the request's noise stream: the same seed gives the same output, whatever else
     /// shares the batch.
     pub seed: u64,
@@ -62,7 +65,26 @@ impl GenerationParams {
                 ));
             }
         }
-        use crate::limits::{MAX_NEW_TOKENS, MAX_PIXELS, MAX_STEPS};
+        use crate::limits::{MAX_BEAMS, MAX_NEW_TOKENS, MAX_PIXELS, MAX_STEPS};
+        if let Some(n) = self.num_beams {
+            if n == 0 || n > MAX_BEAMS {
+                return Err(Error::invalid(
+                    "num-beams",
+                    format!("{n} (must be in 1..={MAX_BEAMS})"),
+                ));
+            }
+            let sampled = self.temperature.is_some_and(|t| t > 0.0)
+                || self.top_k.is_some()
+                || self.top_p.is_some();
+            if n > 1 && sampled {
+                return Err(Error::invalid(
+                    "num-beams",
+                    format!(
+                        "{n}: beam search is greedy; it takes no --temperature, --top-k or --top-p"
+                    ),
+                ));
+            }
+        }
         if let Some(n) = self.max_new_tokens {
             if n == 0 || n > MAX_NEW_TOKENS {
                 return Err(Error::invalid(

@@ -33,9 +33,9 @@ fn mib(kib: u64) -> f64 {
 
 fn main() -> any2any_core::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().ok_or_else(|| {
-        any2any_core::Error::invalid("DIR", "usage: load_memory DIR [f32|bf16]")
-    })?;
+    let dir = args
+        .next()
+        .ok_or_else(|| any2any_core::Error::invalid("DIR", "usage: load_memory DIR [f32|bf16]"))?;
     let dtype = match args.next().as_deref() {
         None | Some("f32") => DType::F32,
         Some("bf16") => DType::BF16,

@@ -42,6 +42,10 @@ pub const DEFAULT_SIDE: usize = 1024;
 pub const ORIGINAL_SIZE: (usize, usize) = (1024, 1024);
 /// The README's `max_new_tokens` for understanding.
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 64;
+/// The reference's `length_penalty` for beam search (`EmuModel.generate` and the README's
+/// calls: −1, favouring shorter answers; `--num-beams` sets the beams, 1 by default as in the
+/// README's HF calls, 5 in `EmuModel.generate`).
+pub const DEFAULT_LENGTH_PENALTY: f64 = -1.0;
 /// The EVA normalisation (OpenAI CLIP mean and std).
 pub const EVA_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
 /// See [`EVA_MEAN`].
@@ -360,6 +364,7 @@ impl Emu2Backend {
             defaults: SamplingParams::greedy(),
             default_max_new: DEFAULT_MAX_NEW_TOKENS,
             stop: &[self.ids.eos],
+            length_penalty: DEFAULT_LENGTH_PENALTY,
         };
         job.run(&rows, reqs, t0, hooks)
     }
@@ -422,7 +427,7 @@ impl Backend for Emu2Backend {
 
     fn capabilities(&self) -> Capabilities {
         use Param::*;
-        let text = vec![Temperature, TopK, TopP, MaxNewTokens];
+        let text = vec![Temperature, TopK, TopP, MaxNewTokens, NumBeams];
         let mut directions = vec![
             (Direction::TextToText, text.clone()),
             (Direction::ImageToText, text),

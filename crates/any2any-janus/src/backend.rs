@@ -332,6 +332,7 @@ impl JanusBackend {
             default_max_new: self.gen.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
             stop: &[self.ids.eos],
             tokenizer: self.tokenizer.as_ref(),
+            length_penalty: 1.0,
         }
         .run(&rows, reqs, hooks, t0)
     }
@@ -475,7 +476,7 @@ impl Backend for JanusBackend {
 
     fn capabilities(&self) -> Capabilities {
         use Param::*;
-        let text = vec![Temperature, TopK, TopP, MaxNewTokens];
+        let text = vec![Temperature, TopK, TopP, MaxNewTokens, NumBeams];
         Capabilities {
             family: "janus",
             directions: vec![

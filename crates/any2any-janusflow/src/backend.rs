@@ -355,6 +355,7 @@ impl JanusFlowBackend {
             default_max_new: DEFAULT_MAX_NEW_TOKENS,
             stop: &[self.ids.eos],
             tokenizer: Some(&self.tokenizer),
+            length_penalty: 1.0,
         }
         .run(&rows, reqs, hooks, t0)
     }
@@ -491,7 +492,7 @@ impl Backend for JanusFlowBackend {
 
     fn capabilities(&self) -> Capabilities {
         use Param::*;
-        let text = vec![Temperature, TopK, TopP, MaxNewTokens];
+        let text = vec![Temperature, TopK, TopP, MaxNewTokens, NumBeams];
         Capabilities {
             family: "janusflow",
             directions: vec![

@@ -2,6 +2,7 @@
 //! [`TextLoop`] with an LM head, and the outputs with their timings — what every family with
 //! an embedding-level prompt runs for text, once.
 
+use super::beam::BeamSearch;
 use super::rows::{LmHead, RowBatch, RowInput};
 use super::text::{text_budget, text_segment, TextLoop, TokenAction};
 use crate::backbone::{ForwardArgs, MaskKind, RowLayout};
@@ -25,6 +26,8 @@ pub struct EmbedsText<'a> {
     pub default_max_new: usize,
     /// Ids that end a row.
     pub stop: &'a [u32],
+    /// The length penalty of a beam search (`--num-beams` > 1; HF's default is 1).
+    pub length_penalty: f64,
 }
 
 impl EmbedsText<'_> {
@@ -46,6 +49,16 @@ impl EmbedsText<'_> {
         let longest = rows.iter().map(|r| r.dims()[0]).max().unwrap_or(0);
         let ctx = dec.config().max_position_embeddings;
         let max_new = text_budget(p.max_new_tokens, self.default_max_new, longest, ctx)?;
+        if let Some(nb) = p.num_beams.filter(|&n| n > 1) {
+            let search = BeamSearch {
+                num_beams: nb,
+                max_new,
+                length_penalty: self.length_penalty,
+                stop: self.stop,
+                stage: "text beams",
+            };
+            return beam_outputs(&self.head, rows, &search, self.tokenizer, started, hooks);
+        }
         let inputs: Vec<RowInput> = rows.iter().map(RowInput::Embeds).collect();
         let (mut batch, hidden) = RowBatch::prefill(dec, &inputs, max_new)?;
         let prefill_s = started.elapsed().as_secs_f64();
@@ -78,6 +91,48 @@ impl EmbedsText<'_> {
             })
             .collect()
     }
+}
+
+/// Text by beam search for `rows` (input embeddings `[len, hidden]`, one per output): each
+/// row prefilled `num_beams` times, then [`BeamSearch`]; one [`Output`] per row, its text
+/// streamed whole when it is done (beams are not final before).
+pub fn beam_outputs(
+    head: &LmHead<'_>,
+    rows: &[Tensor],
+    search: &BeamSearch<'_>,
+    tokenizer: Option<&Tokenizer>,
+    started: Instant,
+    hooks: &mut Hooks,
+) -> Result<Vec<Output>> {
+    let nb = search.num_beams;
+    let inputs: Vec<RowInput> = (rows.iter())
+        .flat_map(|r| std::iter::repeat_n(RowInput::Embeds(r), nb))
+        .collect();
+    let (mut batch, hidden) = RowBatch::prefill(head.decoder, &inputs, search.max_new)?;
+    let prefill_s = started.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let out = search.run(&mut batch, head, hidden, hooks)?;
+    let timings = Timings {
+        prefill_s,
+        decode_s: t1.elapsed().as_secs_f64(),
+        steps: out.iter().map(|r| r.ids.len()).max().unwrap_or(0),
+        image_decode_s: 0.0,
+        total_s: started.elapsed().as_secs_f64(),
+    };
+    (out.into_iter().enumerate())
+        .map(|(i, row)| {
+            let seg = text_segment(tokenizer, row.ids)?;
+            if let crate::Generated::Text { text: Some(t), .. } = &seg {
+                if hooks.wants_text() {
+                    hooks.emit_text(i, t);
+                }
+            }
+            Ok(Output {
+                segments: vec![seg],
+                timings: timings.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The last position's logits `[vocab]` (f32, on the CPU) of one prompt given as input

@@ -9,12 +9,15 @@
 //!   [`Constraint`] (none, one vocabulary range, a row-layout grammar, a layout machine).
 //! - [`LatentLoop`]: a step loop over a continuous latent that asks a [`Denoiser`] for a
 //!   velocity or noise prediction per step, with guidance rows, under a [`Scheduler`].
+//! - [`BeamSearch`]: beam search for text over the same batch (HF `num_beams`), the KV-cache
+//!   rows reordered with the beams.
 //! - [`EmbedsText`]: text for prompts given as input embeddings (prefill, [`TextLoop`], the
 //!   outputs and timings), and [`last_logits_of_embeds`].
 //!
 //! Every loop reports progress (`step i of n`) and honours cancellation through
 //! [`Hooks`](crate::Hooks); every random draw comes from a [`NoiseSource`](crate::NoiseSource).
 
+mod beam;
 mod code;
 mod embeds;
 mod latent;
@@ -23,8 +26,9 @@ mod rows;
 mod tests;
 mod text;
 
+pub use beam::{BeamSearch, BeamText};
 pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange, RowGrid};
-pub use embeds::{last_logits_of_embeds, EmbedsText};
+pub use embeds::{beam_outputs, last_logits_of_embeds, EmbedsText};
 pub use latent::{initial_latent, Denoiser, FlowEuler, FlowMidpoint, LatentLoop, Scheduler};
 pub use rows::{last_logits, scatter_rows, Head, LmHead, RowBatch, RowInput, TextRows};
 pub use text::{text_budget, text_segment, TextEnd, TextLoop, TextRow, TextRun, TokenAction};

@@ -257,6 +257,8 @@ pub struct TextRun<'a> {
     pub stop: &'a [u32],
     /// Decodes the ids (and streams deltas).
     pub tokenizer: Option<&'a Tokenizer>,
+    /// The length penalty of a beam search (`num_beams` > 1; HF's default is 1).
+    pub length_penalty: f64,
 }
 
 impl TextRun<'_> {
@@ -275,15 +277,25 @@ impl TextRun<'_> {
         let ctx = self.decoder.config().max_position_embeddings;
         let requested = first.params.max_new_tokens;
         let max_new = text_budget(requested, self.default_max_new, longest, ctx)?;
+        let head = super::LmHead {
+            decoder: self.decoder,
+            head: self.lm_head,
+        };
+        if let Some(nb) = first.params.num_beams.filter(|&n| n > 1) {
+            let search = super::BeamSearch {
+                num_beams: nb,
+                max_new,
+                length_penalty: self.length_penalty,
+                stop: self.stop,
+                stage: "text beams",
+            };
+            return super::embeds::beam_outputs(&head, rows, &search, self.tokenizer, t0, hooks);
+        }
         let inputs: Vec<super::RowInput> = rows.iter().map(super::RowInput::Embeds).collect();
         let (mut batch, hidden) = RowBatch::prefill(self.decoder, &inputs, max_new)?;
         let prefill_s = t0.elapsed().as_secs_f64();
         let pipe = LogitsPipeline::new(None, self.sampling);
         let mut noise = hooks.batch_noise(&super::noise_parts(reqs));
-        let head = super::LmHead {
-            decoder: self.decoder,
-            head: self.lm_head,
-        };
         let t1 = std::time::Instant::now();
         let out = TextLoop::new(&pipe, max_new, self.stop)
             .tokenizer(self.tokenizer)
