@@ -302,3 +302,20 @@ fn generate_text_with_beams_is_the_reference_beam_answer() {
         want.trim_end()
     );
 }
+
+/// A `tokenizer/` with the SentencePiece `tokenizer.model` only (a slow `LlamaTokenizer`'s
+/// save) is a named error saying how to write `tokenizer.json` from it.
+#[test]
+fn a_sentencepiece_only_tokenizer_says_how_to_convert_it() {
+    let t = tempfile::tempdir().unwrap();
+    let m = copy_fixture(t.path(), |m| {
+        std::fs::remove_file(m.join("tokenizer/tokenizer.json")).unwrap();
+        std::fs::write(m.join("tokenizer/tokenizer.model"), b"not read").unwrap();
+    });
+    let o = run_cli(t.path(), &m, "inspect", &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    for want in ["tokenizer.model", "save_pretrained", "tokenizer.json"] {
+        assert!(e.contains(want), "`{want}` not in {e}");
+    }
+}

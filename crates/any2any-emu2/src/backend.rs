@@ -135,6 +135,31 @@ fn require<'f>(files: &'f ModelFiles, name: &str, what: &str) -> Result<&'f Comp
     })
 }
 
+/// The error for a checkpoint without `tokenizer.json`: when it has the SentencePiece
+/// `tokenizer.model` only (as a slow `LlamaTokenizer` saves it), how to write the
+/// `tokenizer.json` (with the 272 added tokens) from it.
+fn missing_tokenizer(files: &ModelFiles) -> Error {
+    let tok_dir = files.component("tokenizer").map(|c| c.dir.clone());
+    let dirs: Vec<std::path::PathBuf> = tok_dir
+        .into_iter()
+        .chain(files.config.parent().map(std::path::Path::to_path_buf))
+        .collect();
+    let sp = dirs.iter().find(|d| d.join("tokenizer.model").is_file());
+    let looked_for = match sp {
+        Some(d) => format!(
+            "tokenizer/tokenizer.json or tokenizer.json; {} has the SentencePiece tokenizer.model only, which is not read: write tokenizer.json beside it with `python -c \"from transformers import AutoTokenizer as T; T.from_pretrained('{d}').save_pretrained('{d}')\"` (transformers converts it and keeps the added tokens)",
+            d.display(),
+            d = d.display()
+        ),
+        None => "tokenizer/tokenizer.json or tokenizer.json".into(),
+    };
+    Error::MissingFile {
+        dir: files.name.clone(),
+        what: "Emu2's tokenizer".into(),
+        looked_for,
+    }
+}
+
 impl Emu2Backend {
     /// Loads Emu2-Gen (a `model_index.json` directory: `multimodal_encoder/`, `unet/`, `vae/`,
     /// `scheduler/`, `tokenizer/`) or Emu2-Chat (`config.json`, weights and tokenizer at the
@@ -169,11 +194,7 @@ impl Emu2Backend {
             let model = Emu2Model::load(files.var_builder(dtype, dev)?, &cfg)?;
             (model, files.tokenizer.clone(), None)
         };
-        let tok_path = tok_path.ok_or_else(|| Error::MissingFile {
-            dir: files.name.clone(),
-            what: "Emu2's tokenizer".into(),
-            looked_for: "tokenizer/tokenizer.json or tokenizer.json".into(),
-        })?;
+        let tok_path = tok_path.ok_or_else(|| missing_tokenizer(files))?;
         let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
         let ids = SpecialIds::of(&tokenizer)?;
