@@ -90,6 +90,8 @@ pub enum Param {
     Size,
     /// [`GenerationParams::negative_prompt`].
     NegativePrompt,
+    /// [`GenerationParams::speculative`] (families with an AR image loop).
+    Speculative,
 }
 
 impl Param {
@@ -105,6 +107,7 @@ impl Param {
             Param::ImageTopK => "image-top-k",
             Param::Size => "size",
             Param::NegativePrompt => "negative-prompt",
+            Param::Speculative => "speculative",
         }
     }
 
@@ -120,6 +123,7 @@ impl Param {
             (Param::ImageTopK, p.image_top_k.is_some()),
             (Param::Size, p.size.is_some()),
             (Param::NegativePrompt, p.negative_prompt.is_some()),
+            (Param::Speculative, p.speculative.is_some()),
         ];
         set.into_iter().filter(|s| s.1).map(|s| s.0).collect()
     }
