@@ -8,7 +8,7 @@ use any2any::imageops::{check_output_target, load_image, save_image, write_atomi
 use any2any::loading::{parse_component, parse_device, parse_dtype};
 use any2any::{
     npy, CancelToken, Error, ExtendDirection, Generated, GenerationParams, Hooks, ImageInput,
-    LoadOptions, Modality, Output, Pipeline, ReplayNoise, Request, Result, TextDelta,
+    LoadOptions, Modality, Output, Pipeline, ReplayNoise, Request, Result, Speculative, TextDelta,
 };
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -163,6 +163,11 @@ struct GenerateArgs {
     /// text: Emu3; default: the family's own).
     #[arg(long)]
     negative_prompt: Option<String>,
+    /// Speculative Jacobi decoding of an AR image loop (Janus, Chameleon/Anole, Lumina-mGPT,
+    /// Emu3): `jacobi[:WINDOW]` (SJD++, unverified drafts of high confidence reused) or
+    /// `sjd[:WINDOW]` (SJD); WINDOW tokens per forward pass (default 8), same distribution.
+    #[arg(long, value_parser = parse_speculative)]
+    speculative: Option<Speculative>,
     /// Outputs per prompt.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     num: usize,
@@ -177,6 +182,14 @@ struct GenerateArgs {
 /// `text`, `image`, `text,image`, `image,text`, `interleaved`.
 fn parse_modality(s: &str) -> std::result::Result<Modality, String> {
     s.parse::<Modality>().map_err(|e| match e {
+        Error::InvalidArgument { msg, .. } => msg,
+        other => other.to_string(),
+    })
+}
+
+/// `jacobi:8` → SJD++ with a window of 8.
+fn parse_speculative(s: &str) -> std::result::Result<Speculative, String> {
+    s.parse::<Speculative>().map_err(|e| match e {
         Error::InvalidArgument { msg, .. } => msg,
         other => other.to_string(),
     })
@@ -377,6 +390,7 @@ fn params_of(a: &GenerateArgs) -> GenerationParams {
         image_top_k: a.image_top_k,
         size: a.size,
         negative_prompt: a.negative_prompt.clone(),
+        speculative: a.speculative,
         seed: a.seed,
     }
 }
