@@ -277,6 +277,26 @@ struct BenchArgs {
     /// Also write the rows as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Speculative decodings measured next to plain decoding, comma-separated
+    /// (`jacobi:8,sjd:8`): per forward-pass cost with the synthetic sizes; with `--model`,
+    /// whole images of a real (e.g. tiny fixture) model.
+    #[arg(long, value_delimiter = ',', value_parser = parse_speculative)]
+    speculative: Vec<Speculative>,
+    /// Measure a model's own text-to-image generation (a local directory) instead of a named
+    /// size: plain vs each `--speculative`, interleaved `--repeats` times.
+    #[arg(long)]
+    model: Option<String>,
+    /// Rounds of the interleaved variants with `--model`.
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    repeats: usize,
+    /// Sampling temperatures measured with `--model` (0 = greedy), comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1",
+        allow_negative_numbers = true
+    )]
+    temperature: Vec<f32>,
 }
 
 #[derive(Args)]
@@ -974,10 +994,48 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     let w = bench::workload(&a.size)?;
     let device = parse_device(&a.device)?;
     let (dtype, cfgs) = bench_settings(&a, &device)?;
+    if let Some(model) = &a.model {
+        return run_model_bench(&a, model, &device);
+    }
+    let specs: Vec<Option<Speculative>> = std::iter::once(None)
+        .chain(a.speculative.iter().copied().map(Some))
+        .collect();
     let rows = bench::run(
-        &w, &device, dtype, &a.batch, &cfgs, a.steps, a.warmup, a.context,
+        &w, &device, dtype, &a.batch, &cfgs, a.steps, a.warmup, a.context, &specs,
     )?;
     print!("{}", bench::table(&rows, w.image_tokens));
+    if let Some(j) = &a.json {
+        write_json(j, &rows)?;
+    }
+    Ok(())
+}
+
+/// `bench --model DIR --speculative …`: whole images of the model, plain vs speculative.
+fn run_model_bench(
+    a: &BenchArgs,
+    model: &str,
+    device: &any2any::candle_core::Device,
+) -> Result<()> {
+    if a.repeats == 0 || a.repeats > 1000 {
+        return Err(Error::invalid(
+            "repeats",
+            format!("{} (must be in 1..=1000)", a.repeats),
+        ));
+    }
+    let opts = LoadOptions {
+        device: device.clone(),
+        dtype: a.dtype.as_deref().map(parse_dtype).transpose()?,
+        ..Default::default()
+    };
+    let pipe = Pipeline::load(model, opts)?;
+    let setup = bench::ModelBench {
+        batch: a.batch.first().copied().unwrap_or(1),
+        temperatures: a.temperature.clone(),
+        specs: a.speculative.clone(),
+        repeats: a.repeats,
+    };
+    let rows = bench::run_model(&pipe, model, &setup)?;
+    print!("{}", bench::model_table(&rows));
     if let Some(j) = &a.json {
         write_json(j, &rows)?;
     }
