@@ -179,6 +179,9 @@ pub struct BenchRow {
     pub tokens_per_forward: f64,
     /// Drafts accepted over drafts verified (meaningless here, as `tokens_per_forward`).
     pub acceptance: f64,
+    /// This forward pass's mean time over plain decoding's step (same batch and CFG): the
+    /// tokens per forward a trained model must accept for speculation to pay.
+    pub break_even: f64,
     /// Context length the measured steps attend over (prompt + image tokens so far).
     pub context_start: usize,
     pub steps_measured: usize,
@@ -232,7 +235,7 @@ pub fn run(
     steps: usize,
     warmup: usize,
     context: Option<usize>,
-    specs: &[Option<Speculative>],
+    (specs, rounds): (&[Option<Speculative>], usize),
 ) -> Result<Vec<BenchRow>> {
     let bb = &w.backbone;
     let bytes =
@@ -270,38 +273,60 @@ pub fn run(
         head: Linear::load(bb.hidden_size, w.head_vocab, false, vb.pp("head"))?,
     };
     let start = context.unwrap_or(w.prompt).max(1);
-    let mut rows_out = Vec::new();
+    let mut rows_out: Vec<BenchRow> = Vec::new();
     for &batch in batches {
-        for (&cfg, &spec) in cfgs.iter().flat_map(|c| specs.iter().map(move |s| (c, s))) {
-            let setup = Setup {
-                batch,
-                cfg,
-                start,
-                spec,
-            };
-            let m = measure(&decoder, &head, device, &setup, steps, warmup)?;
-            let per_forward = m.stats.tokens as f64 / (m.stats.forwards.max(1) * batch) as f64;
-            let per_forward = if spec.is_some() { per_forward } else { 1.0 };
-            rows_out.push(BenchRow {
-                size: w.name.to_string(),
-                device: format!("{device:?}"),
-                dtype: format!("{dtype:?}"),
-                batch,
-                cfg,
-                speculative: spec.map_or("off".into(), |s| s.to_string()),
-                tokens_per_forward: per_forward,
-                acceptance: m.stats.acceptance(),
-                context_start: start,
-                steps_measured: m.times.len(),
-                prefill_ms: m.prefill_ms,
-                step_ms_mean: m.mean(),
-                step_ms_p50: m.quantile(0.5),
-                step_ms_min: m.quantile(0.0),
-                tokens_per_s: per_forward * batch as f64 * 1e3 / m.mean(),
-                s_per_image_batch: (m.prefill_ms + m.mean() * w.image_tokens as f64 / per_forward)
-                    / 1e3,
-                peak_rss_mib: peak_rss_mib(),
-            });
+        // the decodings of one (batch, CFG) interleaved, `rounds` times, their steps pooled
+        let mut pooled: Vec<Option<Measured>> = Vec::new();
+        for &cfg in cfgs {
+            pooled.clear();
+            pooled.resize_with(specs.len(), || None);
+            for _ in 0..rounds.max(1) {
+                for (i, &spec) in specs.iter().enumerate() {
+                    let setup = Setup {
+                        batch,
+                        cfg,
+                        start,
+                        spec,
+                    };
+                    let m = measure(&decoder, &head, device, &setup, steps, warmup)?;
+                    match &mut pooled[i] {
+                        Some(p) => p.times.extend(m.times),
+                        slot => *slot = Some(m),
+                    }
+                }
+            }
+            for (&spec, m) in specs.iter().zip(pooled.drain(..)) {
+                let Some(m) = m else { continue };
+                let per_forward = m.stats.tokens as f64 / (m.stats.forwards.max(1) * batch) as f64;
+                let per_forward = if spec.is_some() { per_forward } else { 1.0 };
+                let plain_ms = rows_out
+                    .iter()
+                    .rev()
+                    .find(|r| r.batch == batch && r.cfg == cfg && r.speculative == "off")
+                    .map_or(m.mean(), |r| r.step_ms_mean);
+                rows_out.push(BenchRow {
+                    size: w.name.to_string(),
+                    device: format!("{device:?}"),
+                    dtype: format!("{dtype:?}"),
+                    batch,
+                    cfg,
+                    speculative: spec.map_or("off".into(), |s| s.to_string()),
+                    tokens_per_forward: per_forward,
+                    acceptance: m.stats.acceptance(),
+                    break_even: m.mean() / plain_ms,
+                    context_start: start,
+                    steps_measured: m.times.len(),
+                    prefill_ms: m.prefill_ms,
+                    step_ms_mean: m.mean(),
+                    step_ms_p50: m.quantile(0.5),
+                    step_ms_min: m.quantile(0.0),
+                    tokens_per_s: per_forward * batch as f64 * 1e3 / m.mean(),
+                    s_per_image_batch: (m.prefill_ms
+                        + m.mean() * w.image_tokens as f64 / per_forward)
+                        / 1e3,
+                    peak_rss_mib: peak_rss_mib(),
+                });
+            }
         }
     }
     Ok(rows_out)
@@ -377,8 +402,9 @@ fn measure(
     let streams = if cfg { 2 } else { 1 };
     let prompt = vec![0u32; start];
     let rows = vec![RowInput::Ids(&prompt); batch * streams];
-    // one more loop step than measured: the loop's last step draws without a forward
-    let loop_steps = warmup + steps + 1;
+    // one more loop step than measured: the loop's last step draws without a forward; under
+    // speculation a forward may commit up to a window of tokens
+    let loop_steps = (warmup + steps + 1) * spec.map_or(1, |s| s.window);
     let t = Instant::now();
     let (mut rb, hidden) = RowBatch::prefill(decoder, &rows, loop_steps)?;
     device.synchronize()?;
@@ -428,11 +454,11 @@ fn measure(
 /// Markdown table of the rows.
 pub fn table(rows: &[BenchRow], image_tokens: usize) -> String {
     let mut s = format!(
-        "| size | device | dtype | batch | CFG | speculative | tokens / forward | ctx | prefill ms | forward ms (mean / p50 / min) | tok/s | s per image ({image_tokens} tokens) | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| size | device | dtype | batch | CFG | speculative | tokens / forward (synthetic) | forward cost vs plain step | ctx | prefill ms | forward ms (mean / p50 / min) | tok/s | s per image ({image_tokens} tokens) | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {:.2} / {:.2} / {:.2} | {:.1} | {:.2} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2}× | {} | {:.1} | {:.2} / {:.2} / {:.2} | {:.1} | {:.2} | {:.0} |\n",
             r.size,
             r.device,
             r.dtype,
@@ -440,6 +466,7 @@ pub fn table(rows: &[BenchRow], image_tokens: usize) -> String {
             if r.cfg { "on" } else { "off" },
             r.speculative,
             r.tokens_per_forward,
+            r.break_even,
             r.context_start,
             r.prefill_ms,
             r.step_ms_mean,

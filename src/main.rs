@@ -286,7 +286,7 @@ struct BenchArgs {
     /// size: plain vs each `--speculative`, interleaved `--repeats` times.
     #[arg(long)]
     model: Option<String>,
-    /// Rounds of the interleaved variants with `--model`.
+    /// Rounds of the interleaved variants (with `--speculative`; their steps pooled).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     repeats: usize,
     /// Sampling temperatures measured with `--model` (0 = greedy), comma-separated.
@@ -1001,7 +1001,15 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         .chain(a.speculative.iter().copied().map(Some))
         .collect();
     let rows = bench::run(
-        &w, &device, dtype, &a.batch, &cfgs, a.steps, a.warmup, a.context, &specs,
+        &w,
+        &device,
+        dtype,
+        &a.batch,
+        &cfgs,
+        a.steps,
+        a.warmup,
+        a.context,
+        (&specs, if specs.len() > 1 { a.repeats } else { 1 }),
     )?;
     print!("{}", bench::table(&rows, w.image_tokens));
     if let Some(j) = &a.json {
