@@ -428,7 +428,17 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let pipe = a.model.load()?;
     // Text streams when there is one output to stream; several are printed at the end.
     let stream = a.to.has_text() && reqs.len() * a.num == 1;
-    let (outs, streamed) = run_batch(&pipe, &reqs, stream, a.quiet, replay.as_mut())?;
+    let (outs, streamed, stats) = run_batch(&pipe, &reqs, stream, a.quiet, replay.as_mut())?;
+    if let (Some(s), false) = (a.speculative, a.quiet) {
+        eprintln!(
+            "speculative {s}: {} forward passes for {} image tokens ({:.2} per pass), {} of {} drafts accepted",
+            stats.forwards,
+            stats.tokens,
+            stats.tokens as f64 / stats.forwards.max(1) as f64,
+            stats.accepted,
+            stats.drafted
+        );
+    }
     if let Some(r) = &replay {
         note_unused_noise(r, &a);
     }
@@ -564,7 +574,7 @@ fn run_batch(
     stream: bool,
     quiet: bool,
     noise: Option<&mut ReplayNoise>,
-) -> Result<(Vec<Output>, Option<String>)> {
+) -> Result<(Vec<Output>, Option<String>, any2any::DecodeStats)> {
     let cancel = CancelToken::new();
     {
         let c = cancel.clone();
@@ -588,11 +598,13 @@ fn run_batch(
         if stream {
             hooks = hooks.on_text(|d| streamer.delta(d));
         }
-        pipe.generate_batch(reqs, &mut hooks)
+        let outs = pipe.generate_batch(reqs, &mut hooks);
+        (outs, hooks.stats)
     };
+    let (outs, stats) = outs;
     bar.finish_and_clear();
     let streamed = streamer.finish()?;
-    Ok((outs?, stream.then_some(streamed)))
+    Ok((outs?, stream.then_some(streamed), stats))
 }
 
 /// Prints output 0's text deltas as they come, flushed; keeps what it printed and the first

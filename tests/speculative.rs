@@ -123,3 +123,41 @@ fn families_without_an_ar_image_loop_refuse_the_flag_by_name() {
         .unwrap_err();
     assert!(err.to_string().contains("speculative"), "{err}");
 }
+
+#[test]
+fn the_cli_flag_reports_its_passes_and_bad_values_name_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_dir("emu3-tiny");
+    let o = run_cli(
+        dir.path(),
+        &model,
+        "generate",
+        &[
+            "--prompt",
+            "a cube",
+            "--to",
+            "image",
+            "--out",
+            "a.png",
+            "--speculative",
+            "jacobi:4",
+        ],
+    );
+    assert_ok(&o);
+    assert!(dir.path().join("a.png").is_file());
+    assert!(
+        stderr(&o).contains("speculative jacobi:4:") && stderr(&o).contains("drafts accepted"),
+        "{}",
+        stderr(&o)
+    );
+    for bad in ["foo", "jacobi:1", "sjd:x"] {
+        let o = run_cli(
+            dir.path(),
+            &model,
+            "generate",
+            &["--prompt", "a", "--to", "image", "--speculative", bad],
+        );
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("speculative"), "{bad}: {}", stderr(&o));
+    }
+}

@@ -242,10 +242,9 @@ impl CodeLoop<'_> {
             }
             let m = accepted.iter().copied().min().unwrap_or(0);
             // 5. commit what every image decided
-            for j in 0..m {
-                let ids = drafts[j].ids.clone();
+            for draft in &drafts[..m] {
                 let out = (&mut committed[..], &mut drawn);
-                if self.commit(next, &ids, out, &device, constraint, hooks)? {
+                if self.commit(next, &draft.ids, out, &device, constraint, hooks)? {
                     break 'outer;
                 }
                 next += 1;
