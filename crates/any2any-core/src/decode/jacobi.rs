@@ -330,11 +330,18 @@ impl CodeLoop<'_> {
         let flat = hs.narrow(1, 0, d)?.reshape((rows * d, hidden))?;
         let logits = head.logits(&flat)?;
         crate::limits::check_finite(&logits, self.stage)?;
+        let pipes = (0..d)
+            .map(|j| {
+                let pipe = constraint.pipeline(next + j).unwrap_or(self.pipe);
+                self.check_streams(pipe, next + j).map(|_| pipe)
+            })
+            .collect::<Result<Vec<&LogitsPipeline>>>()?;
+        if pipes.iter().all(|p| std::ptr::eq(*p, pipes[0])) {
+            return self.score_together(pipes[0], &logits, plan);
+        }
         let logits = logits.reshape((rows, d, logits.dim(D::Minus1)?))?;
         let mut out = Vec::with_capacity(d);
-        for (j, a) in plan.iter().enumerate() {
-            let pipe: &LogitsPipeline = constraint.pipeline(next + j).unwrap_or(self.pipe);
-            self.check_streams(pipe, next + j)?;
+        for ((j, a), pipe) in plan.iter().enumerate().zip(pipes) {
             let mask = match &a.allowed {
                 Allowed::Mask(m) => Some(m),
                 _ => None,
@@ -357,6 +364,56 @@ impl CodeLoop<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// [`Self::score`] when every step of the window samples with `pipe`: one pass over the
+    /// logits `[rows·d, V]` (rows `(stream, image, step)`, stream-major as the mix expects).
+    fn score_together(
+        &self,
+        pipe: &LogitsPipeline,
+        logits: &Tensor,
+        plan: &[Ahead],
+    ) -> Result<Vec<Scored>> {
+        let d = plan.len();
+        let (n, v) = logits.dims2()?;
+        let b = n / d / self.pipe.streams();
+        let device = logits.device();
+        let mask = if plan.iter().all(|a| matches!(a.allowed, Allowed::Any)) {
+            None
+        } else {
+            let zeros = Tensor::zeros((1, v), DType::F32, device)?;
+            let per_step = plan
+                .iter()
+                .map(|a| match &a.allowed {
+                    Allowed::Mask(m) => m.to_dtype(DType::F32)?.broadcast_as((b, v)),
+                    _ => zeros.broadcast_as((b, v)),
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Some(Tensor::stack(&per_step, 1)?.reshape((b * d, v))?)
+        };
+        let l = pipe.process(logits, mask.as_ref())?;
+        if pipe.sampling.is_greedy() {
+            let am = l.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            return Ok((0..d)
+                .map(|j| Scored {
+                    warped: None,
+                    probs: None,
+                    argmax: Some((0..b).map(|i| am[i * d + j]).collect()),
+                })
+                .collect());
+        }
+        let w = pipe.warp(&l)?;
+        let p = candle_nn::ops::softmax_last_dim(&w)?;
+        let (w, p) = (w.reshape((b, d, v))?, p.reshape((b, d, v))?);
+        (0..d)
+            .map(|j| {
+                Ok(Scored {
+                    warped: Some(w.i((.., j, ..))?.contiguous()?),
+                    probs: Some(p.i((.., j, ..))?.contiguous()?),
+                    argmax: None,
+                })
+            })
+            .collect()
     }
 
     /// The decided ids of step `m` of the window: an image that rejected its draft there draws
