@@ -9,7 +9,7 @@ use any2any::candle_nn::{self, VarBuilder};
 use any2any::decode::{CodeLoop, Head, NoConstraint, RowBatch, RowInput};
 use any2any::nn::Linear;
 use any2any::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
-use any2any::{Error, Hooks, Result, SeededNoise};
+use any2any::{DecodeStats, Error, Hooks, Result, SeededNoise, Speculative};
 use std::time::Instant;
 
 /// The decoding workload of one model size.
@@ -171,16 +171,28 @@ pub struct BenchRow {
     pub dtype: String,
     pub batch: usize,
     pub cfg: bool,
+    /// `off`, or the speculative decoding measured (`jacobi:8`).
+    pub speculative: String,
+    /// Image tokens committed per forward pass (1 without speculation). With the bench's
+    /// constant weights every conditional is the same uniform distribution, so redrawn drafts
+    /// are always accepted: this figure says nothing about a trained model.
+    pub tokens_per_forward: f64,
+    /// Drafts accepted over drafts verified (meaningless here, as `tokens_per_forward`).
+    pub acceptance: f64,
+    /// This forward pass's mean time over plain decoding's step (same batch and CFG): the
+    /// tokens per forward a trained model must accept for speculation to pay.
+    pub break_even: f64,
     /// Context length the measured steps attend over (prompt + image tokens so far).
     pub context_start: usize,
     pub steps_measured: usize,
     pub prefill_ms: f64,
+    /// Per forward pass (a step, or a speculative window).
     pub step_ms_mean: f64,
     pub step_ms_p50: f64,
     pub step_ms_min: f64,
     /// Output tokens per second (batch / step time).
     pub tokens_per_s: f64,
-    /// Prefill plus `image_tokens` steps at the mean step time.
+    /// Prefill plus `image_tokens / tokens_per_forward` forward passes at the mean time.
     pub s_per_image_batch: f64,
     pub peak_rss_mib: f64,
 }
@@ -223,6 +235,7 @@ pub fn run(
     steps: usize,
     warmup: usize,
     context: Option<usize>,
+    (specs, rounds): (&[Option<Speculative>], usize),
 ) -> Result<Vec<BenchRow>> {
     let bb = &w.backbone;
     let bytes =
@@ -260,26 +273,60 @@ pub fn run(
         head: Linear::load(bb.hidden_size, w.head_vocab, false, vb.pp("head"))?,
     };
     let start = context.unwrap_or(w.prompt).max(1);
-    let mut rows_out = Vec::new();
+    let mut rows_out: Vec<BenchRow> = Vec::new();
     for &batch in batches {
+        // the decodings of one (batch, CFG) interleaved, `rounds` times, their steps pooled
+        let mut pooled: Vec<Option<Measured>> = Vec::new();
         for &cfg in cfgs {
-            let m = measure(&decoder, &head, device, batch, cfg, start, steps, warmup)?;
-            rows_out.push(BenchRow {
-                size: w.name.to_string(),
-                device: format!("{device:?}"),
-                dtype: format!("{dtype:?}"),
-                batch,
-                cfg,
-                context_start: start,
-                steps_measured: m.times.len(),
-                prefill_ms: m.prefill_ms,
-                step_ms_mean: m.mean(),
-                step_ms_p50: m.quantile(0.5),
-                step_ms_min: m.quantile(0.0),
-                tokens_per_s: batch as f64 * 1e3 / m.mean(),
-                s_per_image_batch: (m.prefill_ms + m.mean() * w.image_tokens as f64) / 1e3,
-                peak_rss_mib: peak_rss_mib(),
-            });
+            pooled.clear();
+            pooled.resize_with(specs.len(), || None);
+            for _ in 0..rounds.max(1) {
+                for (i, &spec) in specs.iter().enumerate() {
+                    let setup = Setup {
+                        batch,
+                        cfg,
+                        start,
+                        spec,
+                    };
+                    let m = measure(&decoder, &head, device, &setup, steps, warmup)?;
+                    match &mut pooled[i] {
+                        Some(p) => p.times.extend(m.times),
+                        slot => *slot = Some(m),
+                    }
+                }
+            }
+            for (&spec, m) in specs.iter().zip(pooled.drain(..)) {
+                let Some(m) = m else { continue };
+                let per_forward = m.stats.tokens as f64 / (m.stats.forwards.max(1) * batch) as f64;
+                let per_forward = if spec.is_some() { per_forward } else { 1.0 };
+                let plain_ms = rows_out
+                    .iter()
+                    .rev()
+                    .find(|r| r.batch == batch && r.cfg == cfg && r.speculative == "off")
+                    .map_or(m.mean(), |r| r.step_ms_mean);
+                rows_out.push(BenchRow {
+                    size: w.name.to_string(),
+                    device: format!("{device:?}"),
+                    dtype: format!("{dtype:?}"),
+                    batch,
+                    cfg,
+                    speculative: spec.map_or("off".into(), |s| s.to_string()),
+                    tokens_per_forward: per_forward,
+                    acceptance: m.stats.acceptance(),
+                    break_even: m.mean() / plain_ms,
+                    context_start: start,
+                    steps_measured: m.times.len(),
+                    prefill_ms: m.prefill_ms,
+                    step_ms_mean: m.mean(),
+                    step_ms_p50: m.quantile(0.5),
+                    step_ms_min: m.quantile(0.0),
+                    tokens_per_s: per_forward * batch as f64 * 1e3 / m.mean(),
+                    s_per_image_batch: (m.prefill_ms
+                        + m.mean() * w.image_tokens as f64 / per_forward)
+                        / 1e3,
+                    peak_rss_mib: peak_rss_mib(),
+                });
+            }
         }
     }
     Ok(rows_out)
@@ -307,10 +354,19 @@ impl Head for BenchHead<'_> {
     }
 }
 
-/// Prefill time and per-step times of one (batch, CFG) configuration.
+/// Prefill time and per-step times of one (batch, CFG) configuration, and the loop's counters.
 struct Measured {
     prefill_ms: f64,
     times: Vec<f64>,
+    stats: DecodeStats,
+}
+
+/// One measured configuration: images, CFG, prompt length, speculative decoding.
+struct Setup {
+    batch: usize,
+    cfg: bool,
+    start: usize,
+    spec: Option<Speculative>,
 }
 
 impl Measured {
@@ -327,23 +383,28 @@ impl Measured {
 
 /// Times the production image loop ([`RowBatch`] + [`CodeLoop`], the step every AR image
 /// family runs: head → CFG → sample → embed → backbone): each step is the interval between two
-/// progress reports of the loop, the device synchronised at each.
-#[allow(clippy::too_many_arguments)]
+/// progress reports of the loop, the device synchronised at each (under speculative decoding
+/// a report per window: one forward pass of up to `window` tokens and its verification).
 fn measure(
     decoder: &Decoder,
     head: &BenchHead,
     device: &Device,
-    batch: usize,
-    cfg: bool,
-    start: usize,
+    setup: &Setup,
     steps: usize,
     warmup: usize,
 ) -> Result<Measured> {
+    let &Setup {
+        batch,
+        cfg,
+        start,
+        spec,
+    } = setup;
     let streams = if cfg { 2 } else { 1 };
     let prompt = vec![0u32; start];
     let rows = vec![RowInput::Ids(&prompt); batch * streams];
-    // one more loop step than measured: the loop's last step draws without a forward
-    let loop_steps = warmup + steps + 1;
+    // one more loop step than measured: the loop's last step draws without a forward; under
+    // speculation a forward may commit up to a window of tokens
+    let loop_steps = (warmup + steps + 1) * spec.map_or(1, |s| s.window);
     let t = Instant::now();
     let (mut rb, hidden) = RowBatch::prefill(decoder, &rows, loop_steps)?;
     device.synchronize()?;
@@ -362,7 +423,11 @@ fn measure(
         let _ = device.synchronize();
         stamps.borrow_mut().push(Instant::now());
     });
-    CodeLoop::new(&pipe, loop_steps).run(
+    let lp = CodeLoop {
+        speculative: spec,
+        ..CodeLoop::new(&pipe, loop_steps)
+    };
+    lp.run(
         &mut rb,
         head,
         hidden,
@@ -370,6 +435,7 @@ fn measure(
         &mut SeededNoise::new(0),
         &mut hooks,
     )?;
+    let stats = hooks.stats;
     drop(hooks);
     let stamps = stamps.into_inner();
     let times = stamps
@@ -378,22 +444,29 @@ fn measure(
         .take(steps)
         .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
         .collect();
-    Ok(Measured { prefill_ms, times })
+    Ok(Measured {
+        prefill_ms,
+        times,
+        stats,
+    })
 }
 
 /// Markdown table of the rows.
 pub fn table(rows: &[BenchRow], image_tokens: usize) -> String {
     let mut s = format!(
-        "| size | device | dtype | batch | CFG | ctx | prefill ms | step ms (mean / p50 / min) | tok/s | s per image ({image_tokens} tokens) | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| size | device | dtype | batch | CFG | speculative | tokens / forward (synthetic) | forward cost vs plain step | ctx | prefill ms | forward ms (mean / p50 / min) | tok/s | s per image ({image_tokens} tokens) | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.2} / {:.2} / {:.2} | {:.1} | {:.2} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2}× | {} | {:.1} | {:.2} / {:.2} / {:.2} | {:.1} | {:.2} | {:.0} |\n",
             r.size,
             r.device,
             r.dtype,
             r.batch,
             if r.cfg { "on" } else { "off" },
+            r.speculative,
+            r.tokens_per_forward,
+            r.break_even,
             r.context_start,
             r.prefill_ms,
             r.step_ms_mean,
@@ -1017,4 +1090,123 @@ mod tests {
         assert_eq!(c.unet, elems(&root.join("unet"), |_| true));
         assert_eq!(c.vae, elems(&root.join("vae"), |_| true));
     }
+}
+
+/// `bench --model`: whole images of a loaded model, plain vs speculative decoding.
+pub struct ModelBench {
+    /// Images per request.
+    pub batch: usize,
+    /// Temperatures measured (0 = greedy).
+    pub temperatures: Vec<f32>,
+    /// Speculative decodings measured next to plain decoding.
+    pub specs: Vec<Speculative>,
+    /// Interleaved rounds.
+    pub repeats: usize,
+}
+
+/// One (temperature, decoding) of a model, over its rounds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelRow {
+    pub model: String,
+    pub temperature: f32,
+    pub speculative: String,
+    pub images: usize,
+    /// Image tokens per image (layout tokens included).
+    pub tokens_per_image: f64,
+    /// Decode forward passes per image batch (the prefill not counted).
+    pub forwards: f64,
+    pub tokens_per_forward: f64,
+    pub acceptance: f64,
+    /// Whole `generate` call per image batch, median over the rounds.
+    pub ms_median: f64,
+    pub ms_min: f64,
+    /// Plain decoding's median over this one's (same temperature).
+    pub speedup: f64,
+}
+
+/// Generates `setup.batch` images of one prompt per (temperature, decoding), the decodings
+/// interleaved in each of `setup.repeats` rounds (one warm-up call first).
+pub fn run_model(
+    pipe: &any2any::Pipeline,
+    model: &str,
+    setup: &ModelBench,
+) -> Result<Vec<ModelRow>> {
+    use any2any::{GenerationParams, Modality, Request};
+    let variants: Vec<Option<Speculative>> = std::iter::once(None)
+        .chain(setup.specs.iter().copied().map(Some))
+        .collect();
+    let mut rows = Vec::new();
+    for &t in &setup.temperatures {
+        let call = |spec: Option<Speculative>| -> Result<(f64, DecodeStats)> {
+            let req = Request::new()
+                .text("a red cube on a blue floor")
+                .want(Modality::Image)
+                .params(GenerationParams {
+                    temperature: Some(t),
+                    speculative: spec,
+                    seed: 1,
+                    ..Default::default()
+                })
+                .num_outputs(setup.batch);
+            let mut hooks = Hooks::new();
+            let t0 = Instant::now();
+            pipe.generate_batch(&[req], &mut hooks)?;
+            Ok((t0.elapsed().as_secs_f64() * 1e3, hooks.stats))
+        };
+        call(None)?;
+        let mut times = vec![Vec::new(); variants.len()];
+        let mut stats = vec![DecodeStats::default(); variants.len()];
+        for _ in 0..setup.repeats {
+            for (i, &v) in variants.iter().enumerate() {
+                let (ms, s) = call(v)?;
+                times[i].push(ms);
+                stats[i] = s;
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let plain = median(&mut times[0].clone());
+        for (i, v) in variants.iter().enumerate() {
+            let s = stats[i];
+            let m = median(&mut times[i]);
+            rows.push(ModelRow {
+                model: model.to_string(),
+                temperature: t,
+                speculative: v.map_or("off".into(), |s| s.to_string()),
+                images: setup.batch,
+                tokens_per_image: s.tokens as f64 / setup.batch as f64,
+                forwards: s.forwards as f64,
+                tokens_per_forward: s.tokens as f64 / (s.forwards.max(1) * setup.batch) as f64,
+                acceptance: s.acceptance(),
+                ms_median: m,
+                ms_min: times[i][0],
+                speedup: plain / m,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Markdown table of [`run_model`]'s rows.
+pub fn model_table(rows: &[ModelRow]) -> String {
+    let mut s = String::from("| model | temperature | speculative | images | tokens / image | forwards | tokens / forward | acceptance | ms (median / min) | speed-up |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} / {:.1} | {:.2}× |\n",
+            r.model,
+            r.temperature,
+            r.speculative,
+            r.images,
+            r.tokens_per_image,
+            r.forwards,
+            r.tokens_per_forward,
+            r.acceptance,
+            r.ms_median,
+            r.ms_min,
+            r.speedup
+        ));
+    }
+    s
 }

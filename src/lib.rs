@@ -21,10 +21,10 @@ pub use any2any_core::{
 };
 pub use any2any_core::{candle_core, candle_nn, image, tokenizers};
 pub use any2any_core::{
-    Backend, CancelToken, Direction, EditKind, Error, ExtendDirection, Family, Generated,
-    GenerationParams, Hooks, ImageEdit, ImageInput, LoadOptions, Modality, ModelFiles, ModelInfo,
-    NoiseSource, Output, Preview, Progress, ReplayNoise, Request, Result, SeededNoise, Segment,
-    TextDelta, TextStream, Timings,
+    Backend, CancelToken, DecodeStats, Direction, EditKind, Error, ExtendDirection, Family,
+    Generated, GenerationParams, Hooks, ImageEdit, ImageInput, LoadOptions, Modality, ModelFiles,
+    ModelInfo, NoiseSource, Output, Preview, Progress, ReplayNoise, Request, Result, SeededNoise,
+    Segment, Speculative, TextDelta, TextStream, Timings,
 };
 
 /// The everyday types: `use any2any::prelude::*;`.

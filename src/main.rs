@@ -8,7 +8,7 @@ use any2any::imageops::{check_output_target, load_image, save_image, write_atomi
 use any2any::loading::{parse_component, parse_device, parse_dtype};
 use any2any::{
     npy, CancelToken, Error, ExtendDirection, Generated, GenerationParams, Hooks, ImageInput,
-    LoadOptions, Modality, Output, Pipeline, ReplayNoise, Request, Result, TextDelta,
+    LoadOptions, Modality, Output, Pipeline, ReplayNoise, Request, Result, Speculative, TextDelta,
 };
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -167,6 +167,11 @@ struct GenerateArgs {
     /// Emu2, Janus, JanusFlow).
     #[arg(long, allow_negative_numbers = true)]
     num_beams: Option<usize>,
+    /// Speculative Jacobi decoding of an AR image loop (Janus, Chameleon/Anole, Lumina-mGPT,
+    /// Emu3): `jacobi[:WINDOW]` (SJD++, unverified drafts of high confidence reused) or
+    /// `sjd[:WINDOW]` (SJD); WINDOW tokens per forward pass (default 8), same distribution.
+    #[arg(long, value_parser = parse_speculative)]
+    speculative: Option<Speculative>,
     /// Outputs per prompt.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     num: usize,
@@ -181,6 +186,14 @@ struct GenerateArgs {
 /// `text`, `image`, `text,image`, `image,text`, `interleaved`.
 fn parse_modality(s: &str) -> std::result::Result<Modality, String> {
     s.parse::<Modality>().map_err(|e| match e {
+        Error::InvalidArgument { msg, .. } => msg,
+        other => other.to_string(),
+    })
+}
+
+/// `jacobi:8` → SJD++ with a window of 8.
+fn parse_speculative(s: &str) -> std::result::Result<Speculative, String> {
+    s.parse::<Speculative>().map_err(|e| match e {
         Error::InvalidArgument { msg, .. } => msg,
         other => other.to_string(),
     })
@@ -269,6 +282,26 @@ struct BenchArgs {
     /// Also write the rows as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Speculative decodings measured next to plain decoding, comma-separated
+    /// (`jacobi:8,sjd:8`): per forward-pass cost with the synthetic sizes; with `--model`,
+    /// whole images of a real (e.g. tiny fixture) model.
+    #[arg(long, value_delimiter = ',', value_parser = parse_speculative)]
+    speculative: Vec<Speculative>,
+    /// Measure a model's own text-to-image generation (a local directory) instead of a named
+    /// size: plain vs each `--speculative`, interleaved `--repeats` times.
+    #[arg(long)]
+    model: Option<String>,
+    /// Rounds of the interleaved variants (with `--speculative`; their steps pooled).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    repeats: usize,
+    /// Sampling temperatures measured with `--model` (0 = greedy), comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1",
+        allow_negative_numbers = true
+    )]
+    temperature: Vec<f32>,
 }
 
 #[derive(Args)]
@@ -383,6 +416,7 @@ fn params_of(a: &GenerateArgs) -> GenerationParams {
         size: a.size,
         negative_prompt: a.negative_prompt.clone(),
         num_beams: a.num_beams,
+        speculative: a.speculative,
         seed: a.seed,
     }
 }
@@ -400,7 +434,17 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let pipe = a.model.load()?;
     // Text streams when there is one output to stream; several are printed at the end.
     let stream = a.to.has_text() && reqs.len() * a.num == 1;
-    let (outs, streamed) = run_batch(&pipe, &reqs, stream, a.quiet, replay.as_mut())?;
+    let (outs, streamed, stats) = run_batch(&pipe, &reqs, stream, a.quiet, replay.as_mut())?;
+    if let (Some(s), false) = (a.speculative, a.quiet) {
+        eprintln!(
+            "speculative {s}: {} forward passes for {} image tokens ({:.2} per pass), {} of {} drafts accepted",
+            stats.forwards,
+            stats.tokens,
+            stats.tokens as f64 / stats.forwards.max(1) as f64,
+            stats.accepted,
+            stats.drafted
+        );
+    }
     if let Some(r) = &replay {
         note_unused_noise(r, &a);
     }
@@ -536,7 +580,7 @@ fn run_batch(
     stream: bool,
     quiet: bool,
     noise: Option<&mut ReplayNoise>,
-) -> Result<(Vec<Output>, Option<String>)> {
+) -> Result<(Vec<Output>, Option<String>, any2any::DecodeStats)> {
     let cancel = CancelToken::new();
     {
         let c = cancel.clone();
@@ -560,11 +604,13 @@ fn run_batch(
         if stream {
             hooks = hooks.on_text(|d| streamer.delta(d));
         }
-        pipe.generate_batch(reqs, &mut hooks)
+        let outs = pipe.generate_batch(reqs, &mut hooks);
+        (outs, hooks.stats)
     };
+    let (outs, stats) = outs;
     bar.finish_and_clear();
     let streamed = streamer.finish()?;
-    Ok((outs?, stream.then_some(streamed)))
+    Ok((outs?, stream.then_some(streamed), stats))
 }
 
 /// Prints output 0's text deltas as they come, flushed; keeps what it printed and the first
@@ -970,10 +1016,56 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     let w = bench::workload(&a.size)?;
     let device = parse_device(&a.device)?;
     let (dtype, cfgs) = bench_settings(&a, &device)?;
+    if let Some(model) = &a.model {
+        return run_model_bench(&a, model, &device);
+    }
+    let specs: Vec<Option<Speculative>> = std::iter::once(None)
+        .chain(a.speculative.iter().copied().map(Some))
+        .collect();
     let rows = bench::run(
-        &w, &device, dtype, &a.batch, &cfgs, a.steps, a.warmup, a.context,
+        &w,
+        &device,
+        dtype,
+        &a.batch,
+        &cfgs,
+        a.steps,
+        a.warmup,
+        a.context,
+        (&specs, if specs.len() > 1 { a.repeats } else { 1 }),
     )?;
     print!("{}", bench::table(&rows, w.image_tokens));
+    if let Some(j) = &a.json {
+        write_json(j, &rows)?;
+    }
+    Ok(())
+}
+
+/// `bench --model DIR --speculative …`: whole images of the model, plain vs speculative.
+fn run_model_bench(
+    a: &BenchArgs,
+    model: &str,
+    device: &any2any::candle_core::Device,
+) -> Result<()> {
+    if a.repeats == 0 || a.repeats > 1000 {
+        return Err(Error::invalid(
+            "repeats",
+            format!("{} (must be in 1..=1000)", a.repeats),
+        ));
+    }
+    let opts = LoadOptions {
+        device: device.clone(),
+        dtype: a.dtype.as_deref().map(parse_dtype).transpose()?,
+        ..Default::default()
+    };
+    let pipe = Pipeline::load(model, opts)?;
+    let setup = bench::ModelBench {
+        batch: a.batch.first().copied().unwrap_or(1),
+        temperatures: a.temperature.clone(),
+        specs: a.speculative.clone(),
+        repeats: a.repeats,
+    };
+    let rows = bench::run_model(&pipe, model, &setup)?;
+    print!("{}", bench::model_table(&rows));
     if let Some(j) = &a.json {
         write_json(j, &rows)?;
     }

@@ -415,6 +415,8 @@ impl ChameleonBackend {
         let image_loop = CodeLoop {
             preview: preview_from.map(|_| (grid, to_code)),
             first_output: preview_from.unwrap_or(0),
+            speculative: params.speculative,
+            row_len: Some(grid.1),
             ..CodeLoop::new(&pipe, n)
         };
         let mut only = OnlyRange(m.image_only.clone());

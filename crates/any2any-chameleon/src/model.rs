@@ -372,7 +372,8 @@ impl ChameleonModel {
     }
 }
 
-/// Every direction the two families serve, each with the same parameters.
+/// Every direction the two families serve, each with the same parameters, and speculative
+/// decoding where an image is written.
 pub fn capabilities(family: &'static str, params: &[Param]) -> Capabilities {
     let directions = [
         Direction::TextToText,
@@ -383,7 +384,16 @@ pub fn capabilities(family: &'static str, params: &[Param]) -> Capabilities {
     ];
     Capabilities {
         family,
-        directions: directions.iter().map(|&d| (d, params.to_vec())).collect(),
+        directions: directions
+            .iter()
+            .map(|&d| {
+                let mut p = params.to_vec();
+                if !matches!(d, Direction::TextToText | Direction::ImageToText) {
+                    p.push(Param::Speculative);
+                }
+                (d, p)
+            })
+            .collect(),
         edits: Vec::new(),
     }
 }

@@ -92,6 +92,8 @@ pub enum Param {
     NegativePrompt,
     /// [`GenerationParams::num_beams`].
     NumBeams,
+    /// [`GenerationParams::speculative`] (families with an AR image loop).
+    Speculative,
 }
 
 impl Param {
@@ -108,6 +110,7 @@ impl Param {
             Param::Size => "size",
             Param::NegativePrompt => "negative-prompt",
             Param::NumBeams => "num-beams",
+            Param::Speculative => "speculative",
         }
     }
 
@@ -124,6 +127,7 @@ impl Param {
             (Param::Size, p.size.is_some()),
             (Param::NegativePrompt, p.negative_prompt.is_some()),
             (Param::NumBeams, p.num_beams.is_some()),
+            (Param::Speculative, p.speculative.is_some()),
         ];
         set.into_iter().filter(|s| s.1).map(|s| s.0).collect()
     }

@@ -76,8 +76,8 @@ pub use edit::{EditKind, Extend, ExtendDirection, ImageEdit};
 pub use error::{Error, Result};
 pub use loading::{LoadOptions, ModelFiles};
 pub use noise::{NoiseSource, ReplayNoise, SeededNoise, StackedNoise};
-pub use progress::{CancelToken, Hooks, Preview, Progress, TextDelta};
-pub use request::{Generated, GenerationParams, Output, Request, Timings};
+pub use progress::{CancelToken, DecodeStats, Hooks, Preview, Progress, TextDelta};
+pub use request::{Generated, GenerationParams, Output, Request, Speculative, Timings};
 pub use stream::{Direction, ImageInput, Modality, Segment};
 pub use text_stream::TextStream;
 

@@ -73,6 +73,32 @@ pub struct Preview<'s> {
 /// An image preview callback.
 pub type PreviewFn<'a> = Box<dyn FnMut(Preview<'_>) + 'a>;
 
+/// What the image loops run under a [`Hooks`] did: decode forward passes (the prefill not
+/// counted) and, under speculative decoding, the drafts verified and accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DecodeStats {
+    /// Forward passes of the decoder after the prefill (one per step; one per window under
+    /// speculative decoding).
+    pub forwards: usize,
+    /// Image tokens committed (per image: summed over the images of a batch, once per image).
+    pub tokens: usize,
+    /// Draft tokens verified (per image).
+    pub drafted: usize,
+    /// Draft tokens accepted (per image).
+    pub accepted: usize,
+}
+
+impl DecodeStats {
+    /// Accepted drafts over verified drafts (0 when none were verified).
+    pub fn acceptance(&self) -> f64 {
+        if self.drafted == 0 {
+            0.0
+        } else {
+            self.accepted as f64 / self.drafted as f64
+        }
+    }
+}
+
 /// Callbacks and overrides a caller passes to `generate`.
 ///
 /// ```
@@ -102,6 +128,9 @@ pub struct Hooks<'a> {
     pub text: Option<TextFn<'a>>,
     /// Receives an image preview every `.0` steps of an image loop.
     pub preview: Option<(usize, PreviewFn<'a>)>,
+    /// Counters of the image loops run under these hooks (forward passes, drafts), added to
+    /// by every [`CodeLoop`](crate::decode::CodeLoop) run.
+    pub stats: DecodeStats,
     /// Outputs of the batch before the group now running (set by `Backend::generate_batch`),
     /// added to the output index of streamed text and previews.
     output_base: usize,

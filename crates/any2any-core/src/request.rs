@@ -31,6 +31,9 @@ pub struct GenerationParams {
     /// Beams of a beam search for text (HF `num_beams`; greedy beams, one answer per output),
     /// for families that declare it; `None` or 1: no beam search.
     pub num_beams: Option<usize>,
+    /// Speculative decoding of the AR image loop (`None`: one forward pass per token), for
+    /// families that declare [`Param::Speculative`](crate::Param::Speculative).
+    pub speculative: Option<Speculative>,
     /// Seed of the request's noise stream: the same seed gives the same output, whatever else
     /// shares the batch.
     pub seed: u64,
@@ -118,7 +121,96 @@ impl GenerationParams {
                 ));
             }
         }
+        if let Some(s) = &self.speculative {
+            s.validate()?;
+        }
         Ok(())
+    }
+}
+
+/// Speculative Jacobi decoding of an AR image loop (SJD, arXiv 2410.01699; SJD++, arXiv
+/// 2512.07503): a window of `window` tokens per forward pass, the first one drawn exactly and
+/// the others drafts verified by the speculative acceptance rule, so the images follow the
+/// model's own distribution (greedy: the same codes as plain decoding). Written
+/// `jacobi[:WINDOW]` (SJD++: draft tokens of high confidence reused) or `sjd[:WINDOW]` (SJD:
+/// every unverified draft redrawn).
+///
+/// ```
+/// use any2any_core::request::Speculative;
+/// let s: Speculative = "jacobi:8".parse()?;
+/// assert_eq!((s.window, s.reuse), (8, true));
+/// assert_eq!(s.to_string(), "jacobi:8");
+/// assert_eq!("sjd".parse::<Speculative>()?.window, Speculative::DEFAULT_WINDOW);
+/// assert!("jacobi:1".parse::<Speculative>().is_err());
+/// # Ok::<(), any2any_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Speculative {
+    /// Tokens fed per forward pass: the exact one and `window − 1` drafts (2 ..= 64).
+    pub window: usize,
+    /// SJD++'s token reuse: a draft not yet verified is kept across iterations when the
+    /// newest forward pass gives it a probability ≥ [`Speculative::REUSE_CONFIDENCE`].
+    pub reuse: bool,
+}
+
+impl Speculative {
+    /// The window when none is written.
+    pub const DEFAULT_WINDOW: usize = 8;
+    /// The largest window.
+    pub const MAX_WINDOW: usize = 64;
+    /// The probability under the newest forward pass above which SJD++ keeps an unverified
+    /// draft (our choice; the draft's distribution is then the exact keep-or-redraw mixture).
+    pub const REUSE_CONFIDENCE: f32 = 0.1;
+
+    /// Rejects a window outside `2 ..= 64`, naming `speculative`.
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=Self::MAX_WINDOW).contains(&self.window) {
+            return Err(Error::invalid(
+                "speculative",
+                format!(
+                    "a window of {} (must be in 2..={})",
+                    self.window,
+                    Self::MAX_WINDOW
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Speculative {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (kind, window) = match s.split_once(':') {
+            Some((k, w)) => (k, Some(w)),
+            None => (s, None),
+        };
+        let reuse = match kind {
+            "jacobi" => true,
+            "sjd" => false,
+            other => {
+                return Err(Error::invalid(
+                    "speculative",
+                    format!("`{other}` (expected jacobi[:WINDOW] or sjd[:WINDOW])"),
+                ))
+            }
+        };
+        let window = match window {
+            None => Self::DEFAULT_WINDOW,
+            Some(w) => w.parse().map_err(|_| {
+                Error::invalid("speculative", format!("window `{w}` is not a number"))
+            })?,
+        };
+        let spec = Self { window, reuse };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+impl std::fmt::Display for Speculative {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.reuse { "jacobi" } else { "sjd" };
+        write!(f, "{kind}:{}", self.window)
     }
 }
 

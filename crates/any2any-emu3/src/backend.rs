@@ -355,9 +355,14 @@ impl Emu3Backend {
         let t0 = Instant::now();
         let neg_stream = pipe.guidance.as_ref().map(|_| neg.as_slice());
         let pairs = vec![(cond.as_slice(), neg_stream); req.num_outputs];
-        let toks = self
-            .model
-            .generate_images(&pairs, (gh, gw), &pipe, noise.as_mut(), hooks)?;
+        let toks = self.model.generate_images(
+            &pairs,
+            (gh, gw),
+            &pipe,
+            p.speculative,
+            noise.as_mut(),
+            hooks,
+        )?;
         let decode_s = t0.elapsed().as_secs_f64();
         toks.into_iter()
             .map(|toks| {
@@ -432,7 +437,15 @@ impl Backend for Emu3Backend {
                 (Direction::ImageToText, text),
                 (
                     Direction::TextToImage,
-                    vec![Temperature, TopK, TopP, Cfg, Size, NegativePrompt],
+                    vec![
+                        Temperature,
+                        TopK,
+                        TopP,
+                        Cfg,
+                        Size,
+                        NegativePrompt,
+                        Speculative,
+                    ],
                 ),
             ],
             edits: Vec::new(),

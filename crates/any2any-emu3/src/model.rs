@@ -12,7 +12,7 @@ use any2any_core::decode::{
 use any2any_core::nn::Linear;
 use any2any_core::noise::{NoiseSource, SeededNoise, StackedNoise};
 use any2any_core::sampling::{LogitsPipeline, SamplingParams};
-use any2any_core::{Error, Hooks, Result};
+use any2any_core::{Error, Hooks, Result, Speculative};
 
 /// Every weight of an Emu3 checkpoint.
 pub struct Emu3Model {
@@ -186,7 +186,7 @@ impl Emu3Model {
         noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<ImageTokens> {
-        self.generate_images(&[(prompt, negative)], grid, pipe, noise, hooks)?
+        self.generate_images(&[(prompt, negative)], grid, pipe, None, noise, hooks)?
             .pop()
             .ok_or_else(|| Error::invalid("prompt", "no image was generated"))
     }
@@ -200,6 +200,7 @@ impl Emu3Model {
         pairs: &[(&[u32], Option<&[u32]>)],
         (h, w): (usize, usize),
         pipe: &LogitsPipeline,
+        speculative: Option<Speculative>,
         noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<Vec<ImageTokens>> {
@@ -229,6 +230,7 @@ impl Emu3Model {
         let code_of = |id: u32| self.vocab.id_to_code(id);
         let mut lp = CodeLoop::new(pipe, steps);
         lp.preview = Some(((h, w), &code_of));
+        lp.speculative = speculative;
         let ids = lp.run(&mut batch, &self.head(), hidden, &mut layout, noise, hooks)?;
         ids.to_vec2::<u32>()?
             .into_iter()

@@ -393,6 +393,8 @@ impl JanusBackend {
         let code_of = |id: u32| Some(id);
         let mut lp = CodeLoop::new(&pipe, n);
         lp.preview = Some(((g, g), &code_of));
+        lp.speculative = reqs.first().and_then(|r| r.params.speculative);
+        lp.row_len = Some(g);
         let codes = lp.run(
             &mut batch,
             &ImageHead(&self.model),
@@ -482,7 +484,10 @@ impl Backend for JanusBackend {
             directions: vec![
                 (Direction::TextToText, text.clone()),
                 (Direction::ImageToText, text),
-                (Direction::TextToImage, vec![Temperature, TopK, TopP, Cfg]),
+                (
+                    Direction::TextToImage,
+                    vec![Temperature, TopK, TopP, Cfg, Speculative],
+                ),
             ],
             edits: Vec::new(),
         }

@@ -1,6 +1,7 @@
 //! `POST /v1/images/generations` (JSON) and `POST /v1/images/edits` (multipart), OpenAI's
 //! fields plus the extensions `seed`, `guidance_scale`, `steps`, `negative_prompt`,
-//! `temperature`, `top_k`, `top_p`; `response_format` `b64_json` (raw base64) or `url` (served by
+//! `temperature`, `top_k`, `top_p`, `speculative` (`jacobi[:W]` / `sjd[:W]`, AR image
+//! families); `response_format` `b64_json` (raw base64) or `url` (served by
 //! this server at `/v1/images/files/{name}` for an hour).
 
 use crate::engine::JobEvent;
@@ -65,6 +66,8 @@ pub struct ImageRequest {
     pub top_k: Option<i64>,
     /// Extension: top-p of image tokens.
     pub top_p: Option<f32>,
+    /// Extension: speculative Jacobi decoding of an AR image loop, `jacobi[:W]` or `sjd[:W]`.
+    pub speculative: Option<String>,
 }
 
 /// The handler of `/v1/images/generations`.
@@ -340,6 +343,14 @@ fn build(
         },
         size: size(m, ir.size.as_deref(), image.is_some(), lim.max_image_pixels)?,
         negative_prompt: ir.negative_prompt.clone(),
+        speculative: ir
+            .speculative
+            .as_deref()
+            .map(|s| {
+                s.parse::<any2any_core::Speculative>()
+                    .map_err(|e| ApiError::invalid("speculative", e.to_string()))
+            })
+            .transpose()?,
         seed: ir.seed.map(|s| s as u64).unwrap_or_else(crate::fresh_seed),
         ..Default::default()
     };

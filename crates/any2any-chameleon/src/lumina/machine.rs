@@ -8,7 +8,7 @@
 use super::layout::LuminaLayout;
 use crate::config::SpecialIds;
 use any2any_core::candle_core::{Device, Tensor};
-use any2any_core::decode::{Allowed, Constraint, RowGrid};
+use any2any_core::decode::{Ahead, Allowed, Constraint, RowGrid};
 use any2any_core::sampling::LogitsPipeline;
 use any2any_core::{Error, Result};
 
@@ -246,6 +246,17 @@ impl Constraint for Machine<'_> {
             // the guided loop's own pipeline
             Mode::Image { .. } if self.paired => None,
             Mode::Image { .. } => Some(&self.pipes.image),
+        }
+    }
+
+    /// Known ahead inside the rows of an open image whose size tokens are read (the grid's
+    /// codes, newlines and EOI); text and the header depend on the ids drawn.
+    fn ahead(&self, next: usize, step: usize) -> Option<Ahead> {
+        match &self.mode {
+            Mode::Image { grid: Some(g), .. } if !self.finished && self.header_done() => {
+                Some(g.ahead_at(self.body_pos() + step.checked_sub(next)?))
+            }
+            _ => None,
         }
     }
 

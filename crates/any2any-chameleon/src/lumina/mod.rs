@@ -30,6 +30,14 @@ use layout::{DEFAULT_CFG, DEFAULT_IMAGE_TOP_K, DEFAULT_TEMPERATURE, DEFAULT_TEXT
 use machine::{Machine, Pipes, Vocab};
 use std::time::Instant;
 
+/// The loop settings of one output: the samplings, the guided pipeline of image rows, and
+/// speculative decoding of the image rows.
+struct Loops<'a> {
+    pipes: &'a Pipes,
+    guided: Option<&'a LogitsPipeline>,
+    speculative: Option<any2any_core::Speculative>,
+}
+
 /// The architecture Lumina-mGPT's config.json names.
 pub const ARCHITECTURE: &str = "ChameleonXLLMXForConditionalGeneration";
 
@@ -131,7 +139,12 @@ impl LuminaBackend {
             return self.output(vec![self.model.text_output(ids)?], steps, t0);
         }
         let max_new = self.budget(req, &mc)?;
-        self.run(&mut mc, max_new, &pipes, guided.as_ref(), noise, hooks)?;
+        let loops = Loops {
+            pipes: &pipes,
+            guided: guided.as_ref(),
+            speculative: req.params.speculative,
+        };
+        self.run(&mut mc, max_new, &loops, noise, hooks)?;
         let td = Instant::now();
         let segments = self.segments(&mc, req.want, max_new)?;
         let mut out = self.output(segments, mc.generated(), t0)?;
@@ -157,11 +170,11 @@ impl LuminaBackend {
         &self,
         mc: &mut Machine,
         max_new: usize,
-        pipes: &Pipes,
-        guided: Option<&LogitsPipeline>,
+        loops: &Loops,
         noise: &mut dyn NoiseSource,
         hooks: &mut Hooks,
     ) -> Result<()> {
+        let (pipes, guided) = (loops.pipes, loops.guided);
         let m = &self.model;
         let head = m.text_head(false);
         while !mc.finished() && mc.generated() < max_new {
@@ -179,6 +192,7 @@ impl LuminaBackend {
             mc.set_paired(pair.is_some());
             let code_loop = CodeLoop {
                 stage: "tokens",
+                speculative: loops.speculative,
                 ..CodeLoop::new(pipe, left)
             };
             code_loop.run(&mut batch, &head, hidden, mc, noise, hooks)?;

@@ -1,6 +1,7 @@
 use super::rows::{Head, RowBatch};
 use crate::noise::NoiseSource;
 use crate::progress::{Hooks, Preview};
+use crate::request::Speculative;
 use crate::sampling::LogitsPipeline;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -44,6 +45,39 @@ pub trait Constraint {
     fn is_done(&self) -> bool {
         false
     }
+    /// What step `step` may draw, seen from before the draw of step `next` (`step ≥ next`),
+    /// assuming the steps between follow the rule: speculative decoding drafts only where this
+    /// is known. `None` (the default): not known ahead (it depends on the ids drawn), no draft.
+    /// A step answered for samples with the same [`Constraint::pipeline`] as `next`.
+    fn ahead(&self, next: usize, step: usize) -> Option<Ahead> {
+        let _ = (next, step);
+        None
+    }
+}
+
+/// What a step ahead may draw ([`Constraint::ahead`]): its rule, the one id it is forced to
+/// (a row end, a trailer token), and where it sits in a grid of rows (for the spatial prior of
+/// speculative drafts).
+#[derive(Debug, Clone)]
+pub struct Ahead {
+    /// The rule of the step.
+    pub allowed: Allowed,
+    /// The id the step must draw, when only one is allowed.
+    pub forced: Option<u32>,
+    /// `(column, steps per row)` of a code inside a grid laid out row by row; `None` where the
+    /// constraint places none (the loop's [`CodeLoop::row_len`] is used then).
+    pub column: Option<(usize, usize)>,
+}
+
+impl Ahead {
+    /// A step that may draw what `allowed` says, with no forced id and no grid place.
+    pub fn free(allowed: Allowed) -> Self {
+        Self {
+            allowed,
+            forced: None,
+            column: None,
+        }
+    }
 }
 
 /// Every id allowed.
@@ -52,6 +86,9 @@ pub struct NoConstraint;
 impl Constraint for NoConstraint {
     fn allowed(&mut self, _step: usize) -> Result<Allowed> {
         Ok(Allowed::Any)
+    }
+    fn ahead(&self, _next: usize, _step: usize) -> Option<Ahead> {
+        Some(Ahead::free(Allowed::Any))
     }
 }
 
@@ -75,6 +112,9 @@ impl OnlyRange {
 impl Constraint for OnlyRange {
     fn allowed(&mut self, _step: usize) -> Result<Allowed> {
         Ok(Allowed::Mask(self.0.clone()))
+    }
+    fn ahead(&self, _next: usize, _step: usize) -> Option<Ahead> {
+        Some(Ahead::free(Allowed::Mask(self.0.clone())))
     }
 }
 
@@ -167,6 +207,18 @@ impl RowGrid {
         t < self.rows * (self.cols + 1) && !(t + 1).is_multiple_of(self.cols + 1)
     }
 
+    /// What position `t` may draw as seen ahead: its rule, its fixed id, and for a code its
+    /// column in rows of `cols + 1` positions (the row end included).
+    pub fn ahead_at(&self, t: usize) -> Ahead {
+        Ahead {
+            allowed: self.at(t),
+            forced: self.fixed_at(t),
+            column: self
+                .is_code(t)
+                .then(|| (t % (self.cols + 1), self.cols + 1)),
+        }
+    }
+
     /// The fixed id of position `t` (a row end or a trailer token); `None` for a code position
     /// or past the end.
     pub fn fixed_at(&self, t: usize) -> Option<u32> {
@@ -182,6 +234,9 @@ impl RowGrid {
 impl Constraint for RowGrid {
     fn allowed(&mut self, step: usize) -> Result<Allowed> {
         Ok(self.at(self.start + step))
+    }
+    fn ahead(&self, _next: usize, step: usize) -> Option<Ahead> {
+        Some(self.ahead_at(self.start + step))
     }
 }
 
@@ -204,6 +259,11 @@ pub struct CodeLoop<'a> {
     pub preview: Option<((usize, usize), &'a CodeOf<'a>)>,
     /// Output index of the first image, for previews.
     pub first_output: usize,
+    /// Speculative Jacobi decoding (`None`: one forward pass per step).
+    pub speculative: Option<Speculative>,
+    /// Steps per image row counted from step 0, for the spatial prior of speculative drafts
+    /// where the constraint places steps in no grid ([`Ahead::column`]).
+    pub row_len: Option<usize>,
 }
 
 impl<'a> CodeLoop<'a> {
@@ -215,6 +275,8 @@ impl<'a> CodeLoop<'a> {
             stage: "image tokens",
             preview: None,
             first_output: 0,
+            speculative: None,
+            row_len: None,
         }
     }
 
@@ -222,6 +284,9 @@ impl<'a> CodeLoop<'a> {
     /// `[B, steps_run]` u32 (`steps_run` ≤ `steps`, fewer when the constraint ends early: before
     /// a draw with [`Allowed::Done`], after one with [`Constraint::is_done`]). Each step samples
     /// with the constraint's [`Constraint::pipeline`] when it names one, else with `pipe`.
+    /// With [`CodeLoop::speculative`] set, windows of tokens are verified per forward pass
+    /// (see [`jacobi`](super::jacobi)): same distribution, greedy gives the same ids.
+    /// Forward passes and drafts are counted in [`Hooks::stats`].
     pub fn run(
         &self,
         batch: &mut RowBatch,
@@ -240,6 +305,9 @@ impl<'a> CodeLoop<'a> {
             ));
         }
         let b = rows / streams;
+        if let Some(spec) = self.speculative {
+            return self.run_jacobi(spec, batch, head, hidden, constraint, noise, hooks);
+        }
         let mut drawn: Vec<Tensor> = Vec::with_capacity(self.steps);
         let mut hidden = hidden;
         for step in 0..self.steps {
@@ -253,18 +321,11 @@ impl<'a> CodeLoop<'a> {
             crate::limits::check_finite(&logits, self.stage)?;
             let next = {
                 let pipe = constraint.pipeline(step).unwrap_or(self.pipe);
-                if pipe.streams() != streams {
-                    return Err(Error::invalid(
-                        "cfg",
-                        format!(
-                            "step {step} samples with {} guidance streams in a loop of {streams}",
-                            pipe.streams()
-                        ),
-                    ));
-                }
+                self.check_streams(pipe, step)?;
                 pipe.sample(&logits, mask.as_ref(), noise)?
             };
             constraint.observe(step, &next)?;
+            hooks.stats.tokens += b;
             drawn.push(next.clone());
             self.maybe_preview(&drawn, hooks)?;
             if step + 1 == self.steps || constraint.is_done() {
@@ -277,6 +338,7 @@ impl<'a> CodeLoop<'a> {
                 Tensor::cat(&vec![&e; streams], 0)?
             };
             hidden = batch.step(&fed)?;
+            hooks.stats.forwards += 1;
         }
         hooks.step(self.stage, self.steps, self.steps)?;
         if drawn.is_empty() {
@@ -285,7 +347,22 @@ impl<'a> CodeLoop<'a> {
         Ok(Tensor::stack(&drawn, 1)?)
     }
 
-    fn maybe_preview(&self, drawn: &[Tensor], hooks: &mut Hooks) -> Result<()> {
+    /// Checks that `pipe` mixes as many guidance streams as the loop's own pipeline.
+    pub(super) fn check_streams(&self, pipe: &LogitsPipeline, step: usize) -> Result<()> {
+        let streams = self.pipe.streams();
+        if pipe.streams() != streams {
+            return Err(Error::invalid(
+                "cfg",
+                format!(
+                    "step {step} samples with {} guidance streams in a loop of {streams}",
+                    pipe.streams()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn maybe_preview(&self, drawn: &[Tensor], hooks: &mut Hooks) -> Result<()> {
         let Some((grid, to_code)) = self.preview else {
             return Ok(());
         };

@@ -6,7 +6,8 @@
 //! - [`TextLoop`]: autoregressive text over a batch (budget, stop ids, a per-token callback that
 //!   can stop a row or hand it to another mode, streamed UTF-8-safe deltas).
 //! - [`CodeLoop`]: autoregressive image codes with `N` guidance streams and a per-step
-//!   [`Constraint`] (none, one vocabulary range, a row-layout grammar, a layout machine).
+//!   [`Constraint`] (none, one vocabulary range, a row-layout grammar, a layout machine);
+//!   optionally speculative ([`jacobi`]: a window of drafts verified per forward pass).
 //! - [`LatentLoop`]: a step loop over a continuous latent that asks a [`Denoiser`] for a
 //!   velocity or noise prediction per step, with guidance rows, under a [`Scheduler`].
 //! - [`BeamSearch`]: beam search for text over the same batch (HF `num_beams`), the KV-cache
@@ -20,6 +21,7 @@
 mod beam;
 mod code;
 mod embeds;
+pub mod jacobi;
 mod latent;
 mod rows;
 #[cfg(test)]
@@ -27,7 +29,7 @@ mod tests;
 mod text;
 
 pub use beam::{BeamSearch, BeamText};
-pub use code::{Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange, RowGrid};
+pub use code::{Ahead, Allowed, CodeLoop, CodeOf, Constraint, NoConstraint, OnlyRange, RowGrid};
 pub use embeds::{beam_outputs, last_logits_of_embeds, EmbedsText};
 pub use latent::{initial_latent, Denoiser, FlowEuler, FlowMidpoint, LatentLoop, Scheduler};
 pub use rows::{last_logits, scatter_rows, Head, LmHead, RowBatch, RowInput, TextRows};

@@ -44,9 +44,9 @@ impl candle_nn::var_builder::SimpleBackend for Hashed {
     }
 }
 
-const VOCAB: usize = 32;
+pub(super) const VOCAB: usize = 32;
 
-fn model() -> (Decoder, Linear) {
+pub(super) fn model() -> (Decoder, Linear) {
     let cfg: LlamaTextConfig = serde_json::from_value(serde_json::json!({
         "vocab_size": VOCAB, "hidden_size": 16, "intermediate_size": 32,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
