@@ -42,6 +42,18 @@ enum Cmd {
     Serve(Box<serve::ServeArgs>),
     /// An interactive chat with a model in the terminal (/image PATH attaches an image).
     Chat(Box<serve::ChatArgs>),
+    /// Convert a family's own release (LWM's JAX `params` + `vqgan` + `tokenizer.model`) to
+    /// safetensors with HF-style names, config.json and tokenizer.json.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The local release directory.
+    model: String,
+    /// The output directory (created; files of the same names are replaced).
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -285,6 +297,7 @@ fn main() {
         Cmd::Bench(a) => run_bench(a),
         Cmd::Serve(a) => serve::serve(*a),
         Cmd::Chat(a) => serve::chat(*a),
+        Cmd::Convert(a) => convert(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");
@@ -865,6 +878,18 @@ fn decode(a: DecodeArgs) -> Result<()> {
         a.out.display(),
         img.width(),
         img.height()
+    );
+    Ok(())
+}
+
+fn convert(a: ConvertArgs) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    Pipeline::convert(&a.model, &a.out)?;
+    eprintln!(
+        "converted {} → {} in {:.1} s",
+        a.model,
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
     );
     Ok(())
 }
