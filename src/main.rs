@@ -245,7 +245,7 @@ struct DecodeArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b, janusflow-1.3b or
+    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b, lwm-7b, janusflow-1.3b or
     /// janusflow-tiny (flow steps: CFG doubles the rows, --steps counts flow steps).
     #[arg(long, default_value = "tiny")]
     size: String,
