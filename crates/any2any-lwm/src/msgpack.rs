@@ -16,6 +16,7 @@
 
 use any2any_core::{Error, Result};
 use rmp::Marker;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// Ext type of `flax.serialization`'s ndarray.
@@ -63,8 +64,9 @@ pub struct RawArray<'a> {
     pub shape: Vec<usize>,
     /// The element type.
     pub dtype: Dtype,
-    /// The data, in pieces (little-endian elements).
-    pub parts: Vec<&'a [u8]>,
+    /// The data, in pieces (little-endian elements): slices of the file, or bytes a pickle
+    /// spelled another way (protocol 2's latin-1 strings).
+    pub parts: Vec<Cow<'a, [u8]>>,
 }
 
 impl RawArray<'_> {
@@ -279,7 +281,7 @@ fn ndarray<'a>(c: &mut Cursor<'a>) -> std::result::Result<RawArray<'a>, Fail> {
     Ok(RawArray {
         shape,
         dtype,
-        parts: vec![data],
+        parts: vec![Cow::Borrowed(data)],
     })
 }
 

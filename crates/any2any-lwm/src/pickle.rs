@@ -12,6 +12,7 @@
 
 use crate::msgpack::{Dtype, Mapped, RawArray};
 use any2any_core::{Error, Result};
+use std::borrow::Cow;
 
 /// Values on the stack.
 #[derive(Debug, Clone)]
@@ -21,7 +22,7 @@ enum V<'a> {
     Int(i64),
     Float,
     Str(String),
-    Bytes(&'a [u8]),
+    Bytes(Cow<'a, [u8]>),
     Tuple(Vec<V<'a>>),
     List(Vec<V<'a>>),
     Dict(Vec<(V<'a>, V<'a>)>),
@@ -155,9 +156,9 @@ fn run<'a>(buf: &'a [u8]) -> std::result::Result<V<'a>, String> {
             0x8d => stack.push(V::Str(text(r.sized(8)?)?)),
             b'U' => stack.push(V::Str(text(r.sized(1)?)?)), // SHORT_BINSTRING (py2 str)
             b'T' => stack.push(V::Str(text(r.sized(4)?)?)),
-            b'C' => stack.push(V::Bytes(r.sized(1)?)),
-            b'B' => stack.push(V::Bytes(r.sized(4)?)),
-            0x8e | 0x96 => stack.push(V::Bytes(r.sized(8)?)), // BINBYTES8, BYTEARRAY8
+            b'C' => stack.push(V::Bytes(Cow::Borrowed(r.sized(1)?))),
+            b'B' => stack.push(V::Bytes(Cow::Borrowed(r.sized(4)?))),
+            0x8e | 0x96 => stack.push(V::Bytes(Cow::Borrowed(r.sized(8)?))), // BINBYTES8, BYTEARRAY8
             0x98 => {} // READONLY_BUFFER: the buffer stays what it is
             0x97 => return Err("out-of-band buffers (NEXT_BUFFER) are not in a file".into()),
             0x85 => {
@@ -308,6 +309,17 @@ fn reduce(callable: String, args: Vec<V<'_>>) -> V<'_> {
             return V::DtypeName(s.clone());
         }
     }
+    // protocol 2 spells a bytes object `_codecs.encode(str, 'latin1')`
+    if callable == "_codecs.encode" {
+        if let [V::Str(s), V::Str(enc)] = args.as_slice() {
+            if enc == "latin1" || enc == "latin-1" {
+                let b: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+                if let Some(b) = b {
+                    return V::Bytes(Cow::Owned(b));
+                }
+            }
+        }
+    }
     V::Obj {
         callable,
         args,
@@ -415,7 +427,7 @@ fn array_of<'a>(v: &V<'a>) -> std::result::Result<Option<RawArray<'a>>, String> 
     Ok(Some(RawArray {
         shape,
         dtype,
-        parts: vec![data],
+        parts: vec![data.clone()],
     }))
 }
 

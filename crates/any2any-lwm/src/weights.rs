@@ -41,7 +41,10 @@ fn bytes_at<'a>(a: &RawArray<'a>, start: usize, len: usize) -> Cow<'a, [u8]> {
         if start < off + p.len() {
             let s = start - off;
             if s + len <= p.len() {
-                return Cow::Borrowed(&p[s..s + len]);
+                return match p {
+                    Cow::Borrowed(b) => Cow::Borrowed(&b[s..s + len]),
+                    Cow::Owned(v) => Cow::Owned(v[s..s + len].to_vec()),
+                };
             }
             let mut v = Vec::with_capacity(len);
             v.extend_from_slice(&p[s..]);

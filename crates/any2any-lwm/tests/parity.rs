@@ -342,3 +342,61 @@ fn video_frames_are_refused() {
     let err = b.generate_batch(&[req], &mut Hooks::new()).unwrap_err();
     assert!(err.to_string().contains("video"), "{err}");
 }
+
+/// The VQGAN file's possible encodings (make_lwm.py `vqgan-formats/`): pickles of numpy leaves
+/// (protocols 2, 4, 5), of jax arrays, and flax's msgpack state dict, all read to the same arrays.
+#[test]
+fn vqgan_file_formats_read_alike() {
+    use any2any_lwm::msgpack::{self, Mapped};
+    use any2any_lwm::pickle;
+    let p = parity(NAME);
+    let want = p["vqgan_formats"].as_object().expect("formats");
+    let dir = fixture_dir(NAME).join("vqgan-formats");
+    for f in [
+        "numpy-p2.pkl",
+        "numpy-p4.pkl",
+        "numpy-p5.pkl",
+        "jax.pkl",
+        "flax.msgpack",
+    ] {
+        let m = Mapped::open(&dir.join(f)).unwrap();
+        let arrays = if pickle::looks_like_pickle(m.bytes()) {
+            pickle::param_dict(&m)
+        } else {
+            msgpack::state_dict(&m)
+        }
+        .unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(arrays.len(), want.len(), "{f}");
+        for (name, a) in &arrays {
+            let bytes: Vec<u8> = a.parts.concat();
+            let got: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let w: Vec<f32> = want[name.as_str()]
+                .as_array()
+                .unwrap_or_else(|| panic!("{f}: unexpected `{name}`"))
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(got, w, "{f}: {name}");
+        }
+    }
+    // a pickle cut short, and one with an opcode no dict of arrays has, are named errors
+    let bytes = std::fs::read(dir.join("numpy-p4.pkl")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, b) in [
+        ("cut.pkl", bytes[..bytes.len() - 30].to_vec()),
+        ("bad.pkl", {
+            let mut b = bytes.clone();
+            b[2] = b'i'; // INST
+            b
+        }),
+    ] {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, b).unwrap();
+        let m = Mapped::open(&path).unwrap();
+        let err = pickle::param_dict(&m).unwrap_err().to_string();
+        assert!(err.contains(name), "{err}");
+    }
+}
