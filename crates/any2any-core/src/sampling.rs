@@ -390,6 +390,40 @@ mod tests {
     }
 
     #[test]
+    fn gumbel_max_takes_argmax_of_logits_plus_gumbel_row_by_row() {
+        // row 0: the noise lifts id 2 above id 0; row 1: top-k 1 leaves only id 1
+        let l = t(&[1.0, 0.0, 0.5, 0.0, 3.0, 2.9], 2);
+        let p = LogitsPipeline::new(
+            None,
+            SamplingParams {
+                temperature: 1.0,
+                top_k: Some(1),
+                top_p: None,
+            },
+        )
+        .with_draw_rule(DrawRule::GumbelMax);
+        // −ln(−ln u): u = 0.5 → 0.367, u = 0.9 → 2.25, u = 0.1 → −0.834
+        let u = vec![0.5, 0.5, 0.9, 0.1, 0.1, 0.999];
+        let ids = p.sample(&l, None, &mut ReplayNoise::uniforms(u.clone()));
+        assert_eq!(ids.unwrap().to_vec1::<u32>().unwrap(), vec![0, 1]);
+        let free = p.clone().with_draw_rule(DrawRule::GumbelMax);
+        let free = LogitsPipeline {
+            sampling: SamplingParams {
+                top_k: None,
+                ..free.sampling
+            },
+            ..free
+        };
+        let ids = free
+            .sample(&l, None, &mut ReplayNoise::uniforms(u))
+            .unwrap();
+        assert_eq!(ids.to_vec1::<u32>().unwrap(), vec![2, 2]);
+        // V uniforms per row are taken; fewer is an error
+        let mut short = ReplayNoise::uniforms(vec![0.5; 5]);
+        assert!(free.sample(&l, None, &mut short).is_err());
+    }
+
+    #[test]
     fn inverse_cdf_picks_expected_bucket() {
         // probs = [0.25, 0.25, 0.5] → u in [0,.25) → 0, [.25,.5) → 1, [.5,1) → 2
         let l = t(&[0.0, 0.0, 2f32.ln()], 1);

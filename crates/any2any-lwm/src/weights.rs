@@ -357,3 +357,63 @@ pub fn infer_vqgan(t: &Tensors, path: &Path) -> Result<VqganConfig> {
         num_embeddings: emb[0],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_spanning_chunks_is_reassembled() {
+        // [3, 2] f32 stacked over chunks of 5, 3 and 4 elements... as bytes
+        let data: Vec<u8> = (0..12u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let a = RawArray {
+            shape: vec![3, 2, 2],
+            dtype: Dtype::F32,
+            parts: vec![
+                Cow::Borrowed(&data[..20]),
+                Cow::Borrowed(&data[20..32]),
+                Cow::Borrowed(&data[32..]),
+            ],
+        };
+        for i in 0..3 {
+            let t = tensor(&a, Some(i), DType::F32).unwrap();
+            let want: Vec<f32> = (0..4).map(|j| (i * 4 + j) as f32).collect();
+            assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+        }
+        let whole = tensor(&a, None, DType::F32).unwrap();
+        assert_eq!(whole.dims(), [3, 2, 2]);
+    }
+
+    #[test]
+    fn flax_vqgan_names_map_to_taming_names() {
+        for (flax, ours) in [
+            ("encoder/Conv_0/kernel", "encoder.conv_in.weight"),
+            (
+                "encoder/DownsamplingBlock_3/ResnetBlock_1/Conv_2/bias",
+                "encoder.down.3.block.1.nin_shortcut.bias",
+            ),
+            (
+                "encoder/DownsamplingBlock_0/Downsample_0/Conv_0/kernel",
+                "encoder.down.0.downsample.conv.weight",
+            ),
+            (
+                "decoder/MidBlock_0/ResnetBlock_1/GroupNorm_0/scale",
+                "decoder.mid.block_2.norm1.weight",
+            ),
+            (
+                "decoder/UpsamplingBlock_0/ResnetBlock_2/GroupNorm_1/bias",
+                "decoder.up.0.block.2.norm2.bias",
+            ),
+            (
+                "decoder/UpsamplingBlock_1/Upsample_0/Conv_0/kernel",
+                "decoder.up.1.upsample.conv.weight",
+            ),
+            ("decoder/GroupNorm_0/scale", "decoder.norm_out.weight"),
+            ("quantize/embeddings", "quantize.embedding.weight"),
+            ("post_quant_conv/bias", "post_quant_conv.bias"),
+        ] {
+            assert_eq!(vq_name(flax).as_deref(), Some(ours), "{flax}");
+        }
+        assert_eq!(vq_name("encoder/AttnBlock_0/Conv_0/kernel"), None);
+    }
+}

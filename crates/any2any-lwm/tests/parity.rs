@@ -400,3 +400,85 @@ fn vqgan_file_formats_read_alike() {
         assert!(err.contains(name), "{err}");
     }
 }
+
+#[test]
+fn batched_prompts_equal_lone_runs_and_loops_report_and_cancel() {
+    let b = load(&fixture_dir(NAME));
+    let greedy = GenerationParams {
+        temperature: Some(0.0),
+        max_new_tokens: Some(6),
+        ..Default::default()
+    };
+    let img = any2any_test_util::fixture_image(NAME, "image.png");
+    let reqs = [
+        Request::new()
+            .text("Describe the sea")
+            .want(Modality::Text)
+            .params(greedy.clone()),
+        Request::new()
+            .text("What is in this picture?")
+            .image(img)
+            .want(Modality::Text)
+            .params(greedy.clone()),
+    ];
+    let ids = |o: &any2any_core::Output| match &o.segments[0] {
+        Generated::Text { ids, .. } => ids.clone(),
+        _ => panic!("text expected"),
+    };
+    let together = b.generate_batch(&reqs, &mut Hooks::new()).unwrap();
+    for (r, t) in reqs.iter().zip(&together) {
+        let alone = b
+            .generate_batch(std::slice::from_ref(r), &mut Hooks::new())
+            .unwrap();
+        assert_eq!(ids(&alone[0]), ids(t));
+    }
+
+    // two seeded images batched = each alone; progress counts the 257 steps
+    let image = |t: &str, seed: u64| {
+        Request::new()
+            .text(t)
+            .want(Modality::Image)
+            .params(GenerationParams {
+                seed,
+                ..Default::default()
+            })
+    };
+    let codes = |o: &any2any_core::Output| match &o.segments[0] {
+        Generated::Image { codes, .. } => codes.clone().unwrap(),
+        _ => panic!("image expected"),
+    };
+    let pair = [image("a red cube", 1), image("the sun", 2)];
+    let mut steps = 0usize;
+    let together = b
+        .generate_batch(
+            &pair,
+            &mut Hooks::new().on_progress(|p| {
+                if p.stage == "image tokens" {
+                    steps = steps.max(p.step)
+                }
+            }),
+        )
+        .unwrap();
+    assert_eq!(steps, 257);
+    for (r, t) in pair.iter().zip(&together) {
+        let alone = b
+            .generate_batch(std::slice::from_ref(r), &mut Hooks::new())
+            .unwrap();
+        assert_eq!(codes(&alone[0]), codes(t));
+    }
+
+    // cancelled after 10 steps
+    let cancel = any2any_core::CancelToken::new();
+    let c2 = cancel.clone();
+    let err = b
+        .generate_batch(
+            &[image("a red cube", 1)],
+            &mut Hooks::new().cancel_token(cancel).on_progress(move |p| {
+                if p.step == 10 {
+                    c2.cancel()
+                }
+            }),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+}
