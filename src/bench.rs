@@ -147,6 +147,19 @@ pub fn workload(name: &str) -> Result<Workload> {
             image_tokens: 8193,
             prompt: 40,
         },
+        "lwm-7b" => Workload {
+            // LWM-Chat-*-Jax: LLaMA-2-7B, θ 5e7, interleaved RoPE; image tokens are drawn from the
+            // separate 8448-row vision head (256 codes + the end-of-frame token)
+            name: "lwm-7b",
+            backbone: BackboneConfig {
+                rope_layout: any2any::backbone::RopeLayout::Interleaved,
+                ..llama(32000, 4096, 11008, 32, 32, 32, 5e7, 32768, false)
+            },
+            head_vocab: 8448,
+            head_proj: false,
+            image_tokens: 257,
+            prompt: 40,
+        },
         "show-o" => {
             return Err(Error::invalid(
                 "size",
@@ -156,7 +169,7 @@ pub fn workload(name: &str) -> Result<Workload> {
         other => {
             return Err(Error::invalid(
                 "size",
-                format!("`{other}` (expected tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b)"),
+                format!("`{other}` (expected tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b, lwm-7b)"),
             ))
         }
     };

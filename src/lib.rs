@@ -13,7 +13,7 @@
 //! `any2any-core` are re-exported as they are ([`request`], [`sampling`], [`decode`], …) for
 //! lower-level use, and so are the libraries in its public API ([`candle_core`], [`candle_nn`],
 //! [`image`], [`tokenizers`]). Each family's own API is in its crate (`any2any_janus`,
-//! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`, `any2any_janusflow`, `any2any_emu2`, `any2any_transfusion`).
+//! `any2any_chameleon`, `any2any_emu3`, `any2any_showo`, `any2any_janusflow`, `any2any_emu2`, `any2any_transfusion`, `any2any_lwm`).
 
 pub use any2any_core::{
     backbone, backend, codec, decode, edit, error, imageops, kv_cache, limits, loading, nn, noise,
@@ -133,6 +133,17 @@ pub fn families() -> &'static [Family] {
             load: any2any_transfusion::load,
             resolve_dir: None,
             hub_files: &[],
+            components: &[],
+        },
+        #[cfg(feature = "lwm")]
+        Family {
+            // LargeWorldModel/LWM-Chat-*-Jax as released (params + vqgan + tokenizer.model),
+            // or `any2any convert`'s output (config.json with model_type "lwm")
+            name: "lwm",
+            matches: any2any_lwm::matches,
+            load: any2any_lwm::load,
+            resolve_dir: Some(any2any_lwm::resolve_dir),
+            hub_files: any2any_lwm::HUB_FILES,
             components: &[],
         },
     ];
@@ -276,6 +287,21 @@ impl Pipeline {
     /// The last position's logits `[vocab]` for raw ids (and images filling their placeholders).
     pub fn last_logits(&self, ids: &[u32], images: &[ImageInput]) -> Result<Tensor> {
         self.backend.last_logits(ids, images)
+    }
+
+    /// Converts a checkpoint in a family's own release format to safetensors in `out` (faster
+    /// to load later, the same outputs). Only LWM's JAX release converts so far.
+    pub fn convert(model: &str, out: &std::path::Path) -> Result<()> {
+        #[cfg(feature = "lwm")]
+        if any2any_lwm::resolve_dir(std::path::Path::new(model))?.is_some() {
+            return any2any_lwm::convert(std::path::Path::new(model), out);
+        }
+        let _ = out;
+        Err(Error::Unsupported {
+            family: "convert".into(),
+            direction: format!("converting {model}"),
+            supported: "a local LWM JAX release directory (params, vqgan, tokenizer.model)".into(),
+        })
     }
 
     /// Decodes image codes to pixels.

@@ -42,6 +42,18 @@ enum Cmd {
     Serve(Box<serve::ServeArgs>),
     /// An interactive chat with a model in the terminal (/image PATH attaches an image).
     Chat(Box<serve::ChatArgs>),
+    /// Convert a family's own release (LWM's JAX `params` + `vqgan` + `tokenizer.model`) to
+    /// safetensors with HF-style names, config.json and tokenizer.json.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The local release directory.
+    model: String,
+    /// The output directory (created; files of the same names are replaced).
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -250,7 +262,7 @@ struct DecodeArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b, janusflow-1.3b,
+    /// tiny, small, janus-pro-1b, janus-pro-7b, chameleon-7b, emu3-8b, lwm-7b, janusflow-1.3b,
     /// janusflow-tiny (flow steps: CFG doubles the rows, --steps counts flow steps), emu2-gen or
     /// emu2-tiny (the 64-step regression, then --steps UNet steps and a VAE decode).
     #[arg(long, default_value = "tiny")]
@@ -323,6 +335,7 @@ fn main() {
         Cmd::Bench(a) => run_bench(a),
         Cmd::Serve(a) => serve::serve(*a),
         Cmd::Chat(a) => serve::chat(*a),
+        Cmd::Convert(a) => convert(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");
@@ -917,6 +930,18 @@ fn decode(a: DecodeArgs) -> Result<()> {
         a.out.display(),
         img.width(),
         img.height()
+    );
+    Ok(())
+}
+
+fn convert(a: ConvertArgs) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    Pipeline::convert(&a.model, &a.out)?;
+    eprintln!(
+        "converted {} → {} in {:.1} s",
+        a.model,
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
     );
     Ok(())
 }

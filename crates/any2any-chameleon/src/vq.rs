@@ -23,6 +23,7 @@ fn taming(cfg: &VqConfig) -> TamingConfig {
         attn_levels: (0..levels)
             .map(|l| cfg.attn_at(cfg.resolution >> l))
             .collect(),
+        mid_attention: true,
         up_order: UpOrder::ByLevel,
         norm: NormConfig::default(),
     }

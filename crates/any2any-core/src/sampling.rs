@@ -122,6 +122,17 @@ impl SamplingParams {
     }
 }
 
+/// How a sampled (non-greedy) step turns warped logits into ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DrawRule {
+    /// One uniform per row, inverse CDF of the softmax (`torch.multinomial`'s rule).
+    #[default]
+    InverseCdf,
+    /// `V` uniforms per row (row-major), `argmax(logits − ln(−ln u))`: JAX's
+    /// `jax.random.categorical` (Gumbel-max), which LWM's reference samples with.
+    GumbelMax,
+}
+
 /// The whole logits pipeline of one loop.
 #[derive(Debug, Clone)]
 pub struct LogitsPipeline {
@@ -129,12 +140,24 @@ pub struct LogitsPipeline {
     pub guidance: Option<Guidance>,
     /// Temperature, top-k and top-p.
     pub sampling: SamplingParams,
+    /// How sampled steps draw.
+    pub draw_rule: DrawRule,
 }
 
 impl LogitsPipeline {
     /// A pipeline of optional guidance and sampling settings.
     pub fn new(guidance: Option<Guidance>, sampling: SamplingParams) -> Self {
-        Self { guidance, sampling }
+        Self {
+            guidance,
+            sampling,
+            draw_rule: DrawRule::default(),
+        }
+    }
+
+    /// The same pipeline drawing with `rule`.
+    pub fn with_draw_rule(mut self, rule: DrawRule) -> Self {
+        self.draw_rule = rule;
+        self
     }
 
     /// Number of logit rows per output row.
@@ -198,8 +221,16 @@ impl LogitsPipeline {
         }
         let warped = self.warp(logits)?;
         let b = warped.dim(0)?;
-        let u = noise.uniform(b)?;
-        draw_inverse_cdf(&warped, &u)
+        match self.draw_rule {
+            DrawRule::InverseCdf => {
+                let u = noise.uniform(b)?;
+                draw_inverse_cdf(&warped, &u)
+            }
+            DrawRule::GumbelMax => {
+                let u = noise.uniform(warped.elem_count())?;
+                draw_gumbel_max(&warped, &u)
+            }
+        }
     }
 
     /// `process` then `draw`.
@@ -218,6 +249,21 @@ fn mask_below(l: &Tensor, threshold: &Tensor) -> Result<Tensor> {
     let keep = l.broadcast_ge(threshold)?;
     let ninf = Tensor::full(f32::NEG_INFINITY, l.shape(), l.device())?;
     Ok(keep.where_cond(l, &ninf)?)
+}
+
+/// Gumbel-max draw: row `r` takes `argmax_i(logits[r, i] − ln(−ln u[r·V + i]))`, the Gumbel
+/// values computed in f32 (JAX's `categorical` with the uniforms it drew).
+pub fn draw_gumbel_max(logits: &Tensor, uniforms: &[f32]) -> Result<Tensor> {
+    let (b, v) = logits.dims2()?;
+    if uniforms.len() != b * v {
+        return Err(Error::invalid(
+            "noise",
+            format!("{} uniforms for {b} rows of {v}", uniforms.len()),
+        ));
+    }
+    let g: Vec<f32> = uniforms.iter().map(|&u| -(-u.ln()).ln()).collect();
+    let g = Tensor::from_vec(g, (b, v), logits.device())?;
+    Ok((logits.to_dtype(DType::F32)? + g)?.argmax(D::Minus1)?)
 }
 
 /// Inverse-CDF draw: row `r` picks the first index whose cumulative probability exceeds
@@ -341,6 +387,40 @@ mod tests {
             let ids = p.sample(&l, None, &mut SeededNoise::new(seed)).unwrap();
             assert_eq!(ids.to_vec1::<u32>().unwrap(), vec![1, 1]);
         }
+    }
+
+    #[test]
+    fn gumbel_max_takes_argmax_of_logits_plus_gumbel_row_by_row() {
+        // row 0: the noise lifts id 2 above id 0; row 1: top-k 1 leaves only id 1
+        let l = t(&[1.0, 0.0, 0.5, 0.0, 3.0, 2.9], 2);
+        let p = LogitsPipeline::new(
+            None,
+            SamplingParams {
+                temperature: 1.0,
+                top_k: Some(1),
+                top_p: None,
+            },
+        )
+        .with_draw_rule(DrawRule::GumbelMax);
+        // −ln(−ln u): u = 0.5 → 0.367, u = 0.9 → 2.25, u = 0.1 → −0.834
+        let u = vec![0.5, 0.5, 0.9, 0.1, 0.1, 0.999];
+        let ids = p.sample(&l, None, &mut ReplayNoise::uniforms(u.clone()));
+        assert_eq!(ids.unwrap().to_vec1::<u32>().unwrap(), vec![0, 1]);
+        let free = p.clone().with_draw_rule(DrawRule::GumbelMax);
+        let free = LogitsPipeline {
+            sampling: SamplingParams {
+                top_k: None,
+                ..free.sampling
+            },
+            ..free
+        };
+        let ids = free
+            .sample(&l, None, &mut ReplayNoise::uniforms(u))
+            .unwrap();
+        assert_eq!(ids.to_vec1::<u32>().unwrap(), vec![2, 2]);
+        // V uniforms per row are taken; fewer is an error
+        let mut short = ReplayNoise::uniforms(vec![0.5; 5]);
+        assert!(free.sample(&l, None, &mut short).is_err());
     }
 
     #[test]

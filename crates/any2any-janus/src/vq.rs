@@ -127,6 +127,7 @@ impl JanusVqConfig {
             latent_channels: self.latent_channels,
             double_latent: self.double_latent,
             attn_levels: (0..levels).map(|l| l + 1 == levels).collect(),
+            mid_attention: true,
             up_order: UpOrder::RunOrder,
             norm: NormConfig::default(),
         }

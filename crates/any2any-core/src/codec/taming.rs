@@ -355,20 +355,35 @@ impl<S: Module> Module for Level<S> {
     }
 }
 
-/// The bottleneck of encoder and decoder: `block_1`, `attn_1`, `block_2` at constant width.
+/// The bottleneck of encoder and decoder: `block_1`, `attn_1` (absent in attention-free
+/// codecs such as aMUSEd's VQGAN) and `block_2` at constant width.
 #[derive(Debug, Clone)]
 pub struct MidBlock {
     block_1: ResnetBlock,
-    attn_1: AttnBlock,
+    attn_1: Option<AttnBlock>,
     block_2: ResnetBlock,
 }
 
 impl MidBlock {
     /// Loads `block_1`, `attn_1` and `block_2` of `channels` channels.
     pub fn load(vb: VarBuilder, channels: usize, norm: NormConfig) -> Result<Self> {
+        Self::load_with(vb, channels, norm, true)
+    }
+
+    /// Loads `block_1`, `block_2` and, when `attention`, `attn_1`.
+    pub fn load_with(
+        vb: VarBuilder,
+        channels: usize,
+        norm: NormConfig,
+        attention: bool,
+    ) -> Result<Self> {
         Ok(Self {
             block_1: ResnetBlock::load(vb.pp("block_1"), channels, channels, norm, Shortcut::Nin)?,
-            attn_1: AttnBlock::load(vb.pp("attn_1"), channels, norm)?,
+            attn_1: if attention {
+                Some(AttnBlock::load(vb.pp("attn_1"), channels, norm)?)
+            } else {
+                None
+            },
             block_2: ResnetBlock::load(vb.pp("block_2"), channels, channels, norm, Shortcut::Nin)?,
         })
     }
@@ -376,8 +391,10 @@ impl MidBlock {
 
 impl Module for MidBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = self.block_1.forward(xs)?;
-        let xs = self.attn_1.forward(&xs)?;
+        let mut xs = self.block_1.forward(xs)?;
+        if let Some(attn) = &self.attn_1 {
+            xs = attn.forward(&xs)?;
+        }
         self.block_2.forward(&xs)
     }
 }
@@ -532,6 +549,9 @@ pub struct TamingConfig {
     pub double_latent: bool,
     /// Whether resolution level `L` (0 = full resolution) has attention blocks.
     pub attn_levels: Vec<bool>,
+    /// Whether the mid blocks have their attention block `attn_1` (false: aMUSEd's VQGAN,
+    /// `no_attn_mid_block`).
+    pub mid_attention: bool,
     /// How the decoder's `up.i` levels are numbered in the weights.
     pub up_order: UpOrder,
     /// The GroupNorm settings of every block.
@@ -600,7 +620,7 @@ impl Encoder {
                 resample,
             });
         }
-        let mid = MidBlock::load(vb.pp("mid"), block_in, norm)?;
+        let mid = MidBlock::load_with(vb.pp("mid"), block_in, norm, cfg.mid_attention)?;
         let norm_out = Normalize::load(vb.pp("norm_out"), block_in, norm)?;
         let out = cfg.latent_channels * if cfg.double_latent { 2 } else { 1 };
         let conv_out = conv2d(block_in, out, 3, 1, vb.pp("conv_out"))?;
@@ -646,7 +666,7 @@ impl Decoder {
         let base = cfg.base_channels;
         let mut block_in = base * cfg.channel_multiplier[levels - 1];
         let conv_in = conv2d(cfg.latent_channels, block_in, 3, 1, vb.pp("conv_in"))?;
-        let mid = MidBlock::load(vb.pp("mid"), block_in, norm)?;
+        let mid = MidBlock::load_with(vb.pp("mid"), block_in, norm, cfg.mid_attention)?;
         let mut up = Vec::with_capacity(levels);
         for (run, level) in (0..levels).rev().enumerate() {
             let index = match cfg.up_order {
@@ -703,4 +723,21 @@ impl Module for Decoder {
         let xs = swish(&self.norm_out.forward(&xs)?)?;
         self.conv_out.forward(&xs)
     }
+}
+
+/// Nearest codebook rows by squared Euclidean distance (`|z|² + |e|² − 2 z·e`, f32, no
+/// normalisation): latents `[B, D, h, w]` and a codebook `[N, D]` → codes `[B, h·w]` u32,
+/// row-major.
+pub fn nearest_codes(z: &Tensor, codebook: &Tensor) -> Result<Tensor> {
+    let (b, d, h, w) = z.dims4()?;
+    let z = z
+        .to_dtype(DType::F32)?
+        .permute((0, 2, 3, 1))?
+        .reshape((b * h * w, d))?;
+    let e = codebook.to_dtype(DType::F32)?;
+    let z2 = z.sqr()?.sum_keepdim(1)?;
+    let e2 = e.sqr()?.sum(1)?.unsqueeze(0)?;
+    let ze = z.matmul(&e.t()?)?;
+    let dist = z2.broadcast_add(&e2)?.broadcast_sub(&(ze * 2.0)?)?;
+    dist.argmin(1)?.to_dtype(DType::U32)?.reshape((b, h * w))
 }
