@@ -221,6 +221,8 @@ impl Pipeline {
         opts: &LoadOptions,
     ) -> Result<Self> {
         files.add_layout_components(fam.components)?;
+        any2any_core::quant::check_files(&files.weights, fam.name, opts.quant)?;
+        let _scope = any2any_core::quant::join_or_enter(opts.quant);
         let backend = (fam.load)(&files, opts)?;
         Ok(Self {
             backend,
