@@ -700,6 +700,11 @@ impl WeightStore {
         Ok(Self { files, index })
     }
 
+    /// `name` on the CPU in its stored dtype (a quantized GGUF tensor dequantized).
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        Ok(self.load(name, &Device::Cpu)?.0)
+    }
+
     /// Every tensor name in the store, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)

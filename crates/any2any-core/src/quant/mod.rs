@@ -142,6 +142,8 @@ struct Active {
     record: Option<BTreeMap<String, Arc<QTensor>>>,
     report: QuantReport,
     progress: Option<ProgressFn>,
+    /// Blocks by (shape, type) when every weight of a shape is known identical.
+    memo: Option<std::collections::HashMap<(usize, usize, String), Vec<u8>>>,
 }
 
 thread_local! {
@@ -165,6 +167,7 @@ impl QuantScope {
                 record: None,
                 report: QuantReport::default(),
                 progress: None,
+                memo: None,
             })
         });
         Self {
@@ -175,6 +178,13 @@ impl QuantScope {
     /// Calls `f` after each weight is quantized (e.g. to drive a progress bar).
     pub fn on_progress(self, f: impl FnMut(&QuantProgress<'_>) + 'static) -> Self {
         with_active(|a| a.progress = Some(Box::new(f)));
+        self
+    }
+
+    /// Quantizes one weight per (shape, type) and copies its blocks for the others: only for
+    /// weights known identical per shape (the benchmark's constant weights).
+    pub fn reuse_per_shape(self) -> Self {
+        with_active(|a| a.memo = Some(Default::default()));
         self
     }
 
@@ -275,15 +285,33 @@ pub(crate) fn load_linear_weight(
             if ty != quant.ggml() {
                 record_fallback(&name, [out_dim, in_dim], &ggml_name(ty));
             }
-            // Read on the CPU as f32: quantization runs on the host (candle's CUDA and Metal
-            // `quantize` copy to the host too), the dense tensor is dropped right after.
-            let w = vb.clone().set_device(Device::Cpu).get_with_hints_dtype(
-                (out_dim, in_dim),
-                "weight",
-                Default::default(),
-                DType::F32,
-            )?;
-            let q = quantize_rows(&w, ty, &name, dev)?;
+            let key = (out_dim, in_dim, ggml_name(ty));
+            let memo = with_active(|a| a.memo.as_ref().map(|m| m.get(&key).cloned())).flatten();
+            let q = match memo {
+                Some(Some(raw)) => candle_core::quantized::ggml_file::qtensor_from_ggml(
+                    ty,
+                    &raw,
+                    vec![out_dim, in_dim],
+                    dev,
+                )?,
+                memo => {
+                    // Read on the CPU as f32: quantization runs on the host (candle's CUDA
+                    // and Metal `quantize` copy to the host too); the dense tensor is dropped
+                    // right after.
+                    let w = vb.clone().set_device(Device::Cpu).get_with_hints_dtype(
+                        (out_dim, in_dim),
+                        "weight",
+                        Default::default(),
+                        DType::F32,
+                    )?;
+                    let q = quantize_rows(&w, ty, &name, dev)?;
+                    if memo.is_some() {
+                        let raw = q.data()?.into_owned();
+                        with_active(|a| a.memo.as_mut().map(|m| m.insert(key, raw)));
+                    }
+                    q
+                }
+            };
             (q, (out_dim * in_dim * 4) as u64)
         }
     };
