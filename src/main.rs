@@ -989,7 +989,14 @@ fn inspect(a: InspectArgs) -> Result<()> {
         println!("component   {c}");
     }
     if let Some(q) = &a.model.load.quant {
-        println!("quant       {q} (backbone linears)");
+        println!("quant       {q} (backbone linears, quantized at load)");
+    }
+    for w in &pipe.files().weights {
+        if w.extension().is_some_and(|e| e == "gguf") {
+            let g = any2any::quant::GgufWeights::open(w)?;
+            let q = g.meta_str(any2any::quant::keys::QUANT).unwrap_or("unknown");
+            println!("quant       {q} (stored in {})", w.display());
+        }
     }
     println!("peak RSS    {peak:.0} MiB (after loading)");
     Ok(())
