@@ -11,7 +11,8 @@
 //! from the memory-mapped checkpoint as f32, quantized (rows split over the CPU cores), moved to
 //! the device and dropped before the next is read, so the dense model is never resident whole.
 //! A quantized checkpoint (`model.gguf`, written by [`write_gguf`]) opened inside a scope hands
-//! its stored blocks to the same linears unchanged.
+//! its stored blocks to the same linears unchanged; opened outside any scope (a family's `load`
+//! called directly) its tensors are dequantized and the model runs dense.
 //!
 //! **Bad combinations.** A weight whose input dimension is not a multiple of the type's block
 //! size (32 for q8_0, 256 for the k-quants) falls back to the densest type that divides it
@@ -259,6 +260,9 @@ pub(crate) fn load_linear_weight(
     }) else {
         return Ok(None);
     };
+    if quant.is_none() && stored.is_none() {
+        return Ok(None);
+    }
     let dev = vb.device();
     check_device(dev, vb.dtype(), &name, quant)?;
     let (q, dense_bytes) = match stored {
