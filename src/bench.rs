@@ -8,6 +8,7 @@ use any2any::candle_core::{DType, Device, Module, Tensor};
 use any2any::candle_nn::{self, VarBuilder};
 use any2any::decode::{CodeLoop, Head, NoConstraint, RowBatch, RowInput};
 use any2any::nn::Linear;
+use any2any::quant::{QuantScope, QuantType};
 use any2any::sampling::{Guidance, GuidanceSpace, LogitsPipeline, SamplingParams};
 use any2any::{DecodeStats, Error, Hooks, Result, SeededNoise, Speculative};
 use std::time::Instant;
@@ -182,6 +183,12 @@ pub struct BenchRow {
     pub size: String,
     pub device: String,
     pub dtype: String,
+    /// Backbone linears: `none` (dense at `dtype`), `q8_0`, `q6k` or `q4k`.
+    pub quant: String,
+    /// Round of the interleaved comparison.
+    pub round: usize,
+    /// Seconds to build (and quantize) the weights.
+    pub build_s: f64,
     pub batch: usize,
     pub cfg: bool,
     /// `off`, or the speculative decoding measured (`jacobi:8`).
@@ -207,15 +214,26 @@ pub struct BenchRow {
     pub tokens_per_s: f64,
     /// Prefill plus `image_tokens / tokens_per_forward` forward passes at the mean time.
     pub s_per_image_batch: f64,
+    /// Resident memory right after the weights were built, MiB.
+    pub rss_mib: f64,
     pub peak_rss_mib: f64,
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), MiB.
 pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// Resident memory of this process now (Linux `VmRSS`), MiB.
+pub fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+            s.lines().find(|l| l.starts_with(key)).and_then(|l| {
                 l.split_whitespace()
                     .nth(1)
                     .and_then(|k| k.parse::<f64>().ok())
@@ -236,40 +254,52 @@ fn available_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Runs the workload: per (batch, cfg), a prefill and then `steps` decode steps (after `warmup`),
-/// each one the full image-token step (head → CFG → sample → embed → backbone).
-#[allow(clippy::too_many_arguments)]
-pub fn run(
+/// What to measure: every (quant, batch, CFG) configuration, `rounds` times over.
+pub struct Plan<'a> {
+    pub batches: &'a [usize],
+    pub cfgs: &'a [bool],
+    /// Weight variants compared (`None`: dense at the bench dtype).
+    pub quants: &'a [Option<QuantType>],
+    /// Speculative decodings compared (`None`: plain decoding), measured on each build.
+    pub specs: &'a [Option<Speculative>],
+    /// Rounds over all variants (interleaved: a shared machine's load drifts over time).
+    pub rounds: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub context: Option<usize>,
+}
+
+/// Bytes of the model's weights in `dtype`, the backbone's linears in `quant` when given.
+fn weight_bytes(w: &Workload, dtype: DType, quant: Option<QuantType>) -> u64 {
+    let bb = &w.backbone;
+    let dense =
+        (bb.num_params() + w.head_vocab * bb.hidden_size) as u64 * dtype.size_in_bytes() as u64;
+    let Some(q) = quant else {
+        return dense;
+    };
+    let h = bb.hidden_size as u64;
+    let linears = bb.num_layers as u64
+        * (h * (bb.num_heads + 2 * bb.num_kv_heads) as u64 * bb.head_dim as u64
+            + (bb.num_heads * bb.head_dim) as u64 * h
+            + 3 * h * bb.intermediate_size as u64);
+    let per = q.ggml().type_size() as f64 / q.block_size() as f64;
+    dense - linears * dtype.size_in_bytes() as u64 + (linears as f64 * per) as u64
+}
+
+/// Builds the workload's model with constant weights, its backbone linears quantized to
+/// `quant` tensor by tensor (one quantization per distinct shape, copied for the others: with
+/// constant weights they are identical), so the dense model is never whole.
+fn build(
     w: &Workload,
     device: &Device,
     dtype: DType,
-    batches: &[usize],
-    cfgs: &[bool],
-    steps: usize,
-    warmup: usize,
-    context: Option<usize>,
-    (specs, rounds): (&[Option<Speculative>], usize),
-) -> Result<Vec<BenchRow>> {
+    quant: Option<QuantType>,
+) -> Result<(Decoder, BenchHead)> {
     let bb = &w.backbone;
-    let bytes =
-        (bb.num_params() + w.head_vocab * bb.hidden_size) as u64 * dtype.size_in_bytes() as u64;
-    if device.is_cpu() {
-        if let Some(avail) = available_bytes() {
-            if bytes > avail {
-                return Err(Error::invalid(
-                    "size",
-                    format!(
-                        "{} needs ~{:.1} GiB of weights in {dtype:?} but only {:.1} GiB of memory is available",
-                        w.name,
-                        bytes as f64 / (1u64 << 30) as f64,
-                        avail as f64 / (1u64 << 30) as f64
-                    ),
-                ));
-            }
-        }
-    }
     let vb = VarBuilder::from_backend(Box::new(Filled), dtype, device.clone());
+    let scope = QuantScope::enter(quant).reuse_per_shape();
     let decoder = Decoder::load(vb.pp("model"), bb)?;
+    drop(scope);
     let proj = if w.head_proj {
         Some(Linear::load(
             bb.hidden_size,
@@ -280,65 +310,96 @@ pub fn run(
     } else {
         None
     };
-    let head = BenchHead {
-        decoder: &decoder,
-        proj,
-        head: Linear::load(bb.hidden_size, w.head_vocab, false, vb.pp("head"))?,
-    };
-    let start = context.unwrap_or(w.prompt).max(1);
-    let mut rows_out: Vec<BenchRow> = Vec::new();
-    for &batch in batches {
-        // the decodings of one (batch, CFG) interleaved, `rounds` times, their steps pooled
-        let mut pooled: Vec<Option<Measured>> = Vec::new();
-        for &cfg in cfgs {
-            pooled.clear();
-            pooled.resize_with(specs.len(), || None);
-            for _ in 0..rounds.max(1) {
-                for (i, &spec) in specs.iter().enumerate() {
+    let head = Linear::load(bb.hidden_size, w.head_vocab, false, vb.pp("head"))?;
+    Ok((decoder, BenchHead { proj, head }))
+}
+
+/// Runs the workload: per round, per weight variant (built, measured, dropped), per (batch,
+/// cfg): a prefill and then `steps` decode steps (after `warmup`), each one the full image-token
+/// step (head → CFG → sample → embed → backbone).
+pub fn run(w: &Workload, device: &Device, dtype: DType, plan: &Plan) -> Result<Vec<BenchRow>> {
+    if device.is_cpu() {
+        if let Some(avail) = available_bytes() {
+            for &q in plan.quants {
+                let bytes = weight_bytes(w, dtype, q);
+                if bytes > avail {
+                    return Err(Error::invalid(
+                        "size",
+                        format!(
+                            "{} needs ~{:.1} GiB of weights in {dtype:?}{} but only {:.1} GiB of memory is available",
+                            w.name,
+                            bytes as f64 / (1u64 << 30) as f64,
+                            q.map_or(String::new(), |q| format!(" + {q}")),
+                            avail as f64 / (1u64 << 30) as f64
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let start = plan.context.unwrap_or(w.prompt).max(1);
+    let mut rows_out = Vec::new();
+    for round in 0..plan.rounds.max(1) {
+        for &quant in plan.quants {
+            let t = Instant::now();
+            let (decoder, head) = build(w, device, dtype, quant)?;
+            let build_s = t.elapsed().as_secs_f64();
+            let rss = rss_mib();
+            for &batch in plan.batches {
+                for &cfg in plan.cfgs {
+                    for &spec in plan.specs {
                     let setup = Setup {
                         batch,
                         cfg,
                         start,
                         spec,
                     };
-                    let m = measure(&decoder, &head, device, &setup, steps, warmup)?;
-                    match &mut pooled[i] {
-                        Some(p) => p.times.extend(m.times),
-                        slot => *slot = Some(m),
+                    let m = measure(&decoder, &head, device, &setup, plan.steps, plan.warmup)?;
+                    let quant_name = quant.map_or("none".to_string(), |q| q.name().into());
+                    let per_forward = if spec.is_some() {
+                        m.stats.tokens as f64 / (m.stats.forwards.max(1) * batch) as f64
+                    } else {
+                        1.0
+                    };
+                    let plain_ms = rows_out
+                        .iter()
+                        .rev()
+                        .find(|r: &&BenchRow| {
+                            r.round == round
+                                && r.quant == quant_name
+                                && r.batch == batch
+                                && r.cfg == cfg
+                                && r.speculative == "off"
+                        })
+                        .map_or(m.mean(), |r| r.step_ms_mean);
+                    rows_out.push(BenchRow {
+                        size: w.name.to_string(),
+                        device: format!("{device:?}"),
+                        dtype: format!("{dtype:?}"),
+                        quant: quant_name,
+                        round,
+                        build_s,
+                        batch,
+                        cfg,
+                        speculative: spec.map_or("off".into(), |s| s.to_string()),
+                        tokens_per_forward: per_forward,
+                        acceptance: m.stats.acceptance(),
+                        break_even: m.mean() / plain_ms,
+                        context_start: start,
+                        steps_measured: m.times.len(),
+                        prefill_ms: m.prefill_ms,
+                        step_ms_mean: m.mean(),
+                        step_ms_p50: m.quantile(0.5),
+                        step_ms_min: m.quantile(0.0),
+                        tokens_per_s: per_forward * batch as f64 * 1e3 / m.mean(),
+                        s_per_image_batch: (m.prefill_ms
+                            + m.mean() * w.image_tokens as f64 / per_forward)
+                            / 1e3,
+                        rss_mib: rss,
+                        peak_rss_mib: peak_rss_mib(),
+                    });
                     }
                 }
-            }
-            for (&spec, m) in specs.iter().zip(pooled.drain(..)) {
-                let Some(m) = m else { continue };
-                let per_forward = m.stats.tokens as f64 / (m.stats.forwards.max(1) * batch) as f64;
-                let per_forward = if spec.is_some() { per_forward } else { 1.0 };
-                let plain_ms = rows_out
-                    .iter()
-                    .rev()
-                    .find(|r| r.batch == batch && r.cfg == cfg && r.speculative == "off")
-                    .map_or(m.mean(), |r| r.step_ms_mean);
-                rows_out.push(BenchRow {
-                    size: w.name.to_string(),
-                    device: format!("{device:?}"),
-                    dtype: format!("{dtype:?}"),
-                    batch,
-                    cfg,
-                    speculative: spec.map_or("off".into(), |s| s.to_string()),
-                    tokens_per_forward: per_forward,
-                    acceptance: m.stats.acceptance(),
-                    break_even: m.mean() / plain_ms,
-                    context_start: start,
-                    steps_measured: m.times.len(),
-                    prefill_ms: m.prefill_ms,
-                    step_ms_mean: m.mean(),
-                    step_ms_p50: m.quantile(0.5),
-                    step_ms_min: m.quantile(0.0),
-                    tokens_per_s: per_forward * batch as f64 * 1e3 / m.mean(),
-                    s_per_image_batch: (m.prefill_ms
-                        + m.mean() * w.image_tokens as f64 / per_forward)
-                        / 1e3,
-                    peak_rss_mib: peak_rss_mib(),
-                });
             }
         }
     }
@@ -348,22 +409,24 @@ pub fn run(
 /// The image head of the named sizes as the families build it: an optional `hidden × hidden`
 /// projection with GELU (Janus's generation head) before the vocabulary head, both the
 /// production [`Linear`]; the decoder's token embedding in.
-struct BenchHead<'a> {
-    decoder: &'a Decoder,
+struct BenchHead {
     proj: Option<Linear>,
     head: Linear,
 }
 
-impl Head for BenchHead<'_> {
+/// The head with the decoder whose token embedding feeds the next step.
+struct WithDecoder<'a>(&'a BenchHead, &'a Decoder);
+
+impl Head for WithDecoder<'_> {
     fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let x = match &self.proj {
+        let x = match &self.0.proj {
             Some(p) => p.forward(hidden)?.gelu_erf()?,
             None => hidden.clone(),
         };
-        Ok(self.head.forward(&x)?.to_dtype(DType::F32)?)
+        Ok(self.0.head.forward(&x)?.to_dtype(DType::F32)?)
     }
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        self.decoder.embed(&ids.unsqueeze(1)?)
+        self.1.embed(&ids.unsqueeze(1)?)
     }
 }
 
@@ -442,7 +505,7 @@ fn measure(
     };
     lp.run(
         &mut rb,
-        head,
+        &WithDecoder(head, decoder),
         hidden,
         &mut NoConstraint,
         &mut SeededNoise::new(0),
@@ -467,14 +530,16 @@ fn measure(
 /// Markdown table of the rows.
 pub fn table(rows: &[BenchRow], image_tokens: usize) -> String {
     let mut s = format!(
-        "| size | device | dtype | batch | CFG | speculative | tokens / forward (synthetic) | forward cost vs plain step | ctx | prefill ms | forward ms (mean / p50 / min) | tok/s | s per image ({image_tokens} tokens) | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| size | device | dtype | quant | round | batch | CFG | speculative | tokens / forward (synthetic) | forward cost vs plain step | ctx | prefill ms | forward ms (mean / p50 / min) | tok/s | s per image ({image_tokens} tokens) | RSS / peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2}× | {} | {:.1} | {:.2} / {:.2} / {:.2} | {:.1} | {:.2} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2}× | {} | {:.1} | {:.2} / {:.2} / {:.2} | {:.1} | {:.2} | {:.0} / {:.0} |\n",
             r.size,
             r.device,
             r.dtype,
+            r.quant,
+            r.round,
             r.batch,
             if r.cfg { "on" } else { "off" },
             r.speculative,
@@ -487,6 +552,7 @@ pub fn table(rows: &[BenchRow], image_tokens: usize) -> String {
             r.step_ms_min,
             r.tokens_per_s,
             r.s_per_image_batch,
+            r.rss_mib,
             r.peak_rss_mib
         ));
     }

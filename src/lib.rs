@@ -17,7 +17,7 @@
 
 pub use any2any_core::{
     backbone, backend, codec, decode, edit, error, imageops, kv_cache, limits, loading, nn, noise,
-    npy, progress, request, sampling, stream, text_stream,
+    npy, progress, quant, request, sampling, stream, text_stream,
 };
 pub use any2any_core::{candle_core, candle_nn, image, tokenizers};
 pub use any2any_core::{
@@ -53,6 +53,7 @@ pub mod prelude {
 }
 
 use any2any_core::backend::config_kind;
+use any2any_core::quant::{QuantReport, QuantScope};
 use candle_core::Tensor;
 
 /// Every family this build can load. Adding a family is one line here plus its crate.
@@ -232,6 +233,8 @@ impl Pipeline {
         opts: &LoadOptions,
     ) -> Result<Self> {
         files.add_layout_components(fam.components)?;
+        any2any_core::quant::check_files(&files.weights, fam.name, opts.quant)?;
+        let _scope = any2any_core::quant::join_or_enter(opts.quant);
         let backend = (fam.load)(&files, opts)?;
         Ok(Self {
             backend,
@@ -313,4 +316,103 @@ impl Pipeline {
     ) -> Result<image::RgbImage> {
         self.backend.decode_codes(codes, height, width)
     }
+}
+
+/// `any2any quantize`: loads `model` with `opts.quant` (required) and writes a quantized
+/// checkpoint to the new or empty directory `out`: `model.gguf` holding the quantized backbone
+/// linears under their HF names, every other root tensor dense in its stored dtype, and
+/// `any2any.*` metadata ([`quant::keys`]: family, quant type, recipe, source, version); beside
+/// it copies of every other file and folder of the checkpoint (config, tokenizer, components).
+/// The directory loads like any checkpoint (memory-mapped, no `--quant` needed).
+///
+/// The quantized linears and the dense tensors are held in memory while the file is written.
+pub fn quantize(model: &str, opts: LoadOptions, out: &std::path::Path) -> Result<QuantReport> {
+    let quant = opts
+        .quant
+        .ok_or_else(|| Error::invalid("quant", "quantize needs --quant q8_0, q6k or q4k"))?;
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    if out.exists() && std::fs::read_dir(out).map_err(io(out))?.next().is_some() {
+        return Err(Error::invalid(
+            "out",
+            format!("{} exists and is not empty", out.display()),
+        ));
+    }
+    let scope = QuantScope::enter(Some(quant)).recording();
+    let pipe = Pipeline::load(model, opts)?;
+    let recorded = scope.take_recorded();
+    let report = scope.report();
+    let files = pipe.files().clone();
+    let family = pipe.family();
+    drop(pipe);
+    if files
+        .weights
+        .iter()
+        .any(|w| w.extension().is_some_and(|e| e == "gguf"))
+    {
+        return Err(Error::invalid(
+            "model",
+            format!("{} is already a quantized checkpoint", files.dir.display()),
+        ));
+    }
+    let store = loading::WeightStore::open(&files.weights)?;
+    let mut names: Vec<String> = store.names().map(str::to_string).collect();
+    names.sort();
+    let dense = names
+        .into_iter()
+        .filter(|n| !recorded.contains_key(n))
+        .map(|n| store.tensor(&n).map(|t| (n, t)))
+        .collect::<Result<Vec<_>>>()?;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let skip: Vec<&std::path::Path> = files.weights.iter().map(|p| p.as_path()).collect();
+    copy_checkpoint_files(&files.dir, out, &skip)?;
+    let recipe = format!(
+        "{quant}: the language backbone's attention and MLP projections ({} weights; {} kept denser where the input dim is not a multiple of the block size); embeddings, heads, norms, codecs and vision towers dense as stored",
+        report.quantized,
+        report.fallbacks.len()
+    );
+    quant::write_gguf(
+        &out.join(quant::GGUF_FILE),
+        &[
+            ("general.architecture", "any2any".to_string()),
+            (quant::keys::FAMILY, family.to_string()),
+            (quant::keys::QUANT, quant.name().to_string()),
+            (quant::keys::RECIPE, recipe),
+            (quant::keys::SOURCE, model.to_string()),
+            (quant::keys::VERSION, env!("CARGO_PKG_VERSION").to_string()),
+        ],
+        &recorded,
+        dense,
+    )?;
+    Ok(report)
+}
+
+/// Copies `from`'s files and folders into `to`, except the files in `skip` and weight indexes.
+fn copy_checkpoint_files(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    skip: &[&std::path::Path],
+) -> Result<()> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    for e in std::fs::read_dir(from).map_err(io(from))? {
+        let p = e.map_err(io(from))?.path();
+        let name = p.file_name().unwrap_or_default();
+        let is_index = name.to_string_lossy().ends_with(".index.json");
+        if skip.contains(&p.as_path()) || is_index || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let dst = to.join(name);
+        if p.is_dir() {
+            std::fs::create_dir_all(&dst).map_err(io(&dst))?;
+            copy_checkpoint_files(&p, &dst, &[])?;
+        } else {
+            std::fs::copy(&p, &dst).map_err(io(&p))?;
+        }
+    }
+    Ok(())
 }

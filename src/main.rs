@@ -6,6 +6,7 @@ mod serve;
 use any2any::edit::load_mask;
 use any2any::imageops::{check_output_target, load_image, save_image, write_atomic};
 use any2any::loading::{parse_component, parse_device, parse_dtype};
+use any2any::quant::{QuantScope, QuantType};
 use any2any::{
     npy, CancelToken, Error, ExtendDirection, Generated, GenerationParams, Hooks, ImageInput,
     LoadOptions, Modality, Output, Pipeline, ReplayNoise, Request, Result, Speculative, TextDelta,
@@ -45,6 +46,9 @@ enum Cmd {
     /// Convert a family's own release (LWM's JAX `params` + `vqgan` + `tokenizer.model`) to
     /// safetensors with HF-style names, config.json and tokenizer.json.
     Convert(ConvertArgs),
+    /// Write a quantized checkpoint (model.gguf + the config, tokenizer and other files) that
+    /// loads like any other.
+    Quantize(QuantizeArgs),
 }
 
 #[derive(Args)]
@@ -54,6 +58,17 @@ struct ConvertArgs {
     /// The output directory (created; files of the same names are replaced).
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    /// A local model directory or a hub id (owner/name).
+    model: String,
+    /// The output directory (new or empty).
+    #[arg(short, long)]
+    out: PathBuf,
+    #[command(flatten)]
+    load: LoadArgs,
 }
 
 #[derive(Args)]
@@ -81,6 +96,11 @@ pub(crate) struct LoadArgs {
     /// magvit=./magvit); replaces or adds the checkpoint's component of that name.
     #[arg(long = "component", value_name = "NAME=DIR_OR_HUB_ID")]
     components: Vec<String>,
+    /// Quantize the language backbone's linears at load: q8_0, q6k or q4k (embeddings, heads,
+    /// norms, codecs and vision towers stay dense). A quantized checkpoint (`any2any quantize`)
+    /// needs none.
+    #[arg(long)]
+    quant: Option<String>,
 }
 
 impl LoadArgs {
@@ -95,14 +115,55 @@ impl LoadArgs {
                 .iter()
                 .map(|c| parse_component(c))
                 .collect::<Result<_>>()?,
+            quant: self.quant.as_deref().map(QuantType::parse).transpose()?,
         })
+    }
+
+    /// Loads `model` with these options: quantizing with a progress bar on stderr and a summary
+    /// of what was quantized (and what was kept denser) after.
+    pub(crate) fn load_pipeline(&self, model: &str) -> Result<Pipeline> {
+        let opts = self.options()?;
+        let bar = if opts.quant.is_some() {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} quantizing {pos} weights ({msg}) {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let b = bar.clone();
+        let scope = QuantScope::enter(opts.quant).on_progress(move |p| {
+            b.set_position(p.count as u64);
+            b.set_message(format!("{} MiB", p.quant_bytes >> 20));
+        });
+        let pipe = Pipeline::load(model, opts)?;
+        bar.finish_and_clear();
+        let r = scope.report();
+        if r.quantized > 0 {
+            eprintln!(
+                "any2any: {} weights quantized, {:.1} MiB → {:.1} MiB",
+                r.quantized,
+                r.dense_bytes as f64 / 1048576.0,
+                r.quant_bytes as f64 / 1048576.0
+            );
+        }
+        for f in &r.fallbacks {
+            eprintln!(
+                "any2any: {} {:?} kept as {} (input dim not a multiple of the block size)",
+                f.tensor, f.shape, f.used
+            );
+        }
+        Ok(pipe)
     }
 }
 
 impl ModelArgs {
     pub(crate) fn load(&self) -> Result<Pipeline> {
-        let opts = self.load.options()?;
-        Pipeline::load(&self.model, opts)
+        self.load.load_pipeline(&self.model)
     }
 }
 
@@ -300,12 +361,9 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_speculative)]
     speculative: Vec<Speculative>,
     /// Measure a model's own text-to-image generation (a local directory) instead of a named
-    /// size: plain vs each `--speculative`, interleaved `--repeats` times.
+    /// size: plain vs each `--speculative`, interleaved `--rounds` times.
     #[arg(long)]
     model: Option<String>,
-    /// Rounds of the interleaved variants (with `--speculative`; their steps pooled).
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
-    repeats: usize,
     /// Sampling temperatures measured with `--model` (0 = greedy), comma-separated.
     #[arg(
         long,
@@ -314,6 +372,14 @@ struct BenchArgs {
         allow_negative_numbers = true
     )]
     temperature: Vec<f32>,
+    /// Quantize the backbone's linears: q8_0, q6k or q4k; comma-separated to compare types in
+    /// one run, interleaved (`f32` in the list: the dense weights).
+    #[arg(long, value_delimiter = ',')]
+    quant: Vec<String>,
+    /// Rounds over the compared variants (--quant builds, --speculative decodings; with
+    /// --model, whole images), interleaved so that a drifting load hits them alike.
+    #[arg(long, alias = "repeats", default_value_t = 1, allow_negative_numbers = true)]
+    rounds: usize,
 }
 
 #[derive(Args)]
@@ -336,6 +402,7 @@ fn main() {
         Cmd::Serve(a) => serve::serve(*a),
         Cmd::Chat(a) => serve::chat(*a),
         Cmd::Convert(a) => convert(a),
+        Cmd::Quantize(a) => quantize(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");
@@ -946,14 +1013,32 @@ fn convert(a: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    let opts = a.load.options()?;
+    let r = any2any::quantize(&a.model, opts, &a.out)?;
+    eprintln!(
+        "wrote {}: {} weights quantized, {:.1} MiB → {:.1} MiB; {} kept denser; peak RSS {:.0} MiB",
+        a.out.join(any2any::quant::GGUF_FILE).display(),
+        r.quantized,
+        r.dense_bytes as f64 / 1048576.0,
+        r.quant_bytes as f64 / 1048576.0,
+        r.fallbacks.len(),
+        bench::peak_rss_mib()
+    );
+    Ok(())
+}
+
 fn inspect(a: InspectArgs) -> Result<()> {
     let pipe = a.model.load()?;
+    let peak = bench::peak_rss_mib();
     let info = pipe.info();
     if a.json {
         let mut j =
             serde_json::to_value(&info).map_err(|e| Error::invalid("json", e.to_string()))?;
         if let Some(o) = j.as_object_mut() {
             o.insert("components".into(), pipe.files().components_json());
+            o.insert("peak_rss_mib".into(), serde_json::json!(peak));
+            o.insert("quant".into(), serde_json::json!(a.model.load.quant));
         }
         println!(
             "{}",
@@ -978,6 +1063,17 @@ fn inspect(a: InspectArgs) -> Result<()> {
     for c in pipe.files().components.values() {
         println!("component   {c}");
     }
+    if let Some(q) = &a.model.load.quant {
+        println!("quant       {q} (backbone linears, quantized at load)");
+    }
+    for w in &pipe.files().weights {
+        if w.extension().is_some_and(|e| e == "gguf") {
+            let g = any2any::quant::GgufWeights::open(w)?;
+            let q = g.meta_str(any2any::quant::keys::QUANT).unwrap_or("unknown");
+            println!("quant       {q} (stored in {})", w.display());
+        }
+    }
+    println!("peak RSS    {peak:.0} MiB (after loading)");
     Ok(())
 }
 
@@ -1047,16 +1143,28 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     let specs: Vec<Option<Speculative>> = std::iter::once(None)
         .chain(a.speculative.iter().copied().map(Some))
         .collect();
+    let quants = a
+        .quant
+        .iter()
+        .map(|q| match q.as_str() {
+            "f32" | "f16" | "bf16" | "none" => Ok(None),
+            q => QuantType::parse(q).map(Some),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let rows = bench::run(
         &w,
         &device,
         dtype,
-        &a.batch,
-        &cfgs,
-        a.steps,
-        a.warmup,
-        a.context,
-        (&specs, if specs.len() > 1 { a.repeats } else { 1 }),
+        &bench::Plan {
+            batches: &a.batch,
+            cfgs: &cfgs,
+            quants: if quants.is_empty() { &[None] } else { &quants },
+            specs: &specs,
+            rounds: a.rounds,
+            steps: a.steps,
+            warmup: a.warmup,
+            context: a.context,
+        },
     )?;
     print!("{}", bench::table(&rows, w.image_tokens));
     if let Some(j) = &a.json {
@@ -1071,10 +1179,10 @@ fn run_model_bench(
     model: &str,
     device: &any2any::candle_core::Device,
 ) -> Result<()> {
-    if a.repeats == 0 || a.repeats > 1000 {
+    if a.rounds == 0 || a.rounds > 1000 {
         return Err(Error::invalid(
-            "repeats",
-            format!("{} (must be in 1..=1000)", a.repeats),
+            "rounds",
+            format!("{} (must be in 1..=1000)", a.rounds),
         ));
     }
     let opts = LoadOptions {
@@ -1087,7 +1195,7 @@ fn run_model_bench(
         batch: a.batch.first().copied().unwrap_or(1),
         temperatures: a.temperature.clone(),
         specs: a.speculative.clone(),
-        repeats: a.repeats,
+        repeats: a.rounds,
     };
     let rows = bench::run_model(&pipe, model, &setup)?;
     print!("{}", bench::model_table(&rows));

@@ -70,7 +70,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             return Err(Error::invalid("model", format!("`{m}` is given twice")));
         }
         eprintln!("any2any: loading {m}");
-        let pipe = any2any::Pipeline::load(m, a.load.options()?)?;
+        let pipe = a.load.load_pipeline(m)?;
         models.push(ServedModel {
             id: m.clone(),
             backend: pipe.into_backend(),

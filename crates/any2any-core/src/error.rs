@@ -166,6 +166,20 @@ pub enum Error {
         /// The stage whose values are not finite ("text logits", "decoded pixels", …).
         stage: String,
     },
+    /// A weight cannot be quantized to, or run at, the asked type: a dimension not divisible by
+    /// the type's block size, a type the device has no kernel for, a quantized file whose type
+    /// or family does not match what is loaded.
+    #[error("tensor `{tensor}` {shape:?} as {quant}: {msg}")]
+    Quant {
+        /// The tensor (its checkpoint name), or the file for a whole-file mismatch.
+        tensor: String,
+        /// Its shape (`[out, in]` for a linear weight); empty when not known.
+        shape: Vec<usize>,
+        /// The quantized type asked for or stored (`q4k`, `q8_0`, …).
+        quant: String,
+        /// What is wrong and what to do.
+        msg: String,
+    },
     /// An error of the tensor library.
     #[error(transparent)]
     Candle(candle_core::Error),

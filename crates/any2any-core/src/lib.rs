@@ -66,6 +66,7 @@ pub mod nn;
 pub mod noise;
 pub mod npy;
 pub mod progress;
+pub mod quant;
 pub mod request;
 pub mod sampling;
 pub mod stream;

@@ -30,6 +30,9 @@ pub struct LoadOptions {
     /// adding the component of that name (`--component vae=stabilityai/sdxl-vae`); applied by
     /// [`ModelFiles::resolve`] (see [`ModelFiles::apply_components`]).
     pub components: Vec<(String, String)>,
+    /// Quantize the backbone's linears at load (`--quant`, see [`crate::quant`]); `None`: as
+    /// stored (dense, or the blocks of a quantized `model.gguf`).
+    pub quant: Option<crate::quant::QuantType>,
 }
 
 impl Default for LoadOptions {
@@ -40,6 +43,7 @@ impl Default for LoadOptions {
             offline: false,
             revision: None,
             components: Vec::new(),
+            quant: None,
         }
     }
 }
@@ -119,7 +123,12 @@ const WEIGHT_INDEXES: [&str; 2] = [
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
 ];
-const WEIGHT_SINGLES: [&str; 3] = ["model.safetensors", "pytorch_model.bin", "model.pth"];
+const WEIGHT_SINGLES: [&str; 4] = [
+    "model.safetensors",
+    crate::quant::GGUF_FILE,
+    "pytorch_model.bin",
+    "model.pth",
+];
 
 #[derive(serde::Deserialize)]
 struct WeightIndex {
@@ -619,6 +628,9 @@ pub fn config_from_value<T: DeserializeOwned>(v: serde_json::Value, path: &Path)
 enum Source {
     Safetensors(candle_core::safetensors::MmapedSafetensors),
     Pth(candle_core::pickle::PthTensors),
+    /// A quantized checkpoint (`any2any quantize`); also registered with the active
+    /// [`crate::quant::QuantScope`] so quantizable linears take its blocks as stored.
+    Gguf(std::sync::Arc<crate::quant::GgufWeights>),
 }
 
 /// All weight files of a checkpoint behind one name → tensor lookup.
@@ -648,8 +660,14 @@ impl WeightStore {
                 msg,
             };
             let is_st = p.extension().is_some_and(|e| e == "safetensors");
+            let is_gguf = p.extension().is_some_and(|e| e == "gguf");
             let names: Vec<String>;
-            let src = if is_st {
+            let src = if is_gguf {
+                let g = std::sync::Arc::new(crate::quant::GgufWeights::open(p)?);
+                names = g.names().map(str::to_string).collect();
+                crate::quant::register_file(g.clone());
+                Source::Gguf(g)
+            } else if is_st {
                 validate_safetensors(p)?;
                 // SAFETY: the file is mapped read-only; like every mmap-based loader we assume it
                 // is not truncated or rewritten while the model is alive.
@@ -680,6 +698,11 @@ impl WeightStore {
             files.push((p.clone(), src));
         }
         Ok(Self { files, index })
+    }
+
+    /// `name` on the CPU in its stored dtype (a quantized GGUF tensor dequantized).
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        Ok(self.load(name, &Device::Cpu)?.0)
     }
 
     /// Every tensor name in the store, in no particular order.
@@ -715,6 +738,10 @@ impl WeightStore {
                     files: path.display().to_string(),
                 })?
                 .to_device(dev)?,
+            Source::Gguf(g) => g.dense(name, dev)?.ok_or_else(|| Error::MissingTensor {
+                name: name.to_string(),
+                files: path.display().to_string(),
+            })?,
         };
         Ok((t, path))
     }

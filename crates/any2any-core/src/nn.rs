@@ -1,6 +1,7 @@
 //! Layers whose weight layout suits the device they run on.
 
 use crate::Result;
+use candle_core::quantized::QMatMul;
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
@@ -20,6 +21,13 @@ pub enum Linear {
     },
     /// Other devices: candle's layer.
     Candle(candle_nn::Linear),
+    /// Quantized weight blocks (see [`crate::quant`]) and the dense bias.
+    Quantized {
+        /// `[out, in]` in a GGML block type.
+        w: QMatMul,
+        /// `[out]`.
+        bias: Option<Tensor>,
+    },
 }
 
 impl Linear {
@@ -38,12 +46,47 @@ impl Linear {
     pub fn load(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         Self::new(candle_nn::linear_b(in_dim, out_dim, bias, vb)?)
     }
+
+    /// Like [`Linear::load`], for a linear its family lets quantize (a backbone projection):
+    /// quantized when a [`crate::quant::QuantScope`] is active on this thread and asks for it,
+    /// or when the quantized checkpoint being loaded stores it quantized; dense otherwise.
+    pub fn load_quantizable(
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        match crate::quant::load_linear_weight(&vb, in_dim, out_dim)? {
+            Some(w) => Ok(Self::Quantized {
+                w,
+                bias: if bias {
+                    Some(vb.get(out_dim, "bias")?)
+                } else {
+                    None
+                },
+            }),
+            None => Self::load(in_dim, out_dim, bias, vb),
+        }
+    }
+
+    /// Whether the weight is quantized.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self, Self::Quantized { .. })
+    }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (wt, bias) = match self {
             Self::Candle(l) => return l.forward(x),
+            Self::Quantized { w, bias } => {
+                // candle's quantized matmul wants contiguous rows.
+                let y = w.forward(&x.contiguous()?)?;
+                return match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
             Self::Transposed { wt, bias } => (wt, bias),
         };
         let dims = x.dims();

@@ -198,12 +198,12 @@ impl Attention {
             None
         };
         Ok(Self {
-            to_qk: Linear::load(t.dim, inner * 2, false, vb.pp("to_qk.0"))?,
-            to_v: Linear::load(t.dim, inner, false, vb.pp("to_v.0"))?,
+            to_qk: Linear::load_quantizable(t.dim, inner * 2, false, vb.pp("to_qk.0"))?,
+            to_v: Linear::load_quantizable(t.dim, inner, false, vb.pp("to_v.0"))?,
             qk_norm,
             value_mix,
             gates,
-            to_out: Linear::load(inner, t.dim, false, vb.pp("to_out.1"))?,
+            to_out: Linear::load_quantizable(inner, t.dim, false, vb.pp("to_out.1"))?,
             heads: t.heads,
             dim_head: t.dim_head,
             softcap: t.attn_kwargs.softcap_value,
@@ -285,8 +285,8 @@ impl FeedForward {
     fn load(cfg: &TransfusionConfig, vb: VarBuilder) -> Result<Self> {
         let (dim, inner) = (cfg.transformer.dim, cfg.ff_inner());
         Ok(Self {
-            w_in: Linear::load(dim, inner * 2, true, vb.pp("net.0"))?,
-            w_out: Linear::load(inner, dim, true, vb.pp("net.3"))?,
+            w_in: Linear::load_quantizable(dim, inner * 2, true, vb.pp("net.0"))?,
+            w_out: Linear::load_quantizable(inner, dim, true, vb.pp("net.3"))?,
             inner,
         })
     }

@@ -250,10 +250,10 @@ impl Attention {
             })
         };
         Ok(Self {
-            q_proj: Linear::load(c.hidden_size, q, b, vb.pp(n.q))?,
-            k_proj: Linear::load(c.hidden_size, kv, b, vb.pp(n.k))?,
-            v_proj: Linear::load(c.hidden_size, kv, b, vb.pp(n.v))?,
-            o_proj: Linear::load(q, c.hidden_size, b, vb.pp(n.o))?,
+            q_proj: Linear::load_quantizable(c.hidden_size, q, b, vb.pp(n.q))?,
+            k_proj: Linear::load_quantizable(c.hidden_size, kv, b, vb.pp(n.k))?,
+            v_proj: Linear::load_quantizable(c.hidden_size, kv, b, vb.pp(n.v))?,
+            o_proj: Linear::load_quantizable(q, c.hidden_size, b, vb.pp(n.o))?,
             q_norm: head_norm(n.q_norm, c.num_heads)?,
             k_norm: head_norm(n.k_norm, c.num_kv_heads)?,
             heads: c.num_heads,
@@ -345,13 +345,13 @@ impl Mlp {
         let n = Names::of(c.naming);
         let layers = match c.mlp {
             MlpKind::Gated => MlpLayers::Gated {
-                gate: Linear::load(h, i, b, vb.pp(n.gate))?,
-                up: Linear::load(h, i, b, vb.pp(n.up))?,
-                down: Linear::load(i, h, b, vb.pp(n.down))?,
+                gate: Linear::load_quantizable(h, i, b, vb.pp(n.gate))?,
+                up: Linear::load_quantizable(h, i, b, vb.pp(n.up))?,
+                down: Linear::load_quantizable(i, h, b, vb.pp(n.down))?,
             },
             MlpKind::Plain => MlpLayers::Plain {
-                fc1: Linear::load(h, i, b, vb.pp("fc1"))?,
-                fc2: Linear::load(i, h, b, vb.pp("fc2"))?,
+                fc1: Linear::load_quantizable(h, i, b, vb.pp("fc1"))?,
+                fc2: Linear::load_quantizable(i, h, b, vb.pp("fc2"))?,
             },
         };
         Ok(Self {
