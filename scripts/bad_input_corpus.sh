@@ -7,6 +7,7 @@
 # input), `CLOBBER` (a file left behind or replaced). Ends with the totals.
 #
 # Usage: scripts/bad_input_corpus.sh [path/to/any2any]   (default target/release/any2any)
+# ONLY_FIXTURES="a b" / ONLY_CASES="c d" restrict the run to those fixtures / cases.
 # Each run is capped at 60 s and 8 GiB of address space (ulimit -v) so an abort cannot take the
 # machine down.
 set -u
@@ -262,6 +263,8 @@ run_case() {
   rm -rf "$dir" "$outdir" "$WORK/moved.safetensors"
 }
 
+[[ -n "${ONLY_FIXTURES:-}" ]] && read -ra FIXTURES <<< "$ONLY_FIXTURES"
+[[ -n "${ONLY_CASES:-}" ]] && read -ra CASES <<< "$ONLY_CASES"
 for case in "${CASES[@]}"; do
   for fx in "${FIXTURES[@]}"; do
     run_case "$fx" "$case"

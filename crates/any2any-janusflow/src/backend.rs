@@ -118,6 +118,9 @@ impl JanusFlowBackend {
         let dtype = opts.dtype();
         let model = JanusFlowModel::load(files.var_builder(dtype, &opts.device)?, &cfg)?;
         let pre: ImageProcessorConfig = ModelFiles::optional_json(&files.preprocessor_config)?;
+        if let Some(path) = &files.preprocessor_config {
+            imageops::check_normalization(path, pre.rescale_factor, pre.image_mean, pre.image_std)?;
+        }
         let tokenizer = files.load_tokenizer()?.ok_or_else(|| Error::MissingFile {
             dir: files.name.clone(),
             what: "JanusFlow's tokenizer".into(),
