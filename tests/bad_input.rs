@@ -182,7 +182,10 @@ fn head_tensor(name: &str) -> &'static str {
 
 /// Whether the family decodes a continuous latent with a VAE (no code decoder to call).
 fn latent_family(name: &str) -> bool {
-    matches!(name, "janusflow-tiny" | "emu2-tiny" | "transfusion-vae-tiny")
+    matches!(
+        name,
+        "janusflow-tiny" | "emu2-tiny" | "transfusion-vae-tiny"
+    )
 }
 
 fn nan_like(t: &Tensor) -> Tensor {
