@@ -71,6 +71,7 @@ fn bench_decode_step(c: &mut Criterion) {
             temperature: 1.0,
             top_k: None,
             top_p: None,
+            min_p: None,
         },
     );
     let mut noise = SeededNoise::new(0);

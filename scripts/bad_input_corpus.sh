@@ -7,6 +7,7 @@
 # input), `CLOBBER` (a file left behind or replaced). Ends with the totals.
 #
 # Usage: scripts/bad_input_corpus.sh [path/to/any2any]   (default target/release/any2any)
+# ONLY_FIXTURES="a b" / ONLY_CASES="c d" restrict the run to those fixtures / cases.
 # Each run is capped at 60 s and 8 GiB of address space (ulimit -v) so an abort cannot take the
 # machine down.
 set -u
@@ -14,7 +15,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${1:-$ROOT/target/release/any2any}"
 FIX="$ROOT/tests/fixtures"
 PY="${PYTHON:-python3}"
-FIXTURES=(janus-tiny chameleon-tiny chameleon-swin-tiny chameleon-raw-tiny emu3-tiny lumina-tiny showo-tiny)
+FIXTURES=(janus-tiny chameleon-tiny chameleon-swin-tiny chameleon-raw-tiny emu3-tiny lumina-tiny showo-tiny
+  janusflow-tiny transfusion-tiny transfusion-vae-tiny emu2-tiny)
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 declare -A CELL
@@ -44,8 +46,16 @@ def set_all(key, value):
                 for c in o.values(): walk(c)
         walk(v); json.dump(v, open(p, "w"))
     return n
-weights = d + "/model.safetensors" if os.path.exists(d + "/model.safetensors") else d + "/models/7b/consolidated.pth"
+weights = next(p for p in [d + "/model.safetensors", d + "/models/7b/consolidated.pth",
+                            *sorted(glob.glob(d + "/multimodal_encoder/*.safetensors"))] if os.path.exists(p))
 text = "--raw-ids 1,2,3 --to text --max-new-tokens 2 --temperature 0"
+latent = fx in ("janusflow-tiny", "transfusion-tiny", "transfusion-vae-tiny", "emu2-tiny")
+image = "--prompt a --to image --steps 1 --offline"
+head = {"janusflow-tiny": "language_model.lm_head.weight", "emu2-tiny": "model.decoder.lm.lm_head.weight",
+        "transfusion-tiny": "to_text_logits.weight", "transfusion-vae-tiny": "to_text_logits.weight"}.get(fx, "lm_head.weight")
+def component(name):
+    p = d + "/" + name
+    return p if os.path.isdir(p) else None
 if fx == "showo-tiny": text += " --image " + d + "/image.png"
 out = ""
 def emit(args, needle): print(args + "\t" + needle); sys.exit(0)
@@ -58,13 +68,13 @@ if case == "weights-garbage":
     n = os.path.getsize(weights); open(weights, "wb").write(os.urandom(n)); emit(text, os.path.basename(weights))
 if case == "weights-header-huge":
     if not weights.endswith(".safetensors"): skip()
-    b = bytearray(open(weights, "rb").read()); b[:8] = struct.pack("<Q", 1 << 62); open(weights, "wb").write(b); emit(text, "model.safetensors")
+    b = bytearray(open(weights, "rb").read()); b[:8] = struct.pack("<Q", 1 << 62); open(weights, "wb").write(b); emit(text, os.path.basename(weights))
 if case in ("weights-nan-head", "weights-i64-head", "weights-nan-decoder"):
     if not weights.endswith(".safetensors"): skip()
     import torch
     from safetensors.torch import load_file, save_file
     files = sorted(glob.glob(d + "/**/*.safetensors", recursive=True))
-    suffix = "decoder.conv_out.bias" if case == "weights-nan-decoder" else "lm_head.weight"
+    suffix = "decoder.conv_out.bias" if case == "weights-nan-decoder" else head
     for f in files:
         t = load_file(f)
         k = [k for k in t if k.endswith(suffix)]
@@ -72,6 +82,7 @@ if case in ("weights-nan-head", "weights-i64-head", "weights-nan-decoder"):
         t[k[0]] = t[k[0]].to(torch.int64) if case == "weights-i64-head" else torch.full_like(t[k[0]], float("nan"))
         save_file(t, f)
         if case == "weights-nan-decoder":
+            if latent: emit(image, "decoded pixels")  # the VAE: through one whole image
             emit("decode --codes 0,0,0,0 --height 2 --width 2", "decoded pixels")
         emit(text, "I64" if case == "weights-i64-head" else "NaN")
     skip()
@@ -133,6 +144,55 @@ if case == "mask-wrong-size":
     from PIL import Image
     Image.new("RGB", (3, 5)).save(d + "/m.png")
     emit("--raw-ids 1,2,3 --to image --image " + d + "/image.png --mask " + d + "/m.png", "mask")
+# component folders, noise files and diffusion configs (the latent families)
+if case == "vae-missing":
+    if not component("vae"): skip()
+    import shutil; shutil.rmtree(d + "/vae")
+    emit(image, "vae")
+if case == "vae-config-broken":
+    if not component("vae"): skip()
+    open(d + "/vae/config.json", "w").write("{broken"); emit(text, "config.json")
+if case == "vae-weights-truncated":
+    if not component("vae"): skip()
+    w = d + "/vae/diffusion_pytorch_model.safetensors"
+    b = open(w, "rb").read(); open(w, "wb").write(b[: len(b) // 2]); emit(text, "diffusion_pytorch_model.safetensors")
+if case == "vae-latent-channels":
+    if not component("vae"): skip()
+    c = json.load(open(d + "/vae/config.json")); c["latent_channels"] = 3
+    json.dump(c, open(d + "/vae/config.json", "w")); emit(image, "latent")
+if case == "vae-groups-bad":
+    if not component("vae"): skip()
+    c = json.load(open(d + "/vae/config.json")); c["norm_num_groups"] = 5
+    json.dump(c, open(d + "/vae/config.json", "w")); emit(text, "norm_num_groups")
+if case == "unet-missing":
+    if not component("unet"): skip()
+    import shutil; shutil.rmtree(d + "/unet"); emit(image, "unet")
+if case == "unet-config-bad":
+    if not component("unet"): skip()
+    c = json.load(open(d + "/unet/config.json")); c["block_out_channels"] = [16]
+    json.dump(c, open(d + "/unet/config.json", "w")); emit(text, "unet")
+if case == "scheduler-broken":
+    if not component("scheduler"): skip()
+    open(d + "/scheduler/scheduler_config.json", "w").write("[]"); emit(text, "scheduler_config.json")
+if case == "noise-wrong-shape":
+    if not latent: skip()
+    import numpy as np
+    np.save(d + "/n.npy", np.zeros(7, dtype=np.float32)); emit(image + " --noise-normal " + d + "/n.npy", "noise-normal")
+if case == "noise-nan":
+    if not latent: skip()
+    import numpy as np
+    np.save(d + "/n.npy", np.full(1 << 16, np.nan, dtype=np.float32)); emit(image + " --noise-normal " + d + "/n.npy", "noise-normal")
+if case == "steps-zero":
+    if not latent: skip()
+    emit(image.replace("--steps 1", "--steps 0"), "steps")
+if case == "tf-config-latent-zero":
+    if not fx.startswith("transfusion"): skip()
+    c = json.load(open(d + "/config.json")); c["dim_latent"] = 0
+    json.dump(c, open(d + "/config.json", "w")); emit(text, "dim_latent")
+if case == "tf-config-shape-bad":
+    if not fx.startswith("transfusion"): skip()
+    c = json.load(open(d + "/config.json")); c["modality_default_shape"] = [0, 4]
+    json.dump(c, open(d + "/config.json", "w")); emit(image, "modality_default_shape")
 args = {
     "num-zero": ("--num 0", "`num`"), "num-huge": ("--num 1000000", "`num`"), "num-negative": ("--num -1", "--num"),
     "top-k-negative": ("--top-k -1", "--top-k"), "top-k-zero": ("--top-k 0", "top-k"),
@@ -155,6 +215,8 @@ CASES=(weights-truncated weights-zero weights-garbage weights-header-huge weight
   preproc-array gen-array procconf-array config-array config-broken tokenizer-broken shard-dotdot shard-abs shard-sep
   image-empty image-text image-bomb mask-wrong-size num-zero num-huge num-negative top-k-negative top-k-zero top-p-two
   temperature-nan max-new-huge steps-huge cfg-inf size-huge noise-missing
+  vae-missing vae-config-broken vae-weights-truncated vae-latent-channels vae-groups-bad unet-missing unet-config-bad
+  scheduler-broken noise-wrong-shape noise-nan steps-zero tf-config-latent-zero tf-config-shape-bad
   out-symlink out-fifo out-dir out-device json-symlink)
 
 run_case() {
@@ -201,6 +263,8 @@ run_case() {
   rm -rf "$dir" "$outdir" "$WORK/moved.safetensors"
 }
 
+[[ -n "${ONLY_FIXTURES:-}" ]] && read -ra FIXTURES <<< "$ONLY_FIXTURES"
+[[ -n "${ONLY_CASES:-}" ]] && read -ra CASES <<< "$ONLY_CASES"
 for case in "${CASES[@]}"; do
   for fx in "${FIXTURES[@]}"; do
     run_case "$fx" "$case"

@@ -25,10 +25,23 @@ or from the shell, with the arguments in a JSON file and a `torch.save(model.sta
 `transformer` must be given as a dict (its `Transformer(...)` arguments), not as a module.
 Arguments that are modules or functions (`modality_encoder`, `modality_decoder`,
 `pre_post_transformer_enc_dec`, `to_modality_shape_fn`) cannot be saved as JSON: the encoder /
-decoder (e.g. a VAE) are left out together with their weights (`modality_encoder.*`,
+decoder are left out of config.json together with their weights (`modality_encoder.*`,
 `modality_decoder.*`), and a model using `pre_post_transformer_enc_dec` is refused (any2any only
 runs the default linear latent projections). Before writing, the saved arguments are checked by
 rebuilding the model from them and loading the state dict strictly.
+
+A latent-space model trains with a diffusers `AutoencoderKL` wrapped in this file's `VaeEncoder`
+/ `VaeDecoder` (images in [0, 1]; latents `(mean(vae.encode(2x - 1)) - shift) * scaling_factor`,
+decoded by `(vae.decode(z / scaling_factor + shift) + 1) / 2`):
+
+    vae = AutoencoderKL.from_pretrained(...)
+    kwargs = dict(..., dim_latent=vae.config.latent_channels, channel_first_latent=True,
+                  modality_encoder=VaeEncoder(vae), modality_decoder=VaeDecoder(vae))
+
+Then `save_transfusion` also writes the VAE as the checkpoint's `vae` component
+(`vae/config.json` + `vae/diffusion_pytorch_model.safetensors`, `vae.save_pretrained`), which
+any2any decodes and encodes images with. Other encoder / decoder modules are not saved: give
+any2any a `vae` component yourself (`--component vae=DIR`) only if they compute the same.
 """
 
 from __future__ import annotations
@@ -79,6 +92,32 @@ def checkpoint_state(model) -> dict:
     }
 
 
+class VaeEncoder(torch.nn.Module):
+    """`modality_encoder`: images [B, 3, H, W] in [0, 1] -> latents [B, C, H/f, W/f]."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x):
+        c = self.vae.config
+        z = self.vae.encode(x * 2 - 1).latent_dist.mean
+        return (z - (c.shift_factor or 0.0)) * c.scaling_factor
+
+
+class VaeDecoder(torch.nn.Module):
+    """`modality_decoder`: latents [B, C, h, w] -> images [B, 3, h*f, w*f] in [0, 1]."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z):
+        c = self.vae.config
+        x = self.vae.decode(z / c.scaling_factor + (c.shift_factor or 0.0)).sample
+        return ((x + 1) / 2).clamp(0, 1)
+
+
 def save_transfusion(model, kwargs: dict, out) -> Path:
     """Writes config.json and model.safetensors of `model` (built with `kwargs`) into `out`."""
     from transfusion_pytorch import Transfusion
@@ -92,6 +131,12 @@ def save_transfusion(model, kwargs: dict, out) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     save_file(state, str(out / "model.safetensors"))
+    dec = kwargs.get("modality_decoder")
+    if isinstance(dec, VaeDecoder):
+        enc = kwargs.get("modality_encoder")
+        if enc is not None and not (isinstance(enc, VaeEncoder) and enc.vae is dec.vae):
+            raise ValueError("a VaeDecoder needs no encoder or a VaeEncoder of the same VAE")
+        dec.vae.save_pretrained(str(out / "vae"), safe_serialization=True)
     return out
 
 

@@ -491,6 +491,7 @@ fn measure(
             temperature: 1.0,
             top_k: None,
             top_p: None,
+            min_p: None,
         },
     );
     let stamps = std::cell::RefCell::new(Vec::with_capacity(loop_steps));

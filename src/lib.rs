@@ -134,7 +134,7 @@ pub fn families() -> &'static [Family] {
             load: any2any_transfusion::load,
             resolve_dir: None,
             hub_files: &[],
-            components: &[],
+            components: any2any_transfusion::COMPONENTS,
         },
         #[cfg(feature = "lwm")]
         Family {

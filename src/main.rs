@@ -15,6 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 #[derive(Parser)]
 #[command(
@@ -407,7 +409,8 @@ fn main() {
     if let Err(e) = res {
         eprintln!("error: {e}");
         std::process::exit(match e {
-            Error::Cancelled { .. } => 130,
+            // 128 + the signal: 130 after Ctrl-C (SIGINT), 143 after SIGTERM.
+            Error::Cancelled { .. } => 128 + cancelling_signal(),
             _ => 1,
         });
     }
@@ -502,6 +505,8 @@ fn params_of(a: &GenerateArgs) -> GenerationParams {
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {
+    // From here SIGINT/SIGTERM cancel (during loading too: the run then stops at its first step).
+    signal_token();
     let params = params_of(&a);
     params.validate()?;
     let plan = OutPlan::new(a.to, a.out.as_deref());
@@ -661,23 +666,20 @@ fn run_batch(
     quiet: bool,
     noise: Option<&mut ReplayNoise>,
 ) -> Result<(Vec<Output>, Option<String>, any2any::DecodeStats)> {
-    let cancel = CancelToken::new();
-    {
-        let c = cancel.clone();
-        // A second Ctrl-C while cancelling falls through to the default handler's exit.
-        let _ = ctrlc::set_handler(move || c.cancel());
-    }
+    let cancel = signal_token();
     let bar = progress_bar(quiet || (stream && std::io::stdout().is_terminal()));
     let mut streamer = Streamer::new(std::io::stdout());
     let outs = {
         let bar2 = bar.clone();
-        let mut hooks = Hooks::new().cancel_token(cancel).on_progress(move |p| {
-            if bar2.length() != Some(p.total as u64) {
-                bar2.set_length(p.total as u64);
-                bar2.set_message(p.stage.to_string());
-            }
-            bar2.set_position(p.step as u64);
-        });
+        let mut hooks = Hooks::new()
+            .cancel_token(cancel.clone())
+            .on_progress(move |p| {
+                if bar2.length() != Some(p.total as u64) {
+                    bar2.set_length(p.total as u64);
+                    bar2.set_message(p.stage.to_string());
+                }
+                bar2.set_position(p.step as u64);
+            });
         if let Some(n) = noise {
             hooks = hooks.noise(n);
         }
@@ -690,7 +692,67 @@ fn run_batch(
     let (outs, stats) = outs;
     bar.finish_and_clear();
     let streamed = streamer.finish()?;
-    Ok((outs?, stream.then_some(streamed), stats))
+    let outs = outs?;
+    Ok((outs, stream.then_some(streamed), stats))
+}
+
+/// `Err(Cancelled)` once SIGINT or SIGTERM arrived (see [`signal_token`]).
+fn check_signal(stage: &str, step: usize, total: usize) -> Result<()> {
+    if signal_token().is_cancelled() {
+        return Err(Error::Cancelled {
+            stage: stage.into(),
+            step,
+            total,
+        });
+    }
+    Ok(())
+}
+
+/// The signal that cancelled the run (SIGINT = 2 when none was recorded).
+static SIGNAL: AtomicI32 = AtomicI32::new(2);
+
+/// The signal number behind a cancellation: 2 (SIGINT, Ctrl-C) or 15 (SIGTERM).
+fn cancelling_signal() -> i32 {
+    SIGNAL.load(Ordering::SeqCst)
+}
+
+/// The token SIGINT (Ctrl-C) and SIGTERM cancel: the running loop stops at its next step (or
+/// between two images of a batch decode) and the command exits with 128 + the signal, writing
+/// nothing. A second signal while cancelling exits at once with the same code.
+fn signal_token() -> CancelToken {
+    static TOKEN: OnceLock<CancelToken> = OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            let token = CancelToken::new();
+            watch_signals(token.clone());
+            token
+        })
+        .clone()
+}
+
+#[cfg(unix)]
+fn watch_signals(token: CancelToken) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("any2any-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if token.is_cancelled() {
+                    std::process::exit(128 + sig);
+                }
+                SIGNAL.store(sig, Ordering::SeqCst);
+                token.cancel();
+            }
+        });
+}
+
+#[cfg(not(unix))]
+fn watch_signals(token: CancelToken) {
+    // A second Ctrl-C while cancelling falls through to the default handler's exit.
+    let _ = ctrlc::set_handler(move || token.cancel());
 }
 
 /// Prints output 0's text deltas as they come, flushed; keeps what it printed and the first
@@ -816,6 +878,8 @@ fn write_outputs_into(
     let n_images: usize = outs.iter().map(|o| o.images().len()).sum();
     let mut paths: Vec<Option<PathBuf>> = Vec::with_capacity(n_images);
     for image in outs.iter().flat_map(|o| o.images()) {
+        // A signal while writing: the files already written are removed (see write_outputs).
+        check_signal("write", paths.len(), n_images)?;
         let path = plan.image_path(paths.len(), n_images);
         if let Some(p) = &path {
             save_image(image, p)?;
@@ -841,6 +905,7 @@ fn write_outputs_into(
         eprintln!("wrote {}", p.display());
     }
     if let Some(j) = json {
+        check_signal("write", n_images, n_images)?;
         write_json(j, &outputs_json(outs, &texts, &paths))?;
     }
     Ok(())

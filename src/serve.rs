@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Per-request timeout in seconds (queueing included).
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Seconds requests in flight get to finish after SIGINT/SIGTERM (a second signal: none).
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
     /// Most bytes of a request body.
     #[arg(long, default_value_t = 32 << 20)]
     max_body_bytes: usize,
@@ -90,6 +93,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         max_queue: a.max_queue,
         batch_window: Duration::from_millis(a.batch_window_ms),
         timeout: Duration::from_secs(a.timeout.max(1)),
+        shutdown_grace: Duration::from_secs(a.shutdown_grace),
         limits: Limits {
             max_body_bytes: a.max_body_bytes,
             max_image_bytes: a.max_image_bytes,

@@ -25,6 +25,7 @@ const FIXTURES: &[(&str, bool, bool)] = &[
     ("showo-tiny", true, true),
     ("janusflow-tiny", false, true),
     ("transfusion-tiny", false, true),
+    ("transfusion-vae-tiny", false, true),
     ("emu2-tiny", false, true),
 ];
 
@@ -174,14 +175,17 @@ fn head_tensor(name: &str) -> &'static str {
     match name {
         "janusflow-tiny" => "language_model.lm_head.weight",
         "emu2-tiny" => "model.decoder.lm.lm_head.weight",
-        "transfusion-tiny" => "to_text_logits.weight",
+        "transfusion-tiny" | "transfusion-vae-tiny" => "to_text_logits.weight",
         _ => "lm_head.weight",
     }
 }
 
 /// Whether the family decodes a continuous latent with a VAE (no code decoder to call).
 fn latent_family(name: &str) -> bool {
-    matches!(name, "janusflow-tiny" | "emu2-tiny")
+    matches!(
+        name,
+        "janusflow-tiny" | "emu2-tiny" | "transfusion-vae-tiny"
+    )
 }
 
 fn nan_like(t: &Tensor) -> Tensor {

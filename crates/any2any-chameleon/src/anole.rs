@@ -353,7 +353,12 @@ impl ChameleonBackend {
         };
         run.prefilled();
         let eoi = self.model.cfg.vocab.ids.eoi;
-        for (&i, ids) in idx.iter().zip(codes) {
+        let mut codes = codes.into_iter();
+        hooks.each("vq decode", idx.len(), |k| {
+            let ids = codes
+                .next()
+                .ok_or_else(|| Error::invalid("image", "the image loop returned too few rows"))?;
+            let i = idx[k];
             let t = Instant::now();
             let row = &mut run.rows[i];
             let image_codes = ids
@@ -367,7 +372,8 @@ impl ChameleonBackend {
             row.seq.extend(ids);
             row.seq.push(eoi);
             row.done = row.left == 0;
-        }
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -393,6 +399,7 @@ impl ChameleonBackend {
                 temperature: DEFAULT_IMAGE_TEMPERATURE,
                 top_k: None,
                 top_p: Some(DEFAULT_IMAGE_TOP_P),
+                min_p: None,
             },
         );
         let pipe = LogitsPipeline::new((w_text != 1.0).then(|| Self::guidance(w_text)), sampling);

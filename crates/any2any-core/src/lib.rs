@@ -43,7 +43,7 @@
 //! let logits = Tensor::new(&[[0f32, 3.0, 2.0, -1.0]], &Device::Cpu)?;
 //! let pipe = LogitsPipeline::new(
 //!     None,
-//!     SamplingParams { temperature: 1.0, top_k: Some(2), top_p: None },
+//!     SamplingParams { temperature: 1.0, top_k: Some(2), top_p: None, min_p: None },
 //! );
 //! let id = pipe.sample(&logits, None, &mut ReplayNoise::uniforms(vec![0.9]))?;
 //! assert_eq!(id.to_vec1::<u32>()?, vec![2]);

@@ -2,6 +2,7 @@
 
 use crate::noise::NoiseSource;
 use crate::{Error, Result};
+use candle_core::Tensor;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -224,6 +225,50 @@ impl<'a> Hooks<'a> {
             p(Progress { stage, step, total });
         }
         Ok(())
+    }
+
+    /// Runs `f` on items `0..n` (the images of a batch being decoded, one at a time),
+    /// reporting `stage` step `i` of `n` before item `i` and `n` of `n` after the last: a
+    /// cancellation stops the work between two items, not after the whole batch.
+    ///
+    /// ```
+    /// use any2any_core::{CancelToken, Error, Hooks};
+    /// let cancel = CancelToken::new();
+    /// let c = cancel.clone();
+    /// let mut hooks = Hooks::new().cancel_token(cancel);
+    /// let r = hooks.each("vq decode", 5, |i| {
+    ///     if i == 1 {
+    ///         c.cancel();
+    ///     }
+    ///     Ok(i)
+    /// });
+    /// assert!(matches!(r, Err(Error::Cancelled { step: 2, total: 5, .. })));
+    /// ```
+    pub fn each<T>(
+        &mut self,
+        stage: &str,
+        n: usize,
+        mut f: impl FnMut(usize) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            self.step(stage, i, n)?;
+            out.push(f(i)?);
+        }
+        self.step(stage, n, n)?;
+        Ok(out)
+    }
+
+    /// [`Hooks::each`] over the rows of a batch tensor: `f` maps each `[1, …]` slice of `x`
+    /// (dim 0), and the results are concatenated back along dim 0.
+    pub fn each_row(
+        &mut self,
+        stage: &str,
+        x: &Tensor,
+        mut f: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let rows = self.each(stage, x.dim(0)?, |i| f(&x.narrow(0, i, 1)?))?;
+        Ok(Tensor::cat(&rows, 0)?)
     }
 
     /// The noise for a request: the override if given, else a source seeded with `seed`.

@@ -95,6 +95,9 @@ pub struct SamplingParams {
     pub top_k: Option<usize>,
     /// Keep the smallest nucleus whose mass reaches `p` (always at least one token).
     pub top_p: Option<f32>,
+    /// Drop the tokens whose probability (after the temperature) is below `min_p` × the
+    /// largest one (min-p sampling, arXiv 2407.01082; Transfusion's `text_min_p`).
+    pub min_p: Option<f32>,
 }
 
 impl SamplingParams {
@@ -105,6 +108,7 @@ impl SamplingParams {
             temperature: p.temperature.unwrap_or(defaults.temperature),
             top_k: p.top_k.or(defaults.top_k),
             top_p: p.top_p.or(defaults.top_p),
+            min_p: defaults.min_p,
         }
     }
 
@@ -114,6 +118,7 @@ impl SamplingParams {
             temperature: 0.0,
             top_k: None,
             top_p: None,
+            min_p: None,
         }
     }
     /// Whether the temperature is 0.
@@ -178,7 +183,8 @@ impl LogitsPipeline {
         Ok(l)
     }
 
-    /// Applies temperature, top-k and top-p (no-ops for greedy) to processed logits `[B, V]`.
+    /// Applies temperature, min-p, top-k and top-p (no-ops for greedy) to processed logits
+    /// `[B, V]`.
     pub fn warp(&self, logits: &Tensor) -> Result<Tensor> {
         let s = &self.sampling;
         if s.is_greedy() {
@@ -186,6 +192,11 @@ impl LogitsPipeline {
         }
         let mut l = (logits / s.temperature as f64)?;
         let v = l.dim(D::Minus1)?;
+        if let Some(m) = s.min_p.filter(|&m| m > 0.0) {
+            // p_i < m · p_max  ⇔  l_i < l_max + ln m
+            let limit = (l.max_keepdim(D::Minus1)? + (m as f64).ln())?;
+            l = mask_below(&l, &limit)?;
+        }
         if let Some(k) = s.top_k {
             if k < v {
                 let (sorted, _) = l.sort_last_dim(false)?;
@@ -381,6 +392,7 @@ mod tests {
                 temperature: 5.0,
                 top_k: Some(1),
                 top_p: None,
+                min_p: None,
             },
         );
         for seed in 0..20 {
@@ -433,6 +445,7 @@ mod tests {
                 temperature: 1.0,
                 top_k: None,
                 top_p: None,
+                min_p: None,
             },
         );
         for (u, want) in [(0.1, 0u32), (0.3, 1), (0.6, 2), (0.99, 2)] {
@@ -453,6 +466,7 @@ mod tests {
                 temperature: 1.0,
                 top_k: None,
                 top_p: Some(0.5),
+                min_p: None,
             },
         );
         let w = p.warp(&l).unwrap().to_vec2::<f32>().unwrap();
@@ -466,6 +480,7 @@ mod tests {
                 temperature: 1.0,
                 top_k: None,
                 top_p: Some(0.85),
+                min_p: None,
             },
         );
         let w = p.warp(&l).unwrap().to_vec2::<f32>().unwrap();
@@ -474,5 +489,33 @@ mod tests {
         let g = LogitsPipeline::new(None, SamplingParams::greedy());
         let ids = g.sample(&l, Some(&mask), &mut SeededNoise::new(0)).unwrap();
         assert_eq!(ids.to_vec1::<u32>().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn min_p_drops_tokens_below_a_share_of_the_most_likely() {
+        // probs ∝ [1, 0.5, 0.11, 0.09] at temperature 1; min_p 0.1 drops only the last
+        let l = t(&[1f32.ln(), 0.5f32.ln(), 0.11f32.ln(), 0.09f32.ln()], 1);
+        let p = LogitsPipeline::new(
+            None,
+            SamplingParams {
+                temperature: 1.0,
+                min_p: Some(0.1),
+                ..SamplingParams::greedy()
+            },
+        );
+        let w = p.warp(&l).unwrap().to_vec2::<f32>().unwrap();
+        assert!(w[0][..3].iter().all(|v| v.is_finite()), "{w:?}");
+        assert_eq!(w[0][3], f32::NEG_INFINITY);
+        // at temperature 2 the probabilities flatten (∝ √p): nothing falls below 0.1 × max
+        let p = LogitsPipeline::new(
+            None,
+            SamplingParams {
+                temperature: 2.0,
+                min_p: Some(0.1),
+                ..SamplingParams::greedy()
+            },
+        );
+        let w = p.warp(&l).unwrap().to_vec2::<f32>().unwrap();
+        assert!(w[0].iter().all(|v| v.is_finite()), "{w:?}");
     }
 }

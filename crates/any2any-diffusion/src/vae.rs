@@ -13,11 +13,24 @@
 use any2any_core::candle_core::{DType, Device, Shape, Tensor};
 use any2any_core::candle_nn::var_builder::SimpleBackend;
 use any2any_core::candle_nn::{Init, VarBuilder};
-use any2any_core::loading::{read_json, Component};
+use any2any_core::loading::{read_json, Component, ComponentLayout, LayoutFile};
 use any2any_core::{candle_core, Error, Result};
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use serde::Deserialize;
 use std::path::Path;
+
+/// A diffusers `vae/` folder next to a checkpoint (`diffusion_pytorch_model.safetensors` +
+/// `config.json`), optional; `--component vae=DIR_OR_HUB_ID` points elsewhere.
+pub const VAE_LAYOUT: ComponentLayout = ComponentLayout {
+    name: "vae",
+    dirs: &["vae"],
+    files: &[LayoutFile {
+        weights: "diffusion_pytorch_model.safetensors",
+        configs: &["config.json"],
+    }],
+    dtype: None,
+    optional: true,
+};
 
 /// `config.json` of a diffusers `AutoencoderKL` (unknown keys ignored; defaults are the class's).
 #[derive(Debug, Clone, PartialEq, Deserialize)]

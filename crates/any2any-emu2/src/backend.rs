@@ -410,9 +410,7 @@ impl Emu2Backend {
         let z = self.generate_latents(reqs, hooks)?;
         let decode_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        hooks.step("vae decode", 0, 1)?;
-        let px = vae.decode_scaled(&z)?;
-        hooks.step("vae decode", 1, 1)?;
+        let px = hooks.each_row("vae decode", &z, |z| vae.decode_scaled(z))?;
         let images = imageops::to_images(&px)?;
         let timings = Timings {
             prefill_s: 0.0,

@@ -161,7 +161,12 @@ pub struct Emu2Config {
 impl Emu2Config {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let cfg: Self = any2any_core::loading::read_json(path)?;
+        let raw: serde_json::Value = any2any_core::loading::read_json(path)?;
+        any2any_core::backend::check_architectures(&raw, path)?;
+        let cfg: Self = serde_json::from_value(raw).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
         let bad = |msg: String| Error::Config {
             path: path.to_path_buf(),
             msg,

@@ -217,6 +217,7 @@ impl Emu3Backend {
                 temperature: 1.0,
                 top_k: Some(DEFAULT_IMAGE_TOP_K),
                 top_p: None,
+                min_p: None,
             }
         } else {
             SamplingParams::greedy()
@@ -364,26 +365,28 @@ impl Emu3Backend {
             hooks,
         )?;
         let decode_s = t0.elapsed().as_secs_f64();
-        toks.into_iter()
-            .map(|toks| {
-                let t1 = Instant::now();
-                let image = self.decode_codes(&toks.codes, gh, gw)?;
-                Ok(Output {
-                    timings: Timings {
-                        prefill_s: 0.0,
-                        decode_s,
-                        steps: toks.new_ids.len(),
-                        image_decode_s: t1.elapsed().as_secs_f64(),
-                        total_s: t0.elapsed().as_secs_f64(),
-                    },
-                    segments: vec![Generated::Image {
-                        image,
-                        codes: Some(toks.codes),
-                        grid: Some((gh, gw)),
-                    }],
-                })
+        let mut toks = toks.into_iter();
+        hooks.each("vq decode", req.num_outputs, |_| {
+            let toks = toks
+                .next()
+                .ok_or_else(|| Error::invalid("image", "the image loop returned too few images"))?;
+            let t1 = Instant::now();
+            let image = self.decode_codes(&toks.codes, gh, gw)?;
+            Ok(Output {
+                timings: Timings {
+                    prefill_s: 0.0,
+                    decode_s,
+                    steps: toks.new_ids.len(),
+                    image_decode_s: t1.elapsed().as_secs_f64(),
+                    total_s: t0.elapsed().as_secs_f64(),
+                },
+                segments: vec![Generated::Image {
+                    image,
+                    codes: Some(toks.codes),
+                    grid: Some((gh, gw)),
+                }],
             })
-            .collect()
+        })
     }
 
     /// `h*w` between the last `<|image start|>` and a final `<|image token|>` of raw ids.

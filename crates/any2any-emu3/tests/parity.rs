@@ -190,6 +190,7 @@ fn gen_case(case: &str, sampled: bool) {
                 temperature: c["params"]["temperature"].as_f64().unwrap() as f32,
                 top_k: Some(c["params"]["top_k"].as_u64().unwrap() as usize),
                 top_p: None,
+                min_p: None,
             }
         } else {
             SamplingParams::greedy()

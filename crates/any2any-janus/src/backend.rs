@@ -420,10 +420,10 @@ impl JanusBackend {
         let (codes, mut timings) = self.generate_codes(reqs, hooks)?;
         let g = self.model.image_grid();
         let t1 = Instant::now();
-        hooks.step("vq decode", 0, 1)?;
-        let pixels = self.model.vq.decode_codes(&codes, g, g)?;
+        let pixels = hooks.each_row("vq decode", &codes, |c| {
+            Ok(self.model.vq.decode_codes(c, g, g)?)
+        })?;
         let images = imageops::to_images(&pixels)?;
-        hooks.step("vq decode", 1, 1)?;
         timings.image_decode_s = t1.elapsed().as_secs_f64();
         timings.total_s = t0.elapsed().as_secs_f64();
         let codes = codes.to_dtype(DType::U32)?.to_vec2::<u32>()?;

@@ -10,7 +10,7 @@ use any2any_core::candle_core::{Device, Tensor};
 use any2any_core::decode::{
     initial_latent, last_logits, scatter_rows, FlowEuler, LatentLoop, TextRun,
 };
-use any2any_core::loading::{read_json, Component, ComponentLayout, LayoutFile};
+use any2any_core::loading::{read_json, Component, ComponentLayout};
 use any2any_core::sampling::{Guidance, GuidanceSpace, SamplingParams};
 use any2any_core::{edit, imageops, tokenizers};
 use any2any_core::{
@@ -39,16 +39,7 @@ const IMAGE_TAG: &str = "<image_placeholder>";
 /// Where JanusFlow keeps its VAE: a diffusers `vae/` folder next to the checkpoint (the repo has
 /// none, so `stabilityai/sdxl-vae` is fetched on first use); `--component vae=DIR_OR_HUB_ID`
 /// points elsewhere.
-pub const VAE_LAYOUT: ComponentLayout = ComponentLayout {
-    name: "vae",
-    dirs: &["vae"],
-    files: &[LayoutFile {
-        weights: "diffusion_pytorch_model.safetensors",
-        configs: &["config.json"],
-    }],
-    dtype: None,
-    optional: true,
-};
+pub const VAE_LAYOUT: ComponentLayout = any2any_diffusion::vae::VAE_LAYOUT;
 
 /// JanusFlow's own components (for [`any2any_core::Family::components`]).
 pub const COMPONENTS: &[ComponentLayout] = &[VAE_LAYOUT];
@@ -127,6 +118,9 @@ impl JanusFlowBackend {
         let dtype = opts.dtype();
         let model = JanusFlowModel::load(files.var_builder(dtype, &opts.device)?, &cfg)?;
         let pre: ImageProcessorConfig = ModelFiles::optional_json(&files.preprocessor_config)?;
+        if let Some(path) = &files.preprocessor_config {
+            imageops::check_normalization(path, pre.rescale_factor, pre.image_mean, pre.image_std)?;
+        }
         let tokenizer = files.load_tokenizer()?.ok_or_else(|| Error::MissingFile {
             dir: files.name.clone(),
             what: "JanusFlow's tokenizer".into(),
@@ -445,7 +439,7 @@ impl JanusFlowBackend {
         let z = self.generate_latents(reqs, hooks)?;
         let decode_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let px = vae.decode_scaled(&z)?;
+        let px = hooks.each_row("vae decode", &z, |z| vae.decode_scaled(z))?;
         let images = imageops::to_images(&px)?;
         let steps = reqs.first().and_then(|r| r.params.steps);
         let timings = Timings {

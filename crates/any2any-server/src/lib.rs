@@ -103,6 +103,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// A directory whose files chat requests may name as `file://` image URLs.
     pub allowed_local_media: Option<PathBuf>,
+    /// How long [`serve`] lets in-flight requests finish after SIGINT or SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +119,7 @@ impl Default for ServerConfig {
             timeout: Duration::from_secs(600),
             limits: Limits::default(),
             allowed_local_media: None,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -536,19 +539,90 @@ pub fn spawn(cfg: ServerConfig, models: Vec<ServedModel>) -> std::io::Result<Run
     })
 }
 
-/// Serves until Ctrl-C, printing the address it listens on.
+/// Serves until SIGINT (Ctrl-C) or SIGTERM, printing the address it listens on.
+///
+/// On the first signal the server stops accepting connections and lets the requests in flight
+/// finish (each still bounded by [`ServerConfig::timeout`]) for up to
+/// [`ServerConfig::shutdown_grace`]; then, or at a second signal, it returns `Ok` and what is
+/// still running is abandoned (its clients see the connection close).
 pub fn serve(cfg: ServerConfig, models: Vec<ServedModel>) -> std::io::Result<()> {
     let rt = runtime()?;
-    rt.block_on(async move {
+    let grace = cfg.shutdown_grace;
+    let res = rt.block_on(async move {
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         let local = listener.local_addr()?;
         let st = Arc::new(AppState::new(cfg, models)?);
+        // handlers in place before the address is announced
+        let mut signals = Signals::new()?;
         eprintln!("any2any: serving {} on http://{local}", st.ids().join(", "));
-        axum::serve(listener, router(st))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
+        let (draining, drained) = tokio::sync::oneshot::channel::<Signals>();
+        let server = axum::serve(listener, router(st)).with_graceful_shutdown(async move {
+            let name = signals.next().await;
+            eprintln!(
+                "any2any: {name}: no new connections; requests in flight get {} s to finish \
+                 (a second signal stops now)",
+                grace.as_secs()
+            );
+            let _ = draining.send(signals);
+        });
+        let deadline = async move {
+            let Ok(mut signals) = drained.await else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = signals.next() => {}
+            }
+        };
+        tokio::select! {
+            r = server => r,
+            () = deadline => {
+                eprintln!("any2any: stopped with requests still in flight");
+                Ok(())
+            }
+        }
+    });
+    // Engine threads may still run a batch: they end with the process.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    res
+}
+
+/// SIGINT and (on Unix) SIGTERM, listened to from creation on.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
             })
-            .await
-    })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for the next signal; returns its name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => "SIGINT",
+                _ = self.term.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
 }

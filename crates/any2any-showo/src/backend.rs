@@ -438,7 +438,7 @@ impl ShowoBackend {
             }
         }
         hooks.step("image", total, total)?;
-        self.assemble_outputs(jobs, t0)
+        self.assemble_outputs(jobs, t0, hooks)
     }
 
     /// One job per output of every image request, each with its plan, sampling settings and
@@ -561,11 +561,21 @@ impl ShowoBackend {
         Ok(done + steps)
     }
 
-    /// Decodes every finished job's grid into an output, grouped per request in job order.
-    fn assemble_outputs(&self, jobs: Vec<Job>, t0: Instant) -> Result<Vec<(usize, Vec<Output>)>> {
+    /// Decodes every finished job's grid into an output (one image at a time, cancellable
+    /// between images), grouped per request in job order.
+    fn assemble_outputs(
+        &self,
+        jobs: Vec<Job>,
+        t0: Instant,
+        hooks: &mut Hooks,
+    ) -> Result<Vec<(usize, Vec<Output>)>> {
         let loop_s = t0.elapsed().as_secs_f64();
-        let mut outs: Vec<(usize, Vec<Output>)> = Vec::new();
-        for j in jobs {
+        let n = jobs.len();
+        let mut jobs = jobs.into_iter();
+        let decoded = hooks.each("vq decode", n, |_| {
+            let j = jobs
+                .next()
+                .ok_or_else(|| Error::invalid("image", "fewer MaskGIT jobs than outputs"))?;
             let steps = j.steps * j.passes();
             let grid = j
                 .result
@@ -586,9 +596,13 @@ impl ShowoBackend {
                     ..Default::default()
                 },
             };
+            Ok((j.req, out))
+        })?;
+        let mut outs: Vec<(usize, Vec<Output>)> = Vec::new();
+        for (req, out) in decoded {
             match outs.last_mut() {
-                Some((r, v)) if *r == j.req => v.push(out),
-                _ => outs.push((j.req, vec![out])),
+                Some((r, v)) if *r == req => v.push(out),
+                _ => outs.push((req, vec![out])),
             }
         }
         Ok(outs)

@@ -40,6 +40,9 @@ pub const DEFAULT_STEPS: usize = 15;
 pub const DEFAULT_CFG: f32 = 3.0;
 /// New text tokens when the request gives no budget.
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 64;
+/// The library's `text_min_p` (its default 0.1): sampled text (`--temperature > 0`) keeps the
+/// tokens of probability ≥ 0.1 × the most likely one; greedy text is unaffected.
+pub const TEXT_MIN_P: f32 = 0.1;
 
 /// A loaded Transfusion checkpoint.
 pub struct TransfusionBackend {
@@ -142,16 +145,21 @@ impl TransfusionBackend {
     }
 
     /// An input image as latent tokens `[n, C]` on its token grid: resized (bilinear) to the
-    /// checkpoint's default shape when it has one, then encoded by the latent codec.
+    /// checkpoint's default shape (× the codec's factor) when it has one, else to a multiple
+    /// of the factor, then encoded by the latent codec.
     fn encode_image(&self, img: &ImageInput) -> Result<((usize, usize), Tensor)> {
         let dec = self.decoder()?;
-        let px = match self.model.modality.default_shape.as_deref() {
-            Some(&[h, w]) if (h as u32, w as u32) != (img.height(), img.width()) => {
-                image::imageops::resize(&img.pixels, w as u32, h as u32, FilterType::Triangle)
-            }
-            _ => img.pixels.clone(),
+        let f = dec.factor() as u32;
+        let (h, w) = match self.model.modality.default_shape.as_deref() {
+            Some(&[h, w]) => (h as u32 * f, w as u32 * f),
+            _ => ((img.height() / f).max(1) * f, (img.width() / f).max(1) * f),
         };
-        let grid = (px.height() as usize, px.width() as usize);
+        let px = if (h, w) != (img.height(), img.width()) {
+            image::imageops::resize(&img.pixels, w, h, FilterType::Triangle)
+        } else {
+            img.pixels.clone()
+        };
+        let grid = ((h / f) as usize, (w / f) as usize);
         if grid.0 * grid.1 > MAX_CONTEXT {
             return Err(Error::invalid(
                 "image",
@@ -250,7 +258,8 @@ impl TransfusionBackend {
             family: "transfusion".into(),
             direction: format!(
                 "images from a {}-channel latent without an image decoder (pixel space takes \
-                 1 or 3 channels)",
+                 1 or 3 channels; a latent-space checkpoint needs its `vae` component: a `vae/` \
+                 folder beside it or --component vae=DIR)",
                 self.model.modality.dim_latent
             ),
             supported: "text→text".into(),
@@ -314,7 +323,13 @@ impl TransfusionBackend {
         )?;
         let pipe = LogitsPipeline::new(
             None,
-            SamplingParams::from_params(p, SamplingParams::greedy()),
+            SamplingParams::from_params(
+                p,
+                SamplingParams {
+                    min_p: Some(TEXT_MIN_P),
+                    ..SamplingParams::greedy()
+                },
+            ),
         );
         let mut stop = vec![v.eos];
         if !interleaved {
@@ -458,10 +473,23 @@ impl Backend for TransfusionBackend {
             layers: t.depth,
             context: MAX_CONTEXT,
             image_tokens: grid,
-            image_size: grid.filter(|_| self.decoder.is_some()),
+            image_size: self
+                .decoder
+                .as_ref()
+                .and_then(|d| grid.map(|(h, w)| (h * d.factor(), w * d.factor()))),
             dtype: format!("{:?}", self.model.dtype()),
             device: format!("{:?}", self.model.device()),
         }
+    }
+
+    /// As the capabilities say, but an image asked of a model without its image decoder (a
+    /// latent-space checkpoint whose `vae` component is missing) names the component.
+    fn check(&self, req: &Request) -> Result<()> {
+        let wants_image = req.want != Modality::Text || !req.images().is_empty();
+        if wants_image && self.decoder.is_none() {
+            self.decoder()?;
+        }
+        self.capabilities().check(req)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -358,6 +358,18 @@ impl TransfusionConfig {
                 "add_pos_emb: axial positional embeddings are not supported",
             ));
         }
+        let m = self.modality(0);
+        if m.dim_latent == 0 {
+            return Err(Self::bad(path, "dim_latent must be ≥ 1"));
+        }
+        if let Some(s) = &m.default_shape {
+            if s.is_empty() || s.contains(&0) {
+                return Err(Self::bad(
+                    path,
+                    format!("modality_default_shape {s:?}: every side must be ≥ 1"),
+                ));
+            }
+        }
         OdeMethod::parse(&self.odeint_kwargs.method, path)?;
         Ok(())
     }

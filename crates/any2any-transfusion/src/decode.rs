@@ -7,15 +7,25 @@
 //! `round(255·v)` — the `[0, 1]` range of `torchvision.transforms.ToTensor` images the
 //! library's pixel examples train on. An image prompt is encoded the other way: `v / 255`
 //! (one channel: the mean of R, G, B).
+//!
+//! A latent-space model decodes through [`VaeLatent`], a diffusers `AutoencoderKL` saved as
+//! the checkpoint's `vae` component: the `modality_encoder` / `modality_decoder` pair that
+//! `scripts/export_transfusion.py` defines (`VaeEncoder`, `VaeDecoder`) around it, the same
+//! `[0, 1]` images as pixel space on the outside.
 
 use any2any_core::image;
 use any2any_core::{Error, Result};
+use any2any_diffusion::vae::KlVae;
 use candle_core::{DType, Tensor};
 
 /// Turns one generated latent into an image.
 pub trait LatentDecoder: Send + Sync {
     /// What decodes (for `inspect` and messages), e.g. "pixel space".
     fn name(&self) -> &str;
+    /// Pixels per latent token along each side (1: pixel space; a VAE's downsampling).
+    fn factor(&self) -> usize {
+        1
+    }
     /// The image of a channel-first latent `[C, H, W]`.
     fn decode(&self, latent: &Tensor) -> Result<image::RgbImage>;
     /// The channel-first latent `[channels, H, W]` f32 of an image (for image prompts).
@@ -85,5 +95,75 @@ impl LatentDecoder for PixelSpace {
                 format!("{c} latent channels: pixel space takes 1 or 3"),
             )),
         }
+    }
+}
+
+/// A diffusers `AutoencoderKL` as the modality codec of a latent-space model (see the module
+/// docs). With `s` its `scaling_factor` and `t` its `shift_factor` (0 when absent), as
+/// `VaeEncoder` / `VaeDecoder` of `scripts/export_transfusion.py` compute them:
+///
+/// - decode: `latent [C, h, w]` → `(vae.decode(latent / s + t) + 1) / 2`, then as pixel space;
+/// - encode: `[0, 1]` pixels `x` → `(mean(vae.encode(2x − 1)) − t) · s`.
+pub struct VaeLatent {
+    vae: KlVae,
+    name: String,
+}
+
+impl VaeLatent {
+    /// The codec over a loaded VAE.
+    pub fn new(vae: KlVae) -> Self {
+        let c = vae.config();
+        let name = format!(
+            "diffusers AutoencoderKL `vae` ({} latent channels, ×{})",
+            c.latent_channels,
+            c.downsample_factor()
+        );
+        Self { vae, name }
+    }
+
+    /// The VAE's latent channels.
+    pub fn channels(&self) -> usize {
+        self.vae.config().latent_channels
+    }
+}
+
+impl LatentDecoder for VaeLatent {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn factor(&self) -> usize {
+        self.vae.config().downsample_factor()
+    }
+    fn decode(&self, latent: &Tensor) -> Result<image::RgbImage> {
+        let px = self.vae.decode_scaled(&latent.unsqueeze(0)?)?;
+        any2any_core::limits::check_finite(&px, "decoded pixels")?;
+        let unit = ((px.squeeze(0)? + 1.0)? / 2.0)?;
+        PixelSpace.decode(&unit.to_device(&candle_core::Device::Cpu)?)
+    }
+    fn encode(
+        &self,
+        image: &image::RgbImage,
+        channels: usize,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
+        if channels != self.channels() {
+            return Err(Error::invalid(
+                "vae",
+                format!(
+                    "the VAE has {} latent channels but the model's dim_latent is {channels}",
+                    self.channels()
+                ),
+            ));
+        }
+        let unit = PixelSpace.encode(image, 3, device)?;
+        let mean = self
+            .vae
+            .encode_mean(&((unit * 2.0)? - 1.0)?.unsqueeze(0)?)?;
+        let c = self.vae.config();
+        let z = match c.shift_factor {
+            Some(t) if t != 0.0 => (mean - t)?,
+            _ => mean,
+        };
+        Ok((z * c.scaling_factor)?.squeeze(0)?.to_device(device)?)
     }
 }

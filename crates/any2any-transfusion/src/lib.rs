@@ -47,7 +47,12 @@ pub mod tokenizer;
 
 pub use backend::TransfusionBackend;
 pub use config::{OdeMethod, TransfusionConfig, Vocab};
-pub use decode::{LatentDecoder, PixelSpace};
+pub use decode::{LatentDecoder, PixelSpace, VaeLatent};
+
+use any2any_diffusion::vae::{KlVae, VAE_LAYOUT};
+
+/// Transfusion's own components (for `Family::components`): the optional diffusers `vae`.
+pub const COMPONENTS: &[any2any_core::loading::ComponentLayout] = &[VAE_LAYOUT];
 pub use model::TransfusionModel;
 
 use any2any_core::{Backend, Error, LoadOptions, ModelFiles, Result};
@@ -81,17 +86,24 @@ pub fn load_backend(files: &ModelFiles, opts: &LoadOptions) -> Result<Transfusio
         None if model.config.num_text_tokens == 256 => Some(tokenizer::byte_level(&model.vocab)?),
         None => None,
     };
-    if files.component("vae").is_some() {
-        return Err(Error::Unsupported {
-            family: "transfusion".into(),
-            direction: "a `vae` component (latent-space checkpoints are not wired yet)".into(),
-            supported: "pixel-space checkpoints (1- or 3-channel latents)".into(),
-        });
-    }
-    let decoder: Option<Box<dyn LatentDecoder>> = if PixelSpace::takes(model.modality.dim_latent) {
-        Some(Box::new(PixelSpace))
-    } else {
-        None
+    let decoder: Option<Box<dyn LatentDecoder>> = match files.layout_component(&VAE_LAYOUT, &[])? {
+        Some(c) => {
+            let vae = VaeLatent::new(KlVae::from_component(&c, opts.dtype(), &opts.device)?);
+            if vae.channels() != model.modality.dim_latent {
+                return Err(Error::invalid(
+                    "vae",
+                    format!(
+                        "the `vae` component has {} latent channels but the model's dim_latent \
+                         is {}",
+                        vae.channels(),
+                        model.modality.dim_latent
+                    ),
+                ));
+            }
+            Some(Box::new(vae))
+        }
+        None if PixelSpace::takes(model.modality.dim_latent) => Some(Box::new(PixelSpace)),
+        None => None,
     };
     TransfusionBackend::new(model, tokenizer, decoder, files.name.clone())
 }

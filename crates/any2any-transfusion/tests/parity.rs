@@ -79,6 +79,31 @@ fn greedy_ids_match() {
     assert_eq!(ids.as_slice(), drawn);
 }
 
+/// Sampled text (temperature 0.8) with the library's default `text_min_p` 0.1, under the
+/// reference's uniforms (its `torch.multinomial` replayed by the same inverse-CDF rule).
+#[test]
+fn min_p_sampling_replays_the_reference() {
+    let p = parity("transfusion-tiny");
+    let c = &p["min_p"];
+    let drawn = u32s(&c["drawn"]);
+    let b = backend();
+    let req = Request::new()
+        .raw_ids([vec![b.model().vocab.sos], u32s(&c["prompt"])].concat())
+        .want(Modality::Text)
+        .params(GenerationParams {
+            temperature: Some(c["temperature"].as_f64().unwrap() as f32),
+            max_new_tokens: Some(drawn.len()),
+            ..Default::default()
+        });
+    let uniforms = f32s(&c["uniforms"]);
+    let mut hooks = Hooks::new().noise(ReplayNoise::uniforms(uniforms));
+    let out = b.generate_batch(&[req], &mut hooks).unwrap();
+    let Generated::Text { ids, .. } = &out[0].segments[0] else {
+        panic!("text expected")
+    };
+    assert_eq!(ids.as_slice(), drawn.as_slice());
+}
+
 /// Records every evaluation: its time, the input latent (first row) and the raw predictions.
 struct Recording<D> {
     inner: D,

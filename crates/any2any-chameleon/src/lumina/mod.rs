@@ -89,6 +89,7 @@ impl LuminaBackend {
             temperature,
             top_k: Some(top_k),
             top_p: p.top_p,
+            min_p: None,
         };
         let image = sampling(p.image_top_k.unwrap_or(DEFAULT_IMAGE_TOP_K));
         let w = p.cfg.unwrap_or(DEFAULT_CFG);

@@ -454,6 +454,7 @@ mod tests {
             temperature: 1.0,
             top_k: None,
             top_p: None,
+            min_p: None,
         };
         Alternate {
             greedy,

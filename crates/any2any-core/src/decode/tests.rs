@@ -67,6 +67,7 @@ fn sampled(t: f32) -> LogitsPipeline {
             temperature: t,
             top_k: None,
             top_p: None,
+            min_p: None,
         },
     )
 }
