@@ -411,6 +411,7 @@ mod tests {
                 temperature: 1.0,
                 top_k: Some(1),
                 top_p: None,
+                min_p: None,
             },
         )
         .with_draw_rule(DrawRule::GumbelMax);

@@ -347,6 +347,7 @@ impl LwmBackend {
                 temperature: DEFAULT_TEXT_TEMPERATURE,
                 top_k: Some(DEFAULT_TEXT_TOP_K),
                 top_p: None,
+                min_p: None,
             },
         );
         LogitsPipeline::new(None, s).with_draw_rule(DrawRule::GumbelMax)
@@ -416,6 +417,7 @@ impl LwmBackend {
                 temperature: 1.0,
                 top_k: Some(DEFAULT_IMAGE_TOP_K),
                 top_p: None,
+                min_p: None,
             },
         );
         LogitsPipeline::new(guidance, s).with_draw_rule(DrawRule::GumbelMax)

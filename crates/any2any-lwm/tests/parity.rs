@@ -200,6 +200,7 @@ fn text_to_image_codes_match_under_replayed_gumbel_noise() {
                     temperature: 1.0,
                     top_k: Some(8192),
                     top_p: None,
+                    min_p: None,
                 },
             )
             .with_draw_rule(any2any_core::sampling::DrawRule::GumbelMax);

@@ -165,6 +165,7 @@ fn sampled_speculation_draws_the_exact_distribution() {
             temperature: 0.25,
             top_k: None,
             top_p: None,
+            min_p: None,
         },
     );
     let prompt: &[u32] = &[5, 6, 7];
@@ -232,6 +233,7 @@ fn the_same_seed_gives_the_same_ids() {
             temperature: 1.0,
             top_k: Some(8),
             top_p: Some(0.9),
+            min_p: None,
         },
     );
     let prompts: [&[u32]; 2] = [&[1, 2, 3], &[4, 5]];
