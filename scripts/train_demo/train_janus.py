@@ -3,17 +3,27 @@
 
     python scripts/train_demo/train_janus.py     # versions: scripts/train_demo/requirements.txt
 
-made the committed model: 29 min on the shared 2-core dev machine (VQ 800 steps in 9 min, LM stopped by
-its 20-minute budget at step 444 of 600; log: scripts/train_demo/logs/shapes-janus-train.log). The
-time budgets (--vq-minutes, --lm-minutes) stop a stage early on a slow machine and then drive the
-cosine schedule by elapsed time, so only a run that finishes its steps is bit-reproducible from the seed.
---continue-vq trains a saved VQ further (L1 added, dead codes re-seeded every 10 steps) before the LM.
+runs every stage in one go. The committed model was made stage by stage on the shared 2-core dev machine
+(1 torch thread each; logs: scripts/train_demo/logs/shapes-janus-*.log), W=/work/scratch/demo/r3:
+    train_janus.py --vq-only --vq-steps 900 --vq-minutes 8 --work $W                      # stage 1: 900 steps, 6.5 min
+    train_janus.py --continue-vq --vq-steps 600 --vq-minutes 5 --work $W ...              # stage 1b: 600 steps, 2.5 min
+    train_janus.py --decoder-only --decoder-minutes 12 --work $W                          # stage 1c: 776 steps (time-limited)
+    train_janus.py --decoder-only --decoder-minutes 10 --seed 1 --work $W                 # stage 1c again (time-limited)
+    train_janus.py --reuse-vq --lm-steps 2000 --lm-minutes 12 --work $W --out OUT         # stage 2 (time-limited)
+    train_janus.py --set-vq $W/vq3.pt --out OUT && train_janus.py --eval-only --out OUT   # the stage-1c decoder
+(stage 1c leaves the encoder and codebook, hence the codes the LM learns, unchanged, so it may run beside
+stage 2; its first pass drew its text→image-layout half blank, a bug fixed before the second pass and stage 2).
+Result (logs/shapes-janus-eval-*.log): below issue 11's bar; see the README, "Demo models". The time budgets (--vq-minutes, --decoder-minutes, --lm-minutes) stop a stage early on a slow
+machine and then drive the cosine schedule by elapsed time, so only a run that finishes its steps is
+bit-reproducible from the seed.
 
 A small `JanusForConditionalGeneration` (transformers 5.24.0) learns the synthetic world of world.py:
   1. its VQ tokenizer (model.vqmodel) as an autoencoder on 64×64 pictures (8× down → 8×8 codes), with the
      codebook kept on the unit sphere so HF's `encode` (plain L2 argmin) and `decode` (L2-normalised
      lookup) agree;
-  2. the LM, the generation embeddings/aligner/head (text→image: prompt → 64 codes, with 15 % of the
+     then (1b) further with L1 and dead codes re-seeded every 10 steps, then (1c) its decoder alone;
+  2. the LM, the generation embeddings/aligner/head (text→image: prompt → 64 codes, the training pictures
+     drawn in a narrower layout, T2I_LAYOUT, with 15 % of the
      prompts replaced by the unconditional row exactly as HF `generate` and any2any build it: every
      token but BOS and BOI → pad), and the SigLIP-style vision tower + aligner (image→text: the
      any2any/Janus chat template with the Janus system prompt, `Describe the image.` → the caption).
@@ -55,9 +65,12 @@ ROLES = ["<|User|>", "<|Assistant|>"]
 SYSTEM = ("You are a helpful language and vision assistant. You are able to understand the visual content that "
           "the user provides, and assist the user with a variety of tasks using natural language.\n\n")
 S = 64  # picture side
-N_CODES = 16  # 4×4 codes (16× VQ) and 16 vision patches of 16 px
+N_CODES = 64  # 8×8 codes (8× VQ) and 64 vision patches of 8 px
 HIDDEN = 256
 CFG_DROP = 0.15
+# text→image training pictures: the same world drawn narrower (side 50-60 %, within 5 % of the centre), so
+# that the small LM learns one layout per caption in minutes; the VQ and image→text train on the full world.
+T2I_LAYOUT = dict(extent=(0.50, 0.60), jitter=0.05)
 
 
 def log(*a):
@@ -107,9 +120,9 @@ def build_config(vocab: int) -> JanusConfig:
                          max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=10000.0,
                          tie_word_embeddings=False, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD),
         vision_config=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=S,
-                           patch_size=16, num_image_tokens=N_CODES, projection_dim=HIDDEN, mlp_ratio=2),
+                           patch_size=8, num_image_tokens=N_CODES, projection_dim=HIDDEN, mlp_ratio=2),
         vq_config=dict(embed_dim=8, num_embeddings=512, latent_channels=64, base_channels=32,
-                       channel_multiplier=[1, 1, 2, 2, 2], num_res_blocks=1, projection_dim=HIDDEN,
+                       channel_multiplier=[1, 1, 2, 2], num_res_blocks=1, projection_dim=HIDDEN,
                        image_token_embed_dim=HIDDEN, num_hidden_layers=2),
         image_token_id=IMG, tie_word_embeddings=False,
     )
@@ -128,13 +141,13 @@ def processor_resize(img: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((S, S), Image.BICUBIC))
 
 
-def batch(rng, n, sizes=None):
+def batch(rng, n, sizes=None, **layout):
     scenes, imgs = [], []
     for _ in range(n):
         sc = world.random_scene(rng)
         size = S if sizes is None else int(rng.choice(sizes))
         scenes.append(sc)
-        imgs.append(processor_resize(world.render(*sc, size, rng)))
+        imgs.append(processor_resize(world.render(*sc, size, rng, **layout)))
     return scenes, np.stack(imgs)
 
 
@@ -177,7 +190,7 @@ def train_vq(model, steps, rng, t_end, resume=False, restart_every=50):
     if not resume:
         init_convs(vq)
     params = list(vq.parameters())
-    opt = torch.optim.Adam(params, lr=1.5e-3)
+    opt = torch.optim.Adam(params, lr=2e-3)
     t0 = time.time()
     budget = t_end - t0
     sched = torch.optim.lr_scheduler.LambdaLR(  # cosine over the run's progress (steps or time budget)
@@ -200,7 +213,7 @@ def train_vq(model, steps, rng, t_end, resume=False, restart_every=50):
         else:
             q, idx, qloss = F.normalize(vq.quant_conv(h), dim=1), torch.zeros(1), torch.zeros(())
         rec = vq.decoder(vq.post_quant_conv(q))
-        rloss = F.mse_loss(rec, x) + (0.5 * F.l1_loss(rec, x) if resume else 0.0)
+        rloss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
         loss = rloss + qloss
         opt.zero_grad()
         loss.backward()
@@ -223,6 +236,35 @@ def train_vq(model, steps, rng, t_end, resume=False, restart_every=50):
     with torch.no_grad():  # HF encode (plain L2 argmin) = cosine argmax only on the unit sphere
         emb.copy_(F.normalize(emb, dim=1))
     vq.eval()
+
+
+def train_decoder(model, steps, rng, t_end, bs=16):
+    """Stage 1c: the VQ decoder (post_quant_conv + decoder) alone, the encoder and codebook frozen, so the
+    codes (what the LM learns) do not change; half the pictures drawn in the text→image layout."""
+    vq = model.model.vqmodel
+    vq.eval()
+    params = list(vq.post_quant_conv.parameters()) + list(vq.decoder.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    t0 = time.time()
+    budget = t_end - t0
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(s / steps, (time.time() - t0) / budget)))))
+    for step in range(steps):
+        x = to_pixels(np.concatenate([batch(rng, bs // 2)[1], batch(rng, bs // 2, **T2I_LAYOUT)[1]]))
+        with torch.no_grad():
+            q, _, _ = vq_quantize(vq, vq.encoder(x))
+        rec = vq.decoder(vq.post_quant_conv(q))
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            log(f"decoder {step}/{steps} rec {loss.item():.4f}")
+        if time.time() > t_end:
+            log(f"decoder: time budget reached at step {step}")
+            break
 
 
 @torch.no_grad()
@@ -267,12 +309,26 @@ def lm_step_i2t(model, tok, scenes, imgs):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
-def train_lm(model, tok, steps, rng, t_end, bt2i=32, bi2t=8):
+def init_vision(model):
+    """Unit-gain init of the vision tower and its aligner (std 1/sqrt(fan_in), position embeddings std 1):
+    with HF's std-0.02 init the position signal is ~14× weaker than the patch content and the attention
+    stays uniform, and the understanding path learned colour and background but never the shape."""
+    m = model.model
+    with torch.no_grad():
+        for mod in list(m.vision_model.modules()) + list(m.aligner.modules()):
+            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+                mod.weight.normal_(0.0, (1.0 / mod.weight[0].numel()) ** 0.5)
+                mod.bias.zero_()
+        m.vision_model.embeddings.position_embedding.weight.normal_(0.0, 1.0)
+
+
+def train_lm(model, tok, steps, rng, t_end, bt2i=24, bi2t=12):
+    init_vision(model)
     vq = model.model.vqmodel
     for p in vq.parameters():
         p.requires_grad_(False)
     params = [p for n, p in model.named_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=1.5e-3, betas=(0.9, 0.98), weight_decay=0.01)
     warm = 50
     t0 = time.time()
     budget = t_end - t0
@@ -285,7 +341,7 @@ def train_lm(model, tok, steps, rng, t_end, bt2i=32, bi2t=8):
     model.train()
     vq.eval()
     for step in range(steps):
-        scenes, imgs = batch(rng, bt2i)
+        scenes, imgs = batch(rng, bt2i, **T2I_LAYOUT)
         codes = vq_codes(model, imgs)
         l1 = lm_step_t2i(model, tok, scenes, codes, rng)
         scenes2, imgs2 = batch(rng, bi2t, sizes=[32, 48, 64, 64, 96, 128, 200])
@@ -329,21 +385,27 @@ def save(model, tok, out: Path):
 
 # ---------------------------------------------------------------- held-out scores with HF transformers
 @torch.no_grad()
-def evaluate(out: Path, seed: int, n_i2t: int = 100):
-    model = JanusForConditionalGeneration.from_pretrained(str(out), dtype=torch.float32)
-    model.eval()
-    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
-    # the VQ alone: HF encode → decode of fresh pictures, classified
+def vq_round_trip(model, seed: int, n: int = 100) -> int:
+    """The VQ alone: HF encode → decode of fresh pictures, classified."""
     rng = np.random.default_rng(77_000 + seed)
-    scenes, imgs = batch(rng, 100)
+    scenes, imgs = batch(rng, n)
     vq = model.model.vqmodel
     codes = vq.encode(to_pixels(imgs)).image_tokens.view(len(imgs), -1)
     rec = model.decode_image_tokens(codes)
     rec = ((rec.clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8).numpy()
     good = sum(world.classify(r) == sc for r, sc in zip(rec, scenes))
     mae = np.abs(rec.astype(np.float64) - imgs).mean()
-    log(f"HELD-OUT VQ round trip (HF encode → decode, 100 fresh 64×64 pictures): {good}/100 classified right, "
-        f"mean abs error {mae:.1f} levels")
+    log(f"HELD-OUT VQ round trip (HF encode → decode, {n} fresh 64×64 pictures): {good}/{n} classified right, "
+        f"mean abs error {mae:.1f} levels, {codes.unique().numel()} codes used")
+    return good
+
+
+@torch.no_grad()
+def evaluate(out: Path, seed: int, n_i2t: int = 100):
+    model = JanusForConditionalGeneration.from_pretrained(str(out), dtype=torch.float32)
+    model.eval()
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    vq_round_trip(model, seed)
     # text→image: 54 prompts × 2 seeds, HF generate (CFG 5, sampled at temperature 1)
     ok, n, fails = 0, 0, []
     for s in range(2):
@@ -387,6 +449,12 @@ def main():
     ap.add_argument("--lm-minutes", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--vq-only", action="store_true", help="stop after stage 1 and its round-trip check")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="stage 1c alone: fine-tune the decoder of --work's vq2.pt (codes unchanged) into vq3.pt")
+    ap.add_argument("--decoder-steps", type=int, default=1500)
+    ap.add_argument("--decoder-minutes", type=float, default=12.0)
+    ap.add_argument("--set-vq", type=Path, help="put this VQ state (same codes, e.g. vq3.pt) into the model saved in --out and re-save it")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/shapes-janus-work"), help="stage checkpoints")
     ap.add_argument("--reuse-vq", action="store_true", help="skip stage 1, load the VQ saved in --work")
@@ -399,6 +467,12 @@ def main():
     log(f"torch {torch.__version__}, transformers {transformers.__version__}")
     if args.eval_only:
         evaluate(args.out, args.seed)
+        return
+    if args.set_vq:
+        model = JanusForConditionalGeneration.from_pretrained(str(args.out), dtype=torch.float32)
+        model.model.vqmodel.load_state_dict(torch.load(args.set_vq))
+        tok = Tokenizer.from_file(str(args.out / "tokenizer.json"))
+        save(model.eval(), tok, args.out)
         return
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -414,17 +488,38 @@ def main():
     log(f"model: {n_params / 1e6:.2f} M parameters")
     args.work.mkdir(parents=True, exist_ok=True)
     vq_ckpt = args.work / "vq.pt"
+    if args.decoder_only:  # codes unchanged, so it can run beside (or after) the LM stage
+        start = args.work / ("vq3.pt" if (args.work / "vq3.pt").exists() else "vq2.pt")  # a rerun goes on
+        model.model.vqmodel.load_state_dict(torch.load(start))
+        log(f"decoder fine-tune from {start}")
+        train_decoder(model, args.decoder_steps, np.random.default_rng(args.seed + 1),
+                      time.time() + 60 * args.decoder_minutes)
+        torch.save(model.model.vqmodel.state_dict(), args.work / "vq3.pt")
+        vq_round_trip(model.float(), args.seed)
+        return
     if args.continue_vq:  # a second VQ stage from the saved one: L1 added, dead codes re-seeded every 10 steps
         model.model.vqmodel.load_state_dict(torch.load(vq_ckpt))
         log(f"VQ continued from {vq_ckpt}")
         train_vq(model, args.vq_steps, rng, time.time() + 60 * args.vq_minutes, resume=True, restart_every=10)
         torch.save(model.model.vqmodel.state_dict(), args.work / "vq2.pt")
     elif args.reuse_vq and vq_ckpt.exists():
+        for later in ("vq2.pt", "vq3.pt"):  # stage 1b's / 1c's VQ when there is one
+            if (args.work / later).exists():
+                vq_ckpt = args.work / later
         model.model.vqmodel.load_state_dict(torch.load(vq_ckpt))
         log(f"VQ reused from {vq_ckpt}")
     else:
         train_vq(model, args.vq_steps, rng, time.time() + 60 * args.vq_minutes)
         torch.save(model.model.vqmodel.state_dict(), vq_ckpt)
+        if not args.vq_only:  # stages 1b and 1c, as the committed model had them
+            train_vq(model, 600, rng, time.time() + 300, resume=True, restart_every=10)
+            torch.save(model.model.vqmodel.state_dict(), args.work / "vq2.pt")
+            train_decoder(model, args.decoder_steps, np.random.default_rng(args.seed + 1),
+                          time.time() + 60 * args.decoder_minutes)
+            torch.save(model.model.vqmodel.state_dict(), args.work / "vq3.pt")
+    vq_round_trip(model.float(), args.seed)
+    if args.vq_only:
+        return
     train_lm(model, tok, args.lm_steps, rng, time.time() + 60 * args.lm_minutes)
     save(model, tok, args.out)
     evaluate(args.out, args.seed)

@@ -33,14 +33,24 @@ def all_captions() -> list[tuple[str, str, str]]:
     return [(c, s, b) for b in BACKGROUNDS for c in COLOURS for s in SHAPES]
 
 
-def render(colour: str, shape: str, background: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One picture, ``size``×``size`` RGB uint8 (hard edges, exact palette colours)."""
+def render(colour: str, shape: str, background: str, size: int, rng: np.random.Generator,
+           extent: tuple[float, float] = (0.35, 0.70), jitter: float | None = None) -> np.ndarray:
+    """One picture, ``size``×``size`` RGB uint8 (hard edges, exact palette colours).
+
+    ``extent`` narrows the shape's side/diameter range (fraction of the canvas) and ``jitter`` (a fraction of
+    the canvas) places the shape at most that far from the centre instead of anywhere: a narrower draw of
+    the same world, used for the text→image training pictures (see train_janus.py).
+    """
     img = np.empty((size, size, 3), np.uint8)
     img[:] = BACKGROUNDS[background]
-    d = int(round(rng.uniform(0.35, 0.70) * size))
+    d = int(round(rng.uniform(*extent) * size))
     d = max(d, 2)
-    x0 = int(rng.integers(0, size - d + 1))
-    y0 = int(rng.integers(0, size - d + 1))
+    if jitter is None:
+        x0 = int(rng.integers(0, size - d + 1))
+        y0 = int(rng.integers(0, size - d + 1))
+    else:
+        c, j = (size - d) / 2, jitter * size
+        x0, y0 = (int(round(np.clip(c + rng.uniform(-j, j), 0, size - d))) for _ in range(2))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5  # pixel centres
     u, v = xx - x0, yy - y0  # inside the d×d box: 0 < u, v < d
     if shape == "square":
