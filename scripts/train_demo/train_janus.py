@@ -3,14 +3,16 @@
 
     python scripts/train_demo/train_janus.py     # versions: scripts/train_demo/requirements.txt
 
-runs every stage in one go. The committed model was made stage by stage on the shared 2-core dev machine
+runs stages 1, 1b, 1c and 2 in one go (2b is --continue-lm). The committed model was made stage by stage on the shared 2-core dev machine
 (1 torch thread each; logs: scripts/train_demo/logs/shapes-janus-*.log), W=/work/scratch/demo/r3:
     train_janus.py --vq-only --vq-steps 900 --vq-minutes 8 --work $W                      # stage 1: 900 steps, 6.5 min
     train_janus.py --continue-vq --vq-steps 600 --vq-minutes 5 --work $W ...              # stage 1b: 600 steps, 2.5 min
     train_janus.py --decoder-only --decoder-minutes 12 --work $W                          # stage 1c: 776 steps (time-limited)
     train_janus.py --decoder-only --decoder-minutes 10 --seed 1 --work $W                 # stage 1c again (time-limited)
     train_janus.py --reuse-vq --lm-steps 2000 --lm-minutes 12 --work $W --out OUT         # stage 2 (time-limited)
-    train_janus.py --set-vq $W/vq3.pt --out OUT && train_janus.py --eval-only --out OUT   # the stage-1c decoder
+    train_janus.py --set-vq $W/vq3.pt --out OUT                                           # the stage-1c decoder
+    train_janus.py --continue-lm --threads 2 --lm-minutes 6.5 --out OUT                   # stage 2b: 630 steps (time-limited)
+    train_janus.py --eval-only --out OUT
 (stage 1c leaves the encoder and codebook, hence the codes the LM learns, unchanged, so it may run beside
 stage 2; its first pass drew its text→image-layout half blank, a bug fixed before the second pass and stage 2).
 Result (logs/shapes-janus-eval-*.log): below issue 11's bar; see the README, "Demo models". The time budgets (--vq-minutes, --decoder-minutes, --lm-minutes) stop a stage early on a slow
@@ -322,8 +324,9 @@ def init_vision(model):
         m.vision_model.embeddings.position_embedding.weight.normal_(0.0, 1.0)
 
 
-def train_lm(model, tok, steps, rng, t_end, bt2i=24, bi2t=12):
-    init_vision(model)
+def train_lm(model, tok, steps, rng, t_end, bt2i=24, bi2t=12, fresh=True):
+    if fresh:
+        init_vision(model)
     vq = model.model.vqmodel
     for p in vq.parameters():
         p.requires_grad_(False)
@@ -454,6 +457,7 @@ def main():
                     help="stage 1c alone: fine-tune the decoder of --work's vq2.pt (codes unchanged) into vq3.pt")
     ap.add_argument("--decoder-steps", type=int, default=1500)
     ap.add_argument("--decoder-minutes", type=float, default=12.0)
+    ap.add_argument("--continue-lm", action="store_true", help="train the LM of the model in --out further")
     ap.add_argument("--set-vq", type=Path, help="put this VQ state (same codes, e.g. vq3.pt) into the model saved in --out and re-save it")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/shapes-janus-work"), help="stage checkpoints")
@@ -467,6 +471,14 @@ def main():
     log(f"torch {torch.__version__}, transformers {transformers.__version__}")
     if args.eval_only:
         evaluate(args.out, args.seed)
+        return
+    if args.continue_lm:  # stage 2 again, from the model saved in --out (time-limited)
+        model = JanusForConditionalGeneration.from_pretrained(str(args.out), dtype=torch.float32)
+        tok = Tokenizer.from_file(str(args.out / "tokenizer.json"))
+        torch.manual_seed(args.seed)
+        train_lm(model, tok, args.lm_steps, np.random.default_rng(args.seed + 2), time.time() + 60 * args.lm_minutes,
+                 fresh=False)
+        save(model, tok, args.out)
         return
     if args.set_vq:
         model = JanusForConditionalGeneration.from_pretrained(str(args.out), dtype=torch.float32)
