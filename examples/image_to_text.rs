@@ -2,7 +2,8 @@
 //!
 //!     cargo run --release --example image_to_text -- [MODEL_DIR_OR_HUB_ID] [IMAGE] [QUESTION]
 //!
-//! Defaults to the tiny random Janus checkpoint the repo ships (its answers are noise).
+//! Defaults to the trained demo model the repo ships (`examples/models/shapes-janus`) and a
+//! picture of its shapes world.
 
 use any2any::{GenerationParams, LoadOptions, Modality, Pipeline, Request};
 
@@ -10,13 +11,11 @@ fn main() -> any2any::Result<()> {
     let mut args = std::env::args().skip(1);
     let model = args
         .next()
-        .unwrap_or_else(|| "tests/fixtures/janus-tiny".into());
+        .unwrap_or_else(|| "examples/models/shapes-janus".into());
     let image = args
         .next()
-        .unwrap_or_else(|| "tests/fixtures/janus-tiny/image.png".into());
-    let question = args
-        .next()
-        .unwrap_or_else(|| "what is in the picture?".into());
+        .unwrap_or_else(|| "examples/models/blue-triangle.png".into());
+    let question = args.next().unwrap_or_else(|| "Describe the image.".into());
 
     let pipe = Pipeline::load(&model, LoadOptions::default())?;
     let photo = any2any::imageops::load_image(std::path::Path::new(&image))?;

@@ -2,7 +2,8 @@
 //!
 //!     cargo run --release --example text_to_image -- [MODEL_DIR_OR_HUB_ID] [PROMPT] [OUT.png]
 //!
-//! Defaults to the tiny random Janus checkpoint the repo ships (its pictures are noise).
+//! Defaults to the trained demo model the repo ships (`examples/models/shapes-janus`, 64×64
+//! pictures of its shapes world: `a {colour} {shape} on a {background} background`).
 
 use any2any::{GenerationParams, Hooks, LoadOptions, Modality, Pipeline, Request};
 
@@ -10,11 +11,11 @@ fn main() -> any2any::Result<()> {
     let mut args = std::env::args().skip(1);
     let model = args
         .next()
-        .unwrap_or_else(|| "tests/fixtures/janus-tiny".into());
+        .unwrap_or_else(|| "examples/models/shapes-janus".into());
     let prompt = args
         .next()
-        .unwrap_or_else(|| "a red fox in the snow".into());
-    let out = args.next().unwrap_or_else(|| "fox.png".into());
+        .unwrap_or_else(|| "a red circle on a white background".into());
+    let out = args.next().unwrap_or_else(|| "circle.png".into());
 
     let pipe = Pipeline::load(&model, LoadOptions::default())?;
     let req = Request::new()
@@ -27,7 +28,7 @@ fn main() -> any2any::Result<()> {
         })
         .num_outputs(2);
     let mut hooks = Hooks::new().on_progress(|p| {
-        if p.step % 64 == 0 || p.step == p.total {
+        if p.step == p.total {
             eprintln!("{}: {}/{}", p.stage, p.step, p.total);
         }
     });

@@ -13,6 +13,8 @@ use any2any_core::{
 };
 use std::path::{Path, PathBuf};
 
+pub mod shapes;
+
 /// The workspace root (this crate lives in `crates/any2any-test-util`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
