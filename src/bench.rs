@@ -348,56 +348,56 @@ pub fn run(w: &Workload, device: &Device, dtype: DType, plan: &Plan) -> Result<V
             for &batch in plan.batches {
                 for &cfg in plan.cfgs {
                     for &spec in plan.specs {
-                    let setup = Setup {
-                        batch,
-                        cfg,
-                        start,
-                        spec,
-                    };
-                    let m = measure(&decoder, &head, device, &setup, plan.steps, plan.warmup)?;
-                    let quant_name = quant.map_or("none".to_string(), |q| q.name().into());
-                    let per_forward = if spec.is_some() {
-                        m.stats.tokens as f64 / (m.stats.forwards.max(1) * batch) as f64
-                    } else {
-                        1.0
-                    };
-                    let plain_ms = rows_out
-                        .iter()
-                        .rev()
-                        .find(|r: &&BenchRow| {
-                            r.round == round
-                                && r.quant == quant_name
-                                && r.batch == batch
-                                && r.cfg == cfg
-                                && r.speculative == "off"
-                        })
-                        .map_or(m.mean(), |r| r.step_ms_mean);
-                    rows_out.push(BenchRow {
-                        size: w.name.to_string(),
-                        device: format!("{device:?}"),
-                        dtype: format!("{dtype:?}"),
-                        quant: quant_name,
-                        round,
-                        build_s,
-                        batch,
-                        cfg,
-                        speculative: spec.map_or("off".into(), |s| s.to_string()),
-                        tokens_per_forward: per_forward,
-                        acceptance: m.stats.acceptance(),
-                        break_even: m.mean() / plain_ms,
-                        context_start: start,
-                        steps_measured: m.times.len(),
-                        prefill_ms: m.prefill_ms,
-                        step_ms_mean: m.mean(),
-                        step_ms_p50: m.quantile(0.5),
-                        step_ms_min: m.quantile(0.0),
-                        tokens_per_s: per_forward * batch as f64 * 1e3 / m.mean(),
-                        s_per_image_batch: (m.prefill_ms
-                            + m.mean() * w.image_tokens as f64 / per_forward)
-                            / 1e3,
-                        rss_mib: rss,
-                        peak_rss_mib: peak_rss_mib(),
-                    });
+                        let setup = Setup {
+                            batch,
+                            cfg,
+                            start,
+                            spec,
+                        };
+                        let m = measure(&decoder, &head, device, &setup, plan.steps, plan.warmup)?;
+                        let quant_name = quant.map_or("none".to_string(), |q| q.name().into());
+                        let per_forward = if spec.is_some() {
+                            m.stats.tokens as f64 / (m.stats.forwards.max(1) * batch) as f64
+                        } else {
+                            1.0
+                        };
+                        let plain_ms = rows_out
+                            .iter()
+                            .rev()
+                            .find(|r: &&BenchRow| {
+                                r.round == round
+                                    && r.quant == quant_name
+                                    && r.batch == batch
+                                    && r.cfg == cfg
+                                    && r.speculative == "off"
+                            })
+                            .map_or(m.mean(), |r| r.step_ms_mean);
+                        rows_out.push(BenchRow {
+                            size: w.name.to_string(),
+                            device: format!("{device:?}"),
+                            dtype: format!("{dtype:?}"),
+                            quant: quant_name,
+                            round,
+                            build_s,
+                            batch,
+                            cfg,
+                            speculative: spec.map_or("off".into(), |s| s.to_string()),
+                            tokens_per_forward: per_forward,
+                            acceptance: m.stats.acceptance(),
+                            break_even: m.mean() / plain_ms,
+                            context_start: start,
+                            steps_measured: m.times.len(),
+                            prefill_ms: m.prefill_ms,
+                            step_ms_mean: m.mean(),
+                            step_ms_p50: m.quantile(0.5),
+                            step_ms_min: m.quantile(0.0),
+                            tokens_per_s: per_forward * batch as f64 * 1e3 / m.mean(),
+                            s_per_image_batch: (m.prefill_ms
+                                + m.mean() * w.image_tokens as f64 / per_forward)
+                                / 1e3,
+                            rss_mib: rss,
+                            peak_rss_mib: peak_rss_mib(),
+                        });
                     }
                 }
             }

@@ -380,7 +380,12 @@ struct BenchArgs {
     quant: Vec<String>,
     /// Rounds over the compared variants (--quant builds, --speculative decodings; with
     /// --model, whole images), interleaved so that a drifting load hits them alike.
-    #[arg(long, alias = "repeats", default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        alias = "repeats",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     rounds: usize,
 }
 

@@ -203,10 +203,14 @@ fn backend_images_under_replayed_noise_are_within_one_level() {
     let mut steps = Vec::new();
     let mut hooks = Hooks::new()
         .noise(noise)
-        .on_progress(|pr| steps.push(pr.step));
+        .on_progress(|pr| steps.push((pr.stage.to_string(), pr.step)));
     let out = jf.generate_batch(&[req], &mut hooks).unwrap();
     drop(hooks);
-    assert_eq!(steps, vec![0, 1, 2, 3, 4]);
+    // the flow steps, then the VAE decode image by image (step i of b, then b)
+    let flow = (0..=4).map(|i| (String::from("flow steps"), i));
+    let vae = (0..=b).map(|i| (String::from("vae decode"), i));
+    let want: Vec<(String, usize)> = flow.chain(vae).collect();
+    assert_eq!(steps, want);
     let want = u32s(&p["t2i_pixels"]);
     let got: Vec<u8> = out
         .iter()

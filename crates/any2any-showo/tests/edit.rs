@@ -397,7 +397,11 @@ fn progress_reports_each_step_and_cancel_stops_between_steps() {
     };
     let log: Reports = Arc::default();
     generate_with(pipe.as_ref(), req(), &mut recording_hooks(&log)).unwrap();
-    let want: Vec<(String, usize, usize)> = (0..=5).map(|i| ("image".into(), i, 5)).collect();
+    // the MaskGIT steps, then the VQ decode of the one image (step 0 of 1, then 1)
+    let want: Vec<(String, usize, usize)> = (0..=5)
+        .map(|i| ("image".into(), i, 5))
+        .chain((0..=1).map(|i| ("vq decode".into(), i, 1)))
+        .collect();
     assert_eq!(*log.lock().unwrap(), want);
 
     let cancel = CancelToken::new();
